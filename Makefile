@@ -1,0 +1,56 @@
+# pliers.deploy — the commands a newcomer needs: `make test` (and, after #3, `make demo`).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+HOSTS ?= 1
+VENV := .venv
+# The lab runs on the machine's python3 (stdlib only); the controller venv needs
+# Python 3.12+ for ansible-core 2.21. pyenv machines keep 3.12 outside the PATH default.
+LAB := python3 -m lab
+PYTHON_FOR_VENV ?= $(shell for p in python3.12 python3.13 $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12); do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: help setup lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## controller venv: ansible-core, community collections, molecule, linters
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	@test -n "$(PYTHON_FOR_VENV)" || { echo "error: Python 3.12 or newer is needed for the controller venv" >&2; exit 1; }
+	$(PYTHON_FOR_VENV) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+lab-up: ## engine, images, registry and HOSTS bare Debian 13 hosts (default 1); idempotent
+	$(LAB) up --hosts "$(HOSTS)"
+
+lab-down: ## remove every container, volume and network the lab made
+	@$(LAB) down
+
+lab-status: ## list the lab's containers
+	@$(LAB) status
+
+lab-images: ## build (or reuse) the lab's images only
+	$(LAB) images
+
+lab-clean: lab-down ## lab-down, then drop the cached images too
+	@$(LAB) clean-cache
+
+test: setup lint test-unit test-lab ## everything CI runs
+
+test-unit: setup ## fast tests that need no engine
+	$(VENV)/bin/pytest -m "not lab"
+
+test-lab: setup ## tests against the real lab (starts the engine and a lab of its own)
+	$(VENV)/bin/pytest -m lab
+
+lint: setup ## ruff and yamllint
+	$(VENV)/bin/ruff check lab tests
+	$(VENV)/bin/ruff format --check lab tests
+	$(VENV)/bin/yamllint -s .
+
+clean: ## remove the venv and caches (the lab stays: see lab-down, lab-clean)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,220 @@
+"""Step 2: bare hosts — containers that behave like freshly installed Debian 13 servers.
+
+systemd runs as PID 1, sshd answers with the lab's key, python3 is there and
+Docker is not. Each host has its own address on the lab network and its own
+/var/lib/docker volume, so the docker_host role can install an engine later.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .common import STATE, LabError, docker, docker_lines, log, run
+from .topology import Lab
+
+SSH_KEY = STATE / "ssh" / "id_ed25519"
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+BOOT_TIMEOUT = 90
+
+# What systemd and an inner Docker need; --privileged fails on this kernel (LAB.md).
+CAPABILITIES = (
+    "SYS_ADMIN",
+    "NET_ADMIN",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_TIME",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "LINUX_IMMUTABLE",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_PACCT",
+    "SYS_NICE",
+    "SYS_TTY_CONFIG",
+    "LEASE",
+    "SYS_BOOT",
+    "NET_BROADCAST",
+    "SYS_MODULE",
+    "DAC_READ_SEARCH",
+)
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+
+
+def ensure_ssh_key() -> Path:
+    if not SSH_KEY.exists():
+        SSH_KEY.parent.mkdir(parents=True, exist_ok=True)
+        SSH_KEY.parent.chmod(0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pliers-lab", "-f", str(SSH_KEY)])
+    return SSH_KEY
+
+
+def ensure_network(lab: Lab) -> None:
+    if docker("network", "inspect", lab.network, check=False).returncode != 0:
+        docker("network", "create", "--label", lab.label, lab.network)
+
+
+def running_hosts(lab: Lab) -> list[str]:
+    """Names of this lab's hosts (not its registry), in index order."""
+    names = docker_lines(
+        "ps", "-a", "--filter", f"label={lab.label}", "--filter", "label=pliers.lab.role=host", "--format", "{{.Names}}"
+    )
+    return sorted(names, key=lambda name: int(name.rsplit("-", 1)[1]))
+
+
+def _run_host(lab: Lab, name: str, image: str) -> None:
+    volume = f"{name}-docker"
+    docker("volume", "create", "--label", lab.label, volume)
+    labels = (lab.label, "pliers.lab.role=host", f"pliers.lab.image={image}")
+    # systempaths=unconfined: without it the inner Docker 26 cannot start containers (LAB.md).
+    security = ("seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined")
+    tmpfs = ("/run", "/run/lock", "/tmp")  # noqa: S108 - tmpfs mounts inside the host
+    cmd = ["run", "-d", "--name", name, "--hostname", name, "--network", lab.network, "--cgroupns=host"]
+    cmd += ["-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-v", f"{volume}:/var/lib/docker"]
+    cmd += [arg for label in labels for arg in ("--label", label)]
+    cmd += [arg for option in security for arg in ("--security-opt", option)]
+    cmd += [arg for path in tmpfs for arg in ("--tmpfs", path)]
+    cmd += [arg for capability in CAPABILITIES for arg in ("--cap-add", capability)]
+    docker(*cmd, image)
+
+
+def host_address(lab: Lab, name: str) -> str:
+    networks = json.loads(docker("inspect", "--format", "{{json .NetworkSettings.Networks}}", name).stdout)
+    address = networks.get(lab.network, {}).get("IPAddress")
+    if not address:
+        raise LabError(f"{name} has no address on the lab network {lab.network}")
+    return address
+
+
+def ssh(host: Host, command: str, *, check: bool = True, timeout: float = 600, input: str | None = None):
+    return run(
+        [
+            "ssh",
+            "-i",
+            str(SSH_KEY),
+            *SSH_OPTIONS,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            f"root@{host.address}",
+            command,
+        ],
+        check=check,
+        timeout=timeout,
+        input=input,
+    )
+
+
+def _wait_ready(lab: Lab, name: str) -> Host:
+    """systemd finished booting, our key is authorised and SSH answers."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    state = ""
+    while time.monotonic() < deadline:
+        state = docker("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(0.3)
+    else:
+        raise LabError(f"{name}: systemd did not finish booting in {BOOT_TIMEOUT}s (state {state!r})")
+    public_key = SSH_KEY.with_suffix(".pub").read_text()
+    docker(
+        "exec",
+        "-i",
+        name,
+        "sh",
+        "-c",
+        "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys",
+        input=public_key,
+    )
+    host = Host(name, host_address(lab, name))
+    last = ""
+    while time.monotonic() < deadline:
+        result = ssh(host, "true", check=False, timeout=15)
+        if result.returncode == 0:
+            return host
+        last = result.stderr.strip()
+        time.sleep(0.3)
+    raise LabError(f"{name}: SSH to {host.address} did not answer in {BOOT_TIMEOUT}s ({last})")
+
+
+def ensure_hosts(lab: Lab, count: int, image: str) -> list[Host]:
+    """Hosts 1..count running (started or created as needed); returns every host of the lab."""
+    ensure_ssh_key()
+    ensure_network(lab)
+    existing = set(running_hosts(lab))
+    wanted = [lab.host_name(i) for i in range(1, count + 1)]
+    for name in wanted:
+        if name not in existing:
+            log(f"starting host {name}")
+            _run_host(lab, name, image)
+        else:
+            state = docker(
+                "inspect", "--format", '{{.State.Running}} {{index .Config.Labels "pliers.lab.image"}}', name
+            ).stdout.split()
+            if state[0] != "true":
+                log(f"starting stopped host {name}")
+                docker("start", name)
+            if state[1:] != [image]:
+                log(f"{name} runs an older host image; `python3 -m lab reset {name}` recreates it")
+    extra = sorted(existing - set(wanted))
+    if extra:
+        log(f"keeping {', '.join(extra)} (asked for {count}); `make lab-down` removes every host")
+    names = running_hosts(lab)
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        return list(pool.map(lambda name: _wait_ready(lab, name), names))
+
+
+def reset_hosts(lab: Lab, names: list[str], image: str) -> list[Host]:
+    """Recreate hosts as freshly installed (container and its Docker volume)."""
+    known = set(running_hosts(lab))
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise LabError(
+            f"not hosts of lab {lab.name}: {', '.join(unknown)} (hosts: {', '.join(sorted(known)) or 'none'})"
+        )
+    for name in names:
+        docker("rm", "-f", "-v", name)
+        docker("volume", "rm", f"{name}-docker")
+        _run_host(lab, name, image)
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        list(pool.map(lambda name: _wait_ready(lab, name), names))
+    return [Host(name, host_address(lab, name)) for name in running_hosts(lab)]
+
+
+def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:
+    """The Ansible inventory playbooks and Molecule use (SSH, as AWX reaches hosts)."""
+    lines = [
+        f"# Written by `python3 -m lab up` for lab {lab.name}; rewritten on every run.",
+        "# Registry credentials are not here: pass -e @" + str(lab.credentials),
+        "all:",
+        "  hosts:",
+    ]
+    for host in hosts:
+        lines += [f"    {host.name}:", f"      ansible_host: {host.address}"]
+    lines += [
+        "  vars:",
+        "    ansible_user: root",
+        f"    ansible_ssh_private_key_file: {SSH_KEY}",
+        "    ansible_ssh_common_args: " + json.dumps(" ".join(SSH_OPTIONS)),
+        "    ansible_python_interpreter: /usr/bin/python3",
+        f"    pliers_lab_name: {lab.name}",
+        f"    pliers_lab_registry: {lab.registry}",
+        f"    pliers_lab_registry_ca_file: {ca_file}",
+    ]
+    lab.state.mkdir(parents=True, exist_ok=True)
+    lab.inventory.write_text("\n".join(lines) + "\n")
+    return lab.inventory

@@ -1,0 +1,226 @@
+"""Step 4/5: images built from Debian packages, tagged by a hash of their inputs.
+
+Nothing can be pulled on these machines, so every image starts from a Debian
+root filesystem made with debootstrap and imported. An image is rebuilt only
+when its inputs change: its build context, its build arguments, or its base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .common import ROOT, STATE, LabError, docker, log, run
+from .engine import ensure_tools
+
+IMAGES_DIR = ROOT / "lab" / "images"
+APP_DIR = ROOT / "lab" / "app"
+MIRROR = "http://deb.debian.org/debian"
+LOCAL_REPO = "pliers-lab"
+# The reference app's versions (docs/app-contract.md): 1.1.0 adds a migration,
+# broken starts but never reports healthy.
+APP_VERSIONS = ("1.0.0", "1.1.0", "broken")
+
+# Written into every base: the security and update suites, no recommends, and
+# no service start-up during package installs (as the official Debian images do).
+BASE_SETUP = """\
+set -e
+cat > /etc/apt/sources.list <<SOURCES
+deb {mirror} {suite} main
+deb {mirror} {suite}-updates main
+deb http://deb.debian.org/debian-security {suite}-security main
+SOURCES
+printf 'APT::Install-Recommends "0";\\nAPT::Install-Suggests "0";\\n' > /etc/apt/apt.conf.d/90-lab-no-recommends
+printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d
+chmod 0755 /usr/sbin/policy-rc.d
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+"""
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image: a build context under lab/, its base and the names it is pushed as."""
+
+    repo: str
+    context: Path
+    base: str  # a Debian suite ("bookworm", "trixie") or another Image's key
+    pushed_as: tuple[str, ...] = ()  # "<repo>:<tag>" names in the lab registry
+    args: dict[str, str] = field(default_factory=dict)
+    version_check: tuple[str, ...] = ()  # command whose output must contain expect
+    expect: str = ""
+
+    @property
+    def key(self) -> str:
+        version = self.args.get("APP_VERSION")
+        return f"{self.repo}:{version}" if version else self.repo
+
+
+def _service(repo: str, tag: str, check: tuple[str, ...], expect: str) -> Image:
+    return Image(repo, IMAGES_DIR / repo, "bookworm", (f"pliers/{repo}:{tag}",), {}, check, expect)
+
+
+def catalogue() -> list[Image]:
+    """Every lab image, bases before the images built on them."""
+    images = [
+        Image("host", IMAGES_DIR / "host", "trixie"),
+        Image("registry", IMAGES_DIR / "registry", "bookworm", (), {}, ("docker-registry", "--version"), " 2.8."),
+        _service("postgres", "15", ("postgres", "--version"), "(PostgreSQL) 15."),
+        _service("redis", "7.0", ("redis-server", "--version"), "v=7.0."),
+        _service("nginx", "1.22", ("nginx", "-v"), "nginx/1.22."),
+        _service("prometheus", "2.42", ("prometheus", "--version"), "version 2.42."),
+        _service("alertmanager", "0.25", ("prometheus-alertmanager", "--version"), "version 0.25."),
+        _service("node-exporter", "1.5", ("prometheus-node-exporter", "--version"), "version 1.5."),
+        _service("postgres-exporter", "0.11", ("prometheus-postgres-exporter", "--version"), "version 0.11."),
+        _service("redis-exporter", "1.45", ("prometheus-redis-exporter", "--version"), "Exporter 1.45."),
+        Image("app-runtime", IMAGES_DIR / "app-runtime", "bookworm"),
+    ]
+    for version in APP_VERSIONS:
+        for role, repo, port in (("api", "api", "3000"), ("ai", "ai-service", "3001")):
+            args = {"APP_VERSION": version, "APP_ROLE": role, "APP_PORT": port}
+            images.append(Image(repo, APP_DIR, "app-runtime", (f"pliers/{repo}:{version}",), args))
+        web_args = {"APP_VERSION": version}
+        images.append(Image("web", IMAGES_DIR / "web", "nginx", (f"pliers/web:{version}",), web_args))
+    return images
+
+
+def _tree_digest(path: Path) -> str:
+    """A hash of every file's relative path, mode and content under path."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        digest.update(oct(file.stat().st_mode & 0o777).encode() + b"\0")
+        digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def base_tag(suite: str) -> str:
+    digest = hashlib.sha256(f"debootstrap minbase {suite} {MIRROR}\n{BASE_SETUP}".encode()).hexdigest()
+    return f"{LOCAL_REPO}/debian:{suite}-{digest[:12]}"
+
+
+def image_exists(tag: str) -> bool:
+    return docker("image", "inspect", "--format", "{{.Id}}", tag, check=False).returncode == 0
+
+
+def build_base(suite: str) -> str:
+    """A minimal Debian root filesystem from debootstrap, imported as an image."""
+    tag = base_tag(suite)
+    if image_exists(tag):
+        return tag
+    ensure_tools("debootstrap", package="debootstrap")
+    cache = STATE / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    log(f"debootstrap {suite} (minbase) -> {tag}")
+    with tempfile.TemporaryDirectory(prefix=f"rootfs-{suite}-", dir=cache) as rootfs:
+        log_path = _log_path(f"debootstrap-{suite}")
+        with open(log_path, "w") as log_file:
+            code = _run_logged(["debootstrap", "--variant=minbase", suite, rootfs, MIRROR], log_file)
+        if code != 0:
+            raise LabError(f"debootstrap {suite} failed (exit {code}); see {log_path}")
+        run(["chroot", rootfs, "/bin/sh", "-c", BASE_SETUP.format(mirror=MIRROR, suite=suite)])
+        change = 'CMD ["/bin/bash"]'
+        pipeline = f"set -o pipefail; tar -C {rootfs} --numeric-owner -c . | docker import --change '{change}' - {tag}"
+        run(["bash", "-c", pipeline])
+    return tag
+
+
+def _log_path(name: str) -> Path:
+    logs = STATE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / f"{name.replace('/', '_').replace(':', '_')}.log"
+
+
+def _run_logged(cmd: list[str], log_file) -> int:
+    return subprocess.run(
+        cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False
+    ).returncode
+
+
+class Builder:
+    """Builds the catalogue, reusing every image whose inputs are unchanged."""
+
+    def __init__(self, images: list[Image] | None = None) -> None:
+        self.images = images or catalogue()
+        self.tags: dict[str, str] = {}
+
+    def tag_of(self, image: Image) -> str:
+        base = self.tags[image.base]
+        digest = hashlib.sha256()
+        digest.update(f"{base}\n{sorted(image.args.items())}\n".encode())
+        digest.update(_tree_digest(image.context).encode())
+        return f"{LOCAL_REPO}/{image.repo}:{digest.hexdigest()[:12]}"
+
+    def build_all(self) -> dict[str, str]:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for suite, tag in zip(("bookworm", "trixie"), pool.map(build_base, ("bookworm", "trixie")), strict=True):
+                self.tags[suite] = tag
+        pending = list(self.images)
+        while pending:
+            ready = [image for image in pending if image.base in self.tags]
+            if not ready:
+                raise LabError(f"images with unknown bases: {[i.key for i in pending]}")
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                for image, tag in zip(ready, pool.map(self.build, ready), strict=True):
+                    self.tags[image.key] = tag
+            pending = [image for image in pending if image not in ready]
+        return self.tags
+
+    def build(self, image: Image) -> str:
+        tag = self.tag_of(image)
+        if image_exists(tag):
+            return tag
+        log(f"building {image.key} -> {tag}")
+        args = {"BASE": self.tags[image.base], **image.args}
+        cmd = ["docker", "build", "--label", f"pliers.lab.image={image.key}", "-t", tag]
+        for name, value in args.items():
+            cmd += ["--build-arg", f"{name}={value}"]
+        log_path = _log_path(f"build-{image.key}")
+        with open(log_path, "w") as log_file:
+            code = _run_logged([*cmd, str(image.context)], log_file)
+        if code != 0:
+            tail = log_path.read_text(errors="replace").splitlines()[-25:]
+            raise LabError(f"building {image.key} failed (exit {code}), log {log_path}:\n" + "\n".join(tail))
+        if image.version_check:
+            out = docker("run", "--rm", "--entrypoint", image.version_check[0], tag, *image.version_check[1:])
+            seen = (out.stdout + out.stderr).strip()
+            if image.expect not in seen:
+                docker("rmi", tag, check=False)
+                raise LabError(f"{image.key}: expected a version containing {image.expect!r}, got {seen!r}")
+        return tag
+
+
+def push_all(builder: Builder, registry: str, docker_config: Path) -> list[str]:
+    """Push every image that has registry names; returns the names pushed."""
+    env = {"DOCKER_CONFIG": str(docker_config)}
+    jobs = [(builder.tags[i.key], name) for i in builder.images for name in i.pushed_as]
+
+    def push(job: tuple[str, str]) -> str:
+        local, name = job
+        remote = f"{registry}/{name}"
+        docker("tag", local, remote)
+        run(["docker", "push", remote], env=env)
+        docker("rmi", remote)  # the local hash tag keeps the image
+        return name
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(push, jobs))
+
+
+def reference_names() -> list[str]:
+    return [name for image in catalogue() for name in image.pushed_as]
+
+
+def clean_cache() -> None:
+    """Remove every image the lab built (by its local repository) and the rootfs cache."""
+    tags = docker("images", "--format", "{{.Repository}}:{{.Tag}}", f"--filter=reference={LOCAL_REPO}/*").stdout.split()
+    for tag in tags:
+        docker("rmi", tag, check=False)
+    shutil.rmtree(STATE / "cache", ignore_errors=True)
+    os.makedirs(STATE, exist_ok=True)

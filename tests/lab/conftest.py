@@ -1,0 +1,56 @@
+"""Every test here runs on the real lab: a Docker engine, a lab of its own and its registry."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from lab import hosts as lab_hosts
+from lab.images import Builder
+
+from .support import TEST_LAB, lab_cli
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/tests/lab/" in str(item.path):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def test_lab():
+    """A fresh three-host lab named pliers-test (removed first, so its hosts are bare), then torn down."""
+    lab_cli("down")
+    lab_cli("up", "--hosts", "3")
+    yield TEST_LAB
+    lab_cli("down")
+
+
+@pytest.fixture(scope="session")
+def images(test_lab) -> dict[str, str]:
+    """The lab's local image tags by key ("postgres", "api:1.0.0", ...); built by `lab up`."""
+    return Builder().build_all()
+
+
+@pytest.fixture(scope="session")
+def hosts(test_lab) -> list[lab_hosts.Host]:
+    return [lab_hosts.Host(name, lab_hosts.host_address(test_lab, name)) for name in lab_hosts.running_hosts(test_lab)]
+
+
+@pytest.fixture(scope="session")
+def docker_hosts(hosts) -> list[lab_hosts.Host]:
+    """The first two hosts with Debian's Docker installed (a stand-in for docker_host, tested in #3).
+
+    Debian 13 ships the CLI apart from the engine (docker-cli is only recommended by docker.io).
+    """
+    install = (
+        "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        "docker.io docker-cli && docker version --format '{{.Server.Version}}'"
+    )
+    pair = hosts[:2]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda host: lab_hosts.ssh(host, install, check=False), pair))
+    for host, result in zip(pair, results, strict=True):
+        assert result.returncode == 0, f"installing Docker on {host.name} failed:\n{result.stderr[-2000:]}"
+    return pair

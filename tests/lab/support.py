@@ -1,0 +1,83 @@
+"""Helpers for tests on the real lab: labelled containers, HTTP, polling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from lab.common import ROOT, docker
+from lab.topology import Lab
+
+TEST_LAB = Lab("pliers-test")
+
+
+def lab_cli(*args: str, name: str = TEST_LAB.name, check: bool = True) -> subprocess.CompletedProcess:
+    """python3 -m lab --name NAME ARGS..., as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lab", "--name", name, *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"lab {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def run_container(image: str, *args: str, name: str, options: tuple[str, ...] = ()) -> str:
+    """Start a detached container labelled for the test lab (so `lab down` removes it too)."""
+    docker("rm", "-f", name, check=False)
+    return docker("run", "-d", "--name", name, "--label", TEST_LAB.label, *options, image, *args).stdout.strip()
+
+
+def published(container: str, port: int) -> str:
+    return docker("port", container, f"{port}/tcp").stdout.split()[0]
+
+
+def http(url: str, *, method: str = "GET", body: object = None, timeout: float = 5) -> tuple[int, str]:
+    """(status, body) of one request; HTTP errors are answers too, connection errors give status 0."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - lab addresses only
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, str(exc)
+
+
+def wait_for(probe, *, timeout: float, what: str, interval: float = 0.5):
+    """Poll probe() until it returns a truthy value; fail naming what and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not reached in {timeout}s (last seen: {last!r})")
+
+
+def wait_http(url: str, *, status: int = 200, timeout: float = 30, what: str = "") -> str:
+    """Poll url until it answers with status; returns the body."""
+
+    def answered() -> str | None:
+        seen_status, body = http(url)
+        return body if seen_status == status else None
+
+    return wait_for(answered, timeout=timeout, what=what or f"{url} answering {status}")
+
+
+def container_logs(container: str) -> str:
+    result = docker("logs", "--tail", "30", container, check=False)
+    return result.stdout + result.stderr
+
+
+def write_secret(directory: Path, name: str, value: str) -> Path:
+    path = directory / name
+    path.write_text(value)
+    path.chmod(0o644)  # read by the container's unprivileged user through a bind mount
+    return path
