@@ -1,21 +1,30 @@
-# pliers.deploy — the commands a newcomer needs: `make test` (and, after #3, `make demo`).
+# pliers.deploy — the commands a newcomer needs: `make demo` and `make test`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 HOSTS ?= 1
+RELEASE ?= 1.0.0
 VENV := .venv
+DEMO_LAB := pliers-demo
+DEMO_STATE := .lab/labs/$(DEMO_LAB)
+# The demo deploys the local inventory onto the demo lab's host; its address, SSH key and
+# registry CA come from the lab's inventory, the registry credentials as vault-like extra vars.
+DEMO_DEPLOY := $(VENV)/bin/ansible-playbook playbooks/deploy.yml -i inventories/local -i $(DEMO_STATE)/inventory.yml \
+	--vault-password-file inventories/local/vault-password-dev-only.txt -e @$(DEMO_STATE)/registry-credentials.yml
 # The lab runs on the machine's python3 (stdlib only); the controller venv needs
 # Python 3.12+ for ansible-core 2.21. pyenv machines keep 3.12 outside the PATH default.
 LAB := python3 -m lab
 PYTHON_FOR_VENV ?= $(shell for p in python3.12 python3.13 $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help setup lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab lint clean
+.PHONY: help setup demo demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## controller venv: ansible-core, community collections, molecule, linters
+COLLECTION_LINK := $(VENV)/collections/ansible_collections/pliers/deploy
+
+setup: $(VENV)/.installed $(COLLECTION_LINK) ## controller venv: ansible-core, community collections, molecule, linters
 
 $(VENV)/.installed: requirements.txt constraints.txt
 	@test -n "$(PYTHON_FOR_VENV)" || { echo "error: Python 3.12 or newer is needed for the controller venv" >&2; exit 1; }
@@ -23,6 +32,23 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
 	touch $@
+
+# ansible.cfg finds this checkout as the pliers.deploy collection through this link.
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../../.. $@
+
+demo: setup ## deploy the full stack on a local lab host (RELEASE=x.y.z picks the app version)
+	$(LAB) --name $(DEMO_LAB) up --hosts 1 --publish 8080:80 --publish 9090:9090
+	$(DEMO_DEPLOY) -e pliers_release=$(RELEASE)
+	@echo
+	@echo "Pliers $(RELEASE) is up:"
+	@echo "  web         http://127.0.0.1:8080/"
+	@echo "  api         http://127.0.0.1:8080/api/health"
+	@echo "  ai-service  http://127.0.0.1:8080/ai/health"
+
+demo-down: ## remove the demo and its lab host
+	@$(LAB) --name $(DEMO_LAB) down
 
 lab-up: ## engine, images, registry and HOSTS bare Debian 13 hosts (default 1); idempotent
 	$(LAB) up --hosts "$(HOSTS)"
@@ -47,10 +73,11 @@ test-unit: setup ## fast tests that need no engine
 test-lab: setup ## tests against the real lab (starts the engine and a lab of its own)
 	$(VENV)/bin/pytest -m lab
 
-lint: setup ## ruff and yamllint
-	$(VENV)/bin/ruff check lab tests
-	$(VENV)/bin/ruff format --check lab tests
+lint: setup ## ruff, yamllint and ansible-lint (production profile)
+	$(VENV)/bin/ruff check lab tests plugins
+	$(VENV)/bin/ruff format --check lab tests plugins
 	$(VENV)/bin/yamllint -s .
+	$(VENV)/bin/ansible-lint
 
 clean: ## remove the venv and caches (the lab stays: see lab-down, lab-clean)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ from .common import LabError, docker, docker_lines, log
 from .engine import engine_version, ensure_engine
 from .images import Builder, clean_cache, push_all
 from .registry import CA_DIR, ensure_registry, login
-from .topology import DEFAULT_NAME, Lab, parse_host_count
+from .topology import DEFAULT_NAME, Lab, parse_host_count, parse_ports
 
 
 def push_changed(lab: Lab, builder: Builder, address: str) -> int:
@@ -40,7 +40,7 @@ def push_changed(lab: Lab, builder: Builder, address: str) -> int:
     return len(stale)
 
 
-def up(lab: Lab, count: int) -> None:
+def up(lab: Lab, count: int, publish: tuple[str, ...] = ()) -> None:
     started = time.monotonic()
     ensure_engine()
     builder = Builder()
@@ -48,7 +48,7 @@ def up(lab: Lab, count: int) -> None:
     lab_hosts.ensure_network(lab)
     address = ensure_registry(lab, tags["registry"])
     pushed = push_changed(lab, builder, address)
-    hosts = lab_hosts.ensure_hosts(lab, count, tags["host"])
+    hosts = lab_hosts.ensure_hosts(lab, count, tags["host"], publish)
     inventory = lab_hosts.write_inventory(lab, hosts, CA_DIR / "ca.crt")
     print(f"lab {lab.name}: {len(hosts)} hosts up ({', '.join(f'{h.name} {h.address}' for h in hosts)})")
     print(f"  registry   {lab.registry} from the hosts, {address} from this machine ({pushed} images pushed)")
@@ -95,9 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="engine, images, registry and N hosts (idempotent)")
     up_parser.add_argument("--hosts", default="1", help="how many hosts (1-9)")
+    up_parser.add_argument(
+        "--publish",
+        action="append",
+        default=[],
+        metavar="MACHINE_PORT:HOST_PORT",
+        help="publish a port of the first host on this machine's 127.0.0.1 (repeatable)",
+    )
     commands.add_parser("down", help="remove everything this lab made")
     reset_parser = commands.add_parser("reset", help="recreate hosts as freshly installed")
     reset_parser.add_argument("hosts", nargs="+")
+    reset_parser.add_argument("--publish", action="append", default=[], metavar="MACHINE_PORT:HOST_PORT")
     commands.add_parser("status", help="list this lab's containers")
     commands.add_parser("images", help="build the images only")
     commands.add_parser("clean-cache", help="remove the built images and the rootfs cache")
@@ -105,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lab = Lab(args.name)
         if args.command == "up":
-            up(lab, parse_host_count(args.hosts))
+            up(lab, parse_host_count(args.hosts), parse_ports(args.publish))
         elif args.command == "down":
             down(lab)
         elif args.command == "reset":
             ensure_engine()
             tags = Builder().build_all()
-            hosts = lab_hosts.reset_hosts(lab, args.hosts, tags["host"])
+            hosts = lab_hosts.reset_hosts(lab, args.hosts, tags["host"], parse_ports(args.publish))
             lab_hosts.write_inventory(lab, hosts, CA_DIR / "ca.crt")
         elif args.command == "status":
             status(lab)

@@ -75,10 +75,10 @@ def running_hosts(lab: Lab) -> list[str]:
     return sorted(names, key=lambda name: int(name.rsplit("-", 1)[1]))
 
 
-def _run_host(lab: Lab, name: str, image: str) -> None:
+def _run_host(lab: Lab, name: str, image: str, publish: tuple[str, ...] = ()) -> None:
     volume = f"{name}-docker"
     docker("volume", "create", "--label", lab.label, volume)
-    labels = (lab.label, "pliers.lab.role=host", f"pliers.lab.image={image}")
+    labels = (lab.label, "pliers.lab.role=host", f"pliers.lab.image={image}", f"pliers.lab.publish={','.join(publish)}")
     # systempaths=unconfined: without it the inner Docker 26 cannot start containers (LAB.md).
     security = ("seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined")
     tmpfs = ("/run", "/run/lock", "/tmp")  # noqa: S108 - tmpfs mounts inside the host
@@ -88,6 +88,8 @@ def _run_host(lab: Lab, name: str, image: str) -> None:
     cmd += [arg for option in security for arg in ("--security-opt", option)]
     cmd += [arg for path in tmpfs for arg in ("--tmpfs", path)]
     cmd += [arg for capability in CAPABILITIES for arg in ("--cap-add", capability)]
+    # Only on this machine's loopback: the lab never exposes a host to the network.
+    cmd += [arg for ports in publish for arg in ("-p", f"127.0.0.1:{ports}")]
     docker(*cmd, image)
 
 
@@ -151,25 +153,28 @@ def _wait_ready(lab: Lab, name: str) -> Host:
     raise LabError(f"{name}: SSH to {host.address} did not answer in {BOOT_TIMEOUT}s ({last})")
 
 
-def ensure_hosts(lab: Lab, count: int, image: str) -> list[Host]:
-    """Hosts 1..count running (started or created as needed); returns every host of the lab."""
+def ensure_hosts(lab: Lab, count: int, image: str, publish: tuple[str, ...] = ()) -> list[Host]:
+    """Hosts 1..count running (started or created as needed); returns every host of the lab.
+
+    publish ("MACHINE_PORT:HOST_PORT", ...) is published on 127.0.0.1 by the first host.
+    """
     ensure_ssh_key()
     ensure_network(lab)
     existing = set(running_hosts(lab))
     wanted = [lab.host_name(i) for i in range(1, count + 1)]
     for name in wanted:
+        ports = publish if name == wanted[0] else ()
         if name not in existing:
             log(f"starting host {name}")
-            _run_host(lab, name, image)
-        else:
-            state = docker(
-                "inspect", "--format", '{{.State.Running}} {{index .Config.Labels "pliers.lab.image"}}', name
-            ).stdout.split()
-            if state[0] != "true":
-                log(f"starting stopped host {name}")
-                docker("start", name)
-            if state[1:] != [image]:
-                log(f"{name} runs an older host image; `python3 -m lab reset {name}` recreates it")
+            _run_host(lab, name, image, ports)
+            continue
+        labels = '{{index .Config.Labels "pliers.lab.image"}} {{index .Config.Labels "pliers.lab.publish"}}'
+        running, *made_with = docker("inspect", "--format", "{{.State.Running}} " + labels, name).stdout.split(" ")
+        if running != "true":
+            log(f"starting stopped host {name}")
+            docker("start", name)
+        if [part.strip() for part in made_with] != [image, ",".join(ports)]:
+            log(f"{name} was made with another image or other published ports; `lab reset {name}` recreates it")
     extra = sorted(existing - set(wanted))
     if extra:
         log(f"keeping {', '.join(extra)} (asked for {count}); `make lab-down` removes every host")
@@ -178,7 +183,7 @@ def ensure_hosts(lab: Lab, count: int, image: str) -> list[Host]:
         return list(pool.map(lambda name: _wait_ready(lab, name), names))
 
 
-def reset_hosts(lab: Lab, names: list[str], image: str) -> list[Host]:
+def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...] = ()) -> list[Host]:
     """Recreate hosts as freshly installed (container and its Docker volume)."""
     known = set(running_hosts(lab))
     unknown = [name for name in names if name not in known]
@@ -189,7 +194,7 @@ def reset_hosts(lab: Lab, names: list[str], image: str) -> list[Host]:
     for name in names:
         docker("rm", "-f", "-v", name)
         docker("volume", "rm", f"{name}-docker")
-        _run_host(lab, name, image)
+        _run_host(lab, name, image, publish if name == lab.host_name(1) else ())
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         list(pool.map(lambda name: _wait_ready(lab, name), names))
     return [Host(name, host_address(lab, name)) for name in running_hosts(lab)]

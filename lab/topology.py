@@ -69,3 +69,14 @@ def parse_host_count(value: str) -> int:
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"HOSTS must be from 1 to {MAX_HOSTS} (this 2-core machine), got {count}")
     return count
+
+
+def parse_ports(values: list[str]) -> tuple[str, ...]:
+    """--publish MACHINE_PORT:HOST_PORT values, each port 1-65535."""
+    ports = []
+    for value in values:
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in parts):
+            raise LabError(f"--publish takes MACHINE_PORT:HOST_PORT with ports 1-65535, got {value!r}")
+        ports.append(f"{int(parts[0])}:{int(parts[1])}")
+    return tuple(ports)

@@ -1,0 +1,207 @@
+#!/usr/bin/python
+# Copyright (c) pliers.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: migrate
+short_description: Report and apply the Pliers API's database migrations
+version_added: 0.1.0
+description:
+  - Runs the API image's migration command (see docs/app-contract.md) as a one-off container on the stack's
+    database network, with the stack's secrets mounted read-only as files.
+  - Always reports the pending migrations first; applies them only outside check mode.
+  - Reports C(changed) only when a migration was applied (in check mode, when one would be).
+  - Idempotent; the API serialises concurrent runs with a database lock.
+author:
+  - Pliers team
+attributes:
+  check_mode:
+    support: full
+    description: Reports pending migrations and applies none.
+  diff_mode:
+    support: none
+options:
+  image:
+    description: The API image to migrate with (the NEW release's image).
+    type: str
+    required: true
+  network:
+    description: The Docker network on which the database answers (the stack's database network).
+    type: str
+    required: true
+  env:
+    description: Plain environment variables for the container (no secrets here; see O(secrets)).
+    type: dict
+    default: {}
+  secrets:
+    description:
+      - Files on the target mounted read-only into the container, in the shape of the stack's service model, so a
+        service's secrets can be passed as they are.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      file:
+        description: Path of the file on the target.
+        type: path
+        required: true
+      target:
+        description: Path inside the container; a relative one is under C(/run/secrets/), as in Compose.
+        type: str
+        required: true
+      name:
+        description: The secret's name in the stack (for messages only).
+        type: str
+  status_command:
+    description: The command that prints the migration status as JSON.
+    type: list
+    elements: str
+    default: [pliers, migrate, status]
+  up_command:
+    description: The command that applies pending migrations and prints the result as JSON.
+    type: list
+    elements: str
+    default: [pliers, migrate, up]
+  timeout:
+    description: Seconds one command may run.
+    type: int
+    default: 300
+requirements:
+  - the Python Docker SDK on the target
+"""
+
+EXAMPLES = r"""
+- name: Apply the new release's migrations
+  pliers.deploy.migrate:
+    image: registry.example.com/pliers/api:1.1.0
+    network: pliers-production_database
+    env:
+      DATABASE_HOST: postgres
+      DATABASE_NAME: pliers
+      DATABASE_USER: pliers
+      DATABASE_PASSWORD_FILE: /run/secrets/database_password
+    secrets:
+      - file: /opt/pliers/production/secrets/api/database_password
+        target: database_password
+  register: migrations
+"""
+
+RETURN = r"""
+pending:
+  description: Migrations pending before this run.
+  returned: always
+  type: list
+  elements: str
+  sample: [0002_item_tags]
+applied_now:
+  description: Migrations this run applied (empty in check mode).
+  returned: always
+  type: list
+  elements: str
+applied:
+  description: Every migration applied once this run is over.
+  returned: always
+  type: list
+  elements: str
+version:
+  description: The version the API image reports.
+  returned: always
+  type: str
+"""
+
+import json
+import posixpath
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
+    DockerException,
+    ImageNotFound,
+    NotFound,
+    docker_client,
+)
+
+
+def run_once(module, client, command: list[str]) -> dict:
+    """Run command in a one-off container; its stdout must be one JSON document."""
+    params = module.params
+    volumes = {
+        secret["file"]: {"bind": posixpath.join("/run/secrets", secret["target"]), "mode": "ro"}
+        for secret in params["secrets"]
+    }
+    container = client.containers.create(
+        params["image"],
+        command=command,
+        environment={str(k): str(v) for k, v in params["env"].items()},
+        network=params["network"],
+        volumes=volumes,
+        labels={"pliers.deploy.role": "migrate"},
+    )
+    try:
+        container.start()
+        outcome = container.wait(timeout=params["timeout"])
+        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace").strip()
+        stderr = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()
+    finally:
+        container.remove(force=True)
+    if outcome.get("StatusCode") != 0:
+        module.fail_json(
+            msg=f"'{' '.join(command)}' in {params['image']} failed (exit {outcome.get('StatusCode')}): "
+            f"{stderr[-1500:] or stdout[-1500:]}"
+        )
+    try:
+        return json.loads(stdout.splitlines()[-1])
+    except (ValueError, IndexError):
+        module.fail_json(msg=f"'{' '.join(command)}' printed no JSON result: {stdout[-500:]!r} {stderr[-500:]!r}")
+
+
+def main() -> None:
+    argument_spec = dict(
+        image=dict(type="str", required=True),
+        network=dict(type="str", required=True),
+        env=dict(type="dict", default={}),
+        secrets=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                file=dict(type="path", required=True), target=dict(type="str", required=True), name=dict(type="str")
+            ),
+        ),
+        status_command=dict(type="list", elements="str", default=["pliers", "migrate", "status"]),
+        up_command=dict(type="list", elements="str", default=["pliers", "migrate", "up"]),
+        timeout=dict(type="int", default=300),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    client = docker_client(module, timeout=module.params["timeout"] + 30)
+    try:
+        client.networks.get(module.params["network"])
+    except NotFound:
+        module.fail_json(
+            msg=f"network {module.params['network']} does not exist: start the stack's data services first"
+        )
+    try:
+        try:
+            client.images.get(module.params["image"])
+        except ImageNotFound:
+            client.images.pull(module.params["image"])
+        status = run_once(module, client, module.params["status_command"])
+        pending = list(status.get("pending", []))
+        result = dict(
+            pending=pending,
+            applied=list(status.get("applied", [])),
+            applied_now=[],
+            version=str(status.get("version", "")),
+        )
+        if module.check_mode or not pending:
+            module.exit_json(changed=bool(pending), **result)
+        applied = run_once(module, client, module.params["up_command"])
+    except DockerException as exc:
+        module.fail_json(msg=f"running migrations with {module.params['image']} failed: {exc}")
+    result.update(applied=list(applied.get("applied", [])), applied_now=list(applied.get("applied_now", [])))
+    module.exit_json(changed=bool(result["applied_now"]), **result)
+
+
+if __name__ == "__main__":
+    main()
