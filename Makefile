@@ -17,7 +17,7 @@ LAB := python3 -m lab
 PYTHON_FOR_VENV ?= $(shell for p in python3.12 python3.13 $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help setup demo demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab lint clean
+.PHONY: help setup demo demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-molecule lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,7 +65,7 @@ lab-images: ## build (or reuse) the lab's images only
 lab-clean: lab-down ## lab-down, then drop the cached images too
 	@$(LAB) clean-cache
 
-test: setup lint test-unit test-lab ## everything CI runs
+test: setup lint test-unit test-lab test-molecule ## everything CI runs
 
 test-unit: setup ## fast tests that need no engine
 	$(VENV)/bin/pytest -m "not lab"
@@ -73,9 +73,12 @@ test-unit: setup ## fast tests that need no engine
 test-lab: setup ## tests against the real lab (starts the engine and a lab of its own)
 	$(VENV)/bin/pytest -m lab
 
+test-molecule: setup ## the Molecule scenario: deploy on a bare lab host, idempotence, testinfra verify
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test
+
 lint: setup ## ruff, yamllint and ansible-lint (production profile)
-	$(VENV)/bin/ruff check lab tests plugins
-	$(VENV)/bin/ruff format --check lab tests plugins
+	$(VENV)/bin/ruff check lab tests plugins molecule
+	$(VENV)/bin/ruff format --check lab tests plugins molecule
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint
 

@@ -219,6 +219,7 @@ def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:
         f"    pliers_lab_name: {lab.name}",
         f"    pliers_lab_registry: {lab.registry}",
         f"    pliers_lab_registry_ca_file: {ca_file}",
+        f"    pliers_lab_registry_credentials_file: {lab.credentials}",
     ]
     lab.state.mkdir(parents=True, exist_ok=True)
     lab.inventory.write_text("\n".join(lines) + "\n")

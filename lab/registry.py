@@ -124,7 +124,16 @@ def credentials(lab: Lab) -> tuple[str, str]:
 def ensure_registry(lab: Lab, image: str) -> str:
     """Start the registry when it is not running; returns the address this machine pushes to."""
     name = lab.registry_container
-    state = docker("inspect", "--format", "{{.State.Running}}", name, check=False)
+    made_from = str(lab.state.resolve())
+    state = docker("inspect", "--format", '{{.State.Running}} {{index .Config.Labels "pliers.lab.state"}}', name,
+                   check=False)  # fmt: skip
+    running, _, owner = state.stdout.strip().partition(" ")
+    if state.returncode == 0 and (owner != made_from or not lab.credentials.exists()):
+        # Made by another checkout's lab state: its password is not ours. Start it afresh.
+        log(f"recreating {name}: it was made from {owner or 'unknown state'}, not {made_from}")
+        docker("rm", "-f", name)
+        (lab.state / "pushed.json").unlink(missing_ok=True)
+        state = docker("inspect", name, check=False)
     if state.returncode != 0:
         ca = ensure_ca()
         user, password = credentials(lab)
@@ -134,31 +143,16 @@ def ensure_registry(lab: Lab, image: str) -> str:
         log(f"starting the registry {name} ({lab.registry} on the lab network)")
         docker("volume", "create", "--label", lab.label, f"{name}-data")
         docker(
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--label",
-            lab.label,
-            "--restart",
-            "unless-stopped",
-            "--network",
-            lab.network,
-            "--network-alias",
-            REGISTRY_ALIAS,
-            "-p",
-            f"127.0.0.1::{REGISTRY_PORT}",
-            "-v",
-            f"{name}-data:/var/lib/docker-registry",
-            "-v",
-            f"{ca.parent / 'registry.crt'}:/etc/docker/registry/tls/registry.crt:ro",
-            "-v",
-            f"{ca.parent / 'registry.key'}:/etc/docker/registry/tls/registry.key:ro",
-            "-v",
-            f"{config_dir / 'htpasswd'}:/etc/docker/registry/auth/htpasswd:ro",
+            "run", "-d", "--name", name, "--label", lab.label, "--label", f"pliers.lab.state={made_from}",
+            "--restart", "unless-stopped", "--network", lab.network, "--network-alias", REGISTRY_ALIAS,
+            "-p", f"127.0.0.1::{REGISTRY_PORT}",
+            "-v", f"{name}-data:/var/lib/docker-registry",
+            "-v", f"{ca.parent / 'registry.crt'}:/etc/docker/registry/tls/registry.crt:ro",
+            "-v", f"{ca.parent / 'registry.key'}:/etc/docker/registry/tls/registry.key:ro",
+            "-v", f"{config_dir / 'htpasswd'}:/etc/docker/registry/auth/htpasswd:ro",
             image,
-        )
-    elif state.stdout.strip() != "true":
+        )  # fmt: skip
+    elif running != "true":
         docker("start", name)
     address = docker("port", name, f"{REGISTRY_PORT}/tcp").stdout.split()[0]
     wait_ready(address)

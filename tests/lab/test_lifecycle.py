@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lab.common import docker, docker_lines
+from lab.topology import Lab
 
 from .support import TEST_LAB, lab_cli, run_container
 
@@ -25,6 +26,12 @@ def test_up_twice_is_a_no_op_and_down_leaves_nothing(test_lab):
     assert sorted(labelled("container", LIFECYCLE_LAB)) == containers
     assert "(0 images pushed)" in second.stdout
     assert "starting" not in second.stderr and "building" not in second.stderr, second.stderr
+
+    # Lab state lost (or another checkout's): the registry is recreated for the new credentials.
+    Lab(LIFECYCLE_LAB).credentials.unlink()
+    third = lab_cli("up", "--hosts", "1", name=LIFECYCLE_LAB)
+    assert "recreating pliers-lc-registry" in third.stderr, third.stderr
+    assert "(0 images pushed)" not in third.stdout, "the new registry must receive the images again"
 
     # A container of another lab must survive this lab's down.
     bystander = run_container(any_lab_image(), "300", name="pliers-test-bystander", options=("--entrypoint", "sleep"))

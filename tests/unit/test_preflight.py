@@ -1,0 +1,77 @@
+"""A bad inventory fails in preflight, naming the variable, before any host is touched.
+
+The inventory's only host is 127.0.0.1 port 1, where nothing listens: had preflight contacted
+it, the play would end UNREACHABLE instead of failing on the input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.common import ROOT
+
+FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+GOOD_SECRET = "a-real-looking-secret-0123456789"
+
+
+def deploy(tmp_path: Path, environment: str, *extra: str) -> subprocess.CompletedProcess:
+    inventory = tmp_path / environment
+    shutil.copytree(ROOT / "inventories" / environment / "group_vars", inventory / "group_vars")
+    (inventory / "hosts.yml").write_text(
+        "pliers_hosts:\n  hosts:\n    nowhere:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
+    )
+    ca = tmp_path / "ca.crt"
+    ca.write_text(FAKE_CA)
+    vault = ROOT / "inventories" / environment / "vault-password-dev-only.txt"
+    command = [
+        str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/deploy.yml", "-i", str(inventory),
+        "-e", "pliers_lab_registry=registry.test:5000", "-e", f"pliers_lab_registry_ca_file={ca}",
+        *extra,
+    ]  # fmt: skip
+    if vault.exists():
+        command += ["--vault-password-file", str(vault)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+LOCAL_REGISTRY = ("-e", "vault_registry_username=pliers", "-e", f"vault_registry_password={GOOD_SECRET}")
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("-e", "pliers_mode=bogus"), "pliers_mode"),
+        (("-e", "pliers_environment=qa"), "pliers_environment"),
+        (("-e", "api_replicas=-1"), "api_replicas must be 0 or more"),
+        (("-e", "ai_service_replicas=-3"), "ai_service_replicas must be 0 or more"),
+        (("-e", "web_http_port=70000"), "web_http_port must be a TCP port"),
+        (("-e", "pliers_edge=haproxy"), "pliers_edge"),
+    ],
+)
+def test_bad_inputs_fail_in_preflight_naming_the_variable(tmp_path, extra, named):
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, *extra)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in output, output[-3000:]
+    assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch the host"
+
+
+def test_a_missing_vault_secret_fails_naming_it(tmp_path):
+    # staging ships no vault.yml: nothing defines vault_postgres_password and its friends.
+    result = deploy(tmp_path, "staging")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "vault_registry_username" in output or "vault_postgres_password" in output, output[-3000:]
+    assert "UNREACHABLE" not in output
+
+
+def test_placeholder_secrets_are_refused_in_production(tmp_path):
+    example = ROOT / "inventories" / "production" / "group_vars" / "all" / "vault.yml.example"
+    result = deploy(tmp_path, "production", "-e", f"@{example}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "still holds a placeholder" in output, output[-3000:]
+    assert "UNREACHABLE" not in output

@@ -1,0 +1,89 @@
+"""Traefik cannot run on these machines (no package anywhere we can reach), so the configuration the
+traefik role renders for the production inventory is validated offline against Traefik v3's published
+JSON schemas (../shared/schemas/, from SchemaStore). What this proves: the files are well-formed Traefik v3
+configuration with the settings we mean; not that a Traefik process accepted them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from lab.common import ROOT
+
+from .plugin_loader import load_plugin
+
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+pytestmark = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"no published schemas at {SCHEMAS} (CI has them)")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """The traefik role's configure step, run on this machine into a scratch project directory."""
+    project = tmp_path_factory.mktemp("project")
+    playbook = project / "render.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars_files": [str(ROOT / "inventories/production/group_vars/all/main.yml")],
+        "tasks": [{"name": "render", "ansible.builtin.include_role": {"name": "pliers.deploy.traefik",
+                                                                      "tasks_from": "configure"}}],
+    }]))  # fmt: skip
+    # Extra vars: they outrank the inventory file's values (the project directory above all).
+    overrides = project / "overrides.yml"
+    overrides.write_text(yaml.safe_dump({
+        "ansible_python_interpreter": sys.executable, "pliers_project_dir": str(project),
+        "pliers_project_name": "pliers-production", "vault_tls_certificate": CERT, "vault_tls_key": KEY,
+    }))  # fmt: skip
+    ansible = Path(sys.executable).parent / "ansible-playbook"
+    command = [str(ansible), str(playbook), "-i", "localhost,", "-e", f"@{overrides}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return project
+
+
+def validate(document: dict, schema_name: str) -> None:
+    schema = yaml.safe_load((SCHEMAS / schema_name).read_text())
+    jsonschema.validate(document, schema, cls=jsonschema.Draft7Validator)
+
+
+def test_static_configuration_is_valid_traefik_v3(rendered):
+    static = yaml.safe_load((rendered / "configs/traefik/traefik.yml").read_text())
+    validate(static, "traefik-v3.json")
+    assert static["api"] == {"dashboard": False, "insecure": False}, "the dashboard is off and never insecure"
+    assert static["providers"]["docker"]["exposedByDefault"] is False
+    assert static["providers"]["docker"]["network"] == "pliers-production_backend"
+    assert static["entryPoints"]["web"]["http"]["redirections"]["entryPoint"]["to"] == "websecure"
+
+
+def test_dynamic_configuration_is_valid_and_serves_the_provided_certificate(rendered):
+    dynamic = yaml.safe_load((rendered / "configs/traefik/dynamic.yml").read_text())
+    validate(dynamic, "traefik-v3-file-provider.json")
+    assert dynamic["tls"]["certificates"] == [{"certFile": "/run/secrets/tls.crt", "keyFile": "/run/secrets/tls.key"}]
+    assert (rendered / "secrets/traefik/tls.crt").read_text() == CERT
+    assert (rendered / "secrets/traefik/tls.key").stat().st_mode & 0o777 == 0o400
+
+
+def test_a_bad_static_configuration_is_caught_by_the_schema(rendered):
+    static = yaml.safe_load((rendered / "configs/traefik/traefik.yml").read_text())
+    static["api"]["dashbaord"] = True  # a typo Traefik would reject
+    with pytest.raises(jsonschema.ValidationError):
+        validate(static, "traefik-v3.json")
+
+
+def test_routes_become_traefik_labels_for_every_http_service():
+    compose_project = load_plugin("filter/stack.py").compose_project
+    services = {
+        "api": {"image": "api", "http": {"port": 3000, "path_prefix": "/api"}},
+        "ai-service": {"image": "ai", "http": {"port": 3001, "path_prefix": "/ai"}},
+        "web": {"image": "web", "http": {"port": 8080, "path_prefix": "/"}},
+    }
+    project = compose_project(services, name="p", networks={}, edge="traefik")
+    rules = {name: svc["labels"][f"traefik.http.routers.{name}.rule"] for name, svc in project["services"].items()}
+    assert rules == {"api": "PathPrefix(`/api`)", "ai-service": "PathPrefix(`/ai`)", "web": "PathPrefix(`/`)"}
