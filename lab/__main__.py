@@ -24,17 +24,14 @@ def push_changed(lab: Lab, builder: Builder, address: str) -> int:
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     if record.get("registry") != registry_id:
         record = {"registry": registry_id, "images": {}}
+    local_tags = {name: builder.tags[image.key] for image in builder.images for name in image.pushed_as}
     wanted = {
-        name: docker("image", "inspect", "--format", "{{.Id}}", builder.tags[image.key]).stdout.strip()
-        for image in builder.images
-        for name in image.pushed_as
+        name: docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip() for name, tag in local_tags.items()
     }
-    stale = {name for name, image_id in wanted.items() if record["images"].get(name) != image_id}
+    stale = sorted(name for name, image_id in wanted.items() if record["images"].get(name) != image_id)
     if stale:
         log(f"pushing {len(stale)} images to the lab registry")
-        subset = Builder([i for i in builder.images if set(i.pushed_as) & stale])
-        subset.tags = builder.tags
-        push_all(subset, address, login(lab, address))
+        push_all([(local_tags[name], name) for name in stale], address, login(lab, address))
         record["images"].update({name: wanted[name] for name in stale})
         record_path.write_text(json.dumps(record, indent=2) + "\n")
     return len(stale)

@@ -196,10 +196,9 @@ class Builder:
         return tag
 
 
-def push_all(builder: Builder, registry: str, docker_config: Path) -> list[str]:
-    """Push every image that has registry names; returns the names pushed."""
+def push_all(jobs: list[tuple[str, str]], registry: str, docker_config: Path) -> list[str]:
+    """Push each (local tag, registry name) pair to registry; returns the names pushed."""
     env = {"DOCKER_CONFIG": str(docker_config)}
-    jobs = [(builder.tags[i.key], name) for i in builder.images for name in i.pushed_as]
 
     def push(job: tuple[str, str]) -> str:
         local, name = job
