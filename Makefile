@@ -4,12 +4,16 @@ SHELL := /bin/bash
 
 HOSTS ?= 1
 RELEASE ?= 1.0.0
+MODE ?= compose
 VENV := .venv
-DEMO_LAB := pliers-demo
+# The demo deploys the local inventory (local-swarm with MODE=swarm) onto the demo lab's hosts;
+# their addresses, SSH key and registry CA come from the lab's inventory, the registry
+# credentials as vault-like extra vars.
+DEMO_LAB := $(if $(filter swarm,$(MODE)),pliers-swarm,pliers-demo)
+DEMO_HOSTS := $(if $(filter swarm,$(MODE)),3,1)
+DEMO_INVENTORY := $(if $(filter swarm,$(MODE)),inventories/local-swarm,inventories/local)
 DEMO_STATE := .lab/labs/$(DEMO_LAB)
-# The demo deploys the local inventory onto the demo lab's host; its address, SSH key and
-# registry CA come from the lab's inventory, the registry credentials as vault-like extra vars.
-DEMO_DEPLOY := $(VENV)/bin/ansible-playbook playbooks/deploy.yml -i inventories/local -i $(DEMO_STATE)/inventory.yml \
+DEMO_DEPLOY := $(VENV)/bin/ansible-playbook playbooks/deploy.yml -i $(DEMO_INVENTORY) -i $(DEMO_STATE)/inventory.yml \
 	--vault-password-file inventories/local/vault-password-dev-only.txt -e @$(DEMO_STATE)/registry-credentials.yml
 # The lab runs on the machine's python3 (stdlib only); the controller venv needs
 # Python 3.12+ for ansible-core 2.21. pyenv machines keep 3.12 outside the PATH default.
@@ -38,16 +42,17 @@ $(COLLECTION_LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../../.. $@
 
-demo: setup ## deploy the full stack on a local lab host (RELEASE=x.y.z picks the app version)
-	$(LAB) --name $(DEMO_LAB) up --hosts 1 --publish 8080:80 --publish 9090:9090
+demo: setup ## deploy the full stack on a lab host (RELEASE=x.y.z: app version; MODE=swarm: 3-node Swarm)
+	@case "$(MODE)" in compose|swarm) ;; *) echo "error: MODE must be compose or swarm, got '$(MODE)'" >&2; exit 2;; esac
+	$(LAB) --name $(DEMO_LAB) up --hosts $(DEMO_HOSTS) --publish 8080:80 --publish 9090:9090
 	$(DEMO_DEPLOY) -e pliers_release=$(RELEASE)
 	@echo
-	@echo "Pliers $(RELEASE) is up:"
+	@echo "Pliers $(RELEASE) is up ($(MODE) mode):"
 	@echo "  web         http://127.0.0.1:8080/"
 	@echo "  api         http://127.0.0.1:8080/api/health"
 	@echo "  ai-service  http://127.0.0.1:8080/ai/health"
 
-demo-down: ## remove the demo and its lab host
+demo-down: ## remove the demo and its lab hosts (MODE=swarm for the swarm demo)
 	@$(LAB) --name $(DEMO_LAB) down
 
 lab-up: ## engine, images, registry and HOSTS bare Debian 13 hosts (default 1); idempotent
@@ -73,8 +78,9 @@ test-unit: setup ## fast tests that need no engine
 test-lab: setup ## tests against the real lab (starts the engine and a lab of its own)
 	$(VENV)/bin/pytest -m lab
 
-test-molecule: setup ## the Molecule scenario: deploy on a bare lab host, idempotence, testinfra verify
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test
+test-molecule: setup ## the Molecule scenarios (default: compose on one host; swarm: three nodes)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name default
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name swarm
 
 lint: setup ## ruff, yamllint and ansible-lint (production profile)
 	$(VENV)/bin/ruff check lab tests plugins molecule

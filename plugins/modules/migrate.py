@@ -54,6 +54,18 @@ options:
       name:
         description: The secret's name in the stack (for messages only).
         type: str
+      uid:
+        description: Accepted from the service model and unused (the file on the target already belongs to its reader).
+        type: str
+      gid:
+        description: Accepted from the service model and unused.
+        type: str
+      mode:
+        description: Accepted from the service model and unused.
+        type: str
+      version:
+        description: Accepted from the service model and unused.
+        type: str
   status_command:
     description: The command that prints the migration status as JSON.
     type: list
@@ -166,7 +178,10 @@ def main() -> None:
             elements="dict",
             default=[],
             options=dict(
-                file=dict(type="path", required=True), target=dict(type="str", required=True), name=dict(type="str")
+                file=dict(type="path", required=True),
+                target=dict(type="str", required=True),
+                # The rest of the service model's secret entry, accepted so it can be passed as it is.
+                **{key: dict(type="str") for key in ("name", "uid", "gid", "mode", "version")},
             ),
         ),
         status_command=dict(type="list", elements="str", default=["pliers", "migrate", "status"]),

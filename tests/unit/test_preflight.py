@@ -18,15 +18,18 @@ FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 GOOD_SECRET = "a-real-looking-secret-0123456789"
 
 
-def deploy(tmp_path: Path, environment: str, *extra: str) -> subprocess.CompletedProcess:
+NOWHERE = "ansible_host: 127.0.0.1, ansible_port: 1"
+ONE_HOST = f"pliers_hosts:\n  hosts:\n    nowhere: {{{NOWHERE}}}\n"
+
+
+def deploy(tmp_path: Path, environment: str, *extra: str, hosts: str = ONE_HOST) -> subprocess.CompletedProcess:
     inventory = tmp_path / environment
     shutil.copytree(ROOT / "inventories" / environment / "group_vars", inventory / "group_vars")
-    (inventory / "hosts.yml").write_text(
-        "pliers_hosts:\n  hosts:\n    nowhere:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
-    )
+    (inventory / "hosts.yml").write_text(hosts)
     ca = tmp_path / "ca.crt"
     ca.write_text(FAKE_CA)
-    vault = ROOT / "inventories" / environment / "vault-password-dev-only.txt"
+    # local-swarm shares the local inventory's dev-only vault.
+    vault = ROOT / "inventories" / environment.removesuffix("-swarm") / "vault-password-dev-only.txt"
     command = [
         str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/deploy.yml", "-i", str(inventory),
         "-e", "pliers_lab_registry=registry.test:5000", "-e", f"pliers_lab_registry_ca_file={ca}",
@@ -70,8 +73,48 @@ def test_a_missing_vault_secret_fails_naming_it(tmp_path):
 
 def test_placeholder_secrets_are_refused_in_production(tmp_path):
     example = ROOT / "inventories" / "production" / "group_vars" / "all" / "vault.yml.example"
-    result = deploy(tmp_path, "production", "-e", f"@{example}")
+    hosts = swarm_hosts({"m1": "{edge: 'true'}"}, {"w1": "{db: 'true'}"})  # production is a Swarm
+    result = deploy(tmp_path, "production", "-e", f"@{example}", hosts=hosts)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "still holds a placeholder" in output, output[-3000:]
     assert "UNREACHABLE" not in output
+
+
+def swarm_hosts(managers: dict[str, str], workers: dict[str, str]) -> str:
+    """An inventory of unreachable hosts in swarm groups; values are each host's node labels (YAML)."""
+
+    def group(hosts: dict[str, str]) -> str:
+        return "".join(
+            f"        {name}: {{{NOWHERE}, docker_host_node_labels: {labels}}}\n" for name, labels in hosts.items()
+        )
+
+    return (
+        "pliers_hosts:\n  children:\n"
+        f"    swarm_managers:\n      hosts:\n{group(managers)}"
+        f"    swarm_workers:\n      hosts:\n{group(workers) if workers else '        {}'}\n"
+    )
+
+
+EDGE, DB, PLAIN = "{edge: 'true'}", "{db: 'true'}", "{}"
+
+
+@pytest.mark.parametrize(
+    ("managers", "workers", "extra", "named"),
+    [
+        ({"m1": EDGE, "m2": PLAIN}, {"w1": DB}, (), "swarm_managers has 2 hosts: a Swarm needs an odd number"),
+        ({"m1": EDGE}, {"w1": PLAIN, "w2": PLAIN}, (), 'must be "true" on exactly one node, found 0'),
+        ({"m1": EDGE}, {"w1": DB, "w2": DB}, (), "found 2: w1, w2"),
+        ({"m1": EDGE}, {"w1": DB}, ("-e", "api_replicas=0"), "api_replicas must be 1 or more"),
+        ({"m1": EDGE}, {"w1": DB}, ("-e", "ai_service_replicas=0"), "ai_service_replicas must be 1 or more"),
+        ({"m1": EDGE, "m2": DB, "w1": PLAIN}, {"w1": PLAIN}, (), "listed in both swarm_managers and swarm_workers: w1"),
+        ({"m1": DB}, {"w1": PLAIN}, (), "the nginx edge runs on nodes labelled edge=true"),
+    ],
+)
+def test_bad_swarm_shapes_fail_in_preflight(tmp_path, managers, workers, extra, named):
+    hosts = swarm_hosts(managers, workers)
+    result = deploy(tmp_path, "local-swarm", *LOCAL_REGISTRY, *extra, hosts=hosts)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in output, output[-3000:]
+    assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch a host"

@@ -83,3 +83,86 @@ def test_zero_replicas_render():
     assert compose_project({"api": model(replicas=0)}, name="p", networks=NETWORKS)["services"]["api"]["deploy"] == {
         "replicas": 0
     }
+
+
+swarm_stack = load_plugin("filter/stack.py").swarm_stack
+labelled_nodes = load_plugin("filter/swarm.py").labelled_nodes
+
+SWARM_NETWORKS = {**NETWORKS, "database": {"internal": True, "attachable": True}}
+
+
+def swarm_model(**extra) -> dict:
+    secret = {"name": "api_db", "file": "/opt/p/secrets/api/db", "target": "database_password", "uid": 10001,
+              "gid": 10001, "version": "abc123"}  # fmt: skip
+    return model(networks=["backend", "database"], secrets=[secret], **extra)
+
+
+def test_swarm_branch_renders_deploy_blocks_placement_and_versioned_secrets():
+    services = {
+        "api": swarm_model(replicas=3, resources={"limits": {"cpus": "0.5"}, "reservations": {"memory": "64M"}},
+                           max_replicas_per_node=2, depends_on={"postgres": "service_healthy"}),
+        "postgres": model(image="pg", networks=["database"], placement=["node.labels.db == true"],
+                          update_order="stop-first"),
+        "web": model(image="web", networks=["frontend"], mode="global", placement=["node.labels.edge == true"],
+                     ports=[{"published": 80, "target": 8080, "host_ip": ""}]),
+    }  # fmt: skip
+    stack = swarm_stack(services, name="pliers-prod", networks=SWARM_NETWORKS)
+    api = stack["services"]["api"]
+    assert api["deploy"]["replicas"] == 3 and api["deploy"]["endpoint_mode"] == "dnsrr"
+    assert api["deploy"]["update_config"]["order"] == "start-first"
+    assert api["deploy"]["update_config"]["failure_action"] == "rollback"
+    assert api["deploy"]["placement"] == {"max_replicas_per_node": 2}
+    assert api["deploy"]["resources"] == {"limits": {"cpus": "0.5"}, "reservations": {"memory": "64M"}}
+    assert "depends_on" not in api and "restart" not in api, "Swarm ignores them: the renderer leaves them out"
+    assert api["secrets"] == [
+        {"source": "api_db", "target": "database_password", "uid": "10001", "gid": "10001", "mode": 0o400}
+    ]
+    assert stack["secrets"] == {"api_db": {"file": "/opt/p/secrets/api/db", "name": "pliers-prod_api_db_abc123"}}
+    postgres = stack["services"]["postgres"]["deploy"]
+    assert postgres["placement"] == {"constraints": ["node.labels.db == true"]}
+    assert postgres["update_config"]["order"] == postgres["rollback_config"]["order"] == "stop-first"
+    web = stack["services"]["web"]
+    assert web["deploy"]["mode"] == "global" and "replicas" not in web["deploy"]
+    assert web["ports"] == [{"target": 8080, "published": 80, "protocol": "tcp", "mode": "host"}]
+    assert stack["networks"]["database"] == {"driver": "overlay", "attachable": True, "internal": True}
+    assert stack["networks"]["frontend"] == {"driver": "overlay", "attachable": False}
+
+
+def test_swarm_options_vip_and_encryption_stay_available():
+    stack = swarm_stack({"api": swarm_model()}, name="p", networks=SWARM_NETWORKS, endpoint_mode="vip", encrypted=True)
+    assert stack["services"]["api"]["deploy"]["endpoint_mode"] == "vip"
+    assert all(net["driver_opts"] == {"encrypted": "true"} for net in stack["networks"].values())
+
+
+def test_gpu_services_reserve_a_gpu_on_gpu_nodes():
+    services = {"ai": swarm_model(placement=["node.labels.gpu == true"], generic_resources={"gpu": 1})}
+    deploy = swarm_stack(services, name="p", networks=SWARM_NETWORKS)["services"]["ai"]["deploy"]
+    assert deploy["placement"]["constraints"] == ["node.labels.gpu == true"]
+    assert deploy["resources"]["reservations"]["generic_resources"] == [
+        {"discrete_resource_spec": {"kind": "gpu", "value": 1}}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [
+        (swarm_model(replicas=0), "replicas must be a whole number >= 1"),
+        (swarm_model(update_order="sideways"), "update_order must be one of"),
+        (swarm_model(mode="daemon"), "mode must be replicated or global"),
+        (model(secrets=[{"name": "s", "file": "/f", "target": "t"}]), "secrets s needs a version"),
+    ],
+)
+def test_bad_swarm_models_are_refused(service, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        swarm_stack({"api": service}, name="p", networks=SWARM_NETWORKS)
+
+
+def test_labelled_nodes_reads_each_hosts_node_labels():
+    hostvars = {
+        "a": {"docker_host_node_labels": {"db": "true", "edge": True}},
+        "b": {"docker_host_node_labels": {"db": "false"}},
+        "c": {},
+    }
+    assert labelled_nodes(["a", "b", "c"], hostvars, "db") == ["a"]
+    assert labelled_nodes(["a", "b", "c"], hostvars, "edge") == ["a"]
+    assert labelled_nodes(["c", "b"], hostvars, "db", "false") == ["b"]

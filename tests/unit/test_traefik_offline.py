@@ -24,10 +24,10 @@ KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
 pytestmark = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"no published schemas at {SCHEMAS} (CI has them)")
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
-    """The traefik role's configure step, run on this machine into a scratch project directory."""
-    project = tmp_path_factory.mktemp("project")
+@pytest.fixture(scope="module", params=["compose", "swarm"])
+def rendered(request, tmp_path_factory) -> Path:
+    """The traefik role's configure step, run on this machine into a scratch project directory, per mode."""
+    project = tmp_path_factory.mktemp(f"project-{request.param}")
     playbook = project / "render.yml"
     playbook.write_text(yaml.safe_dump([{
         "hosts": "localhost", "connection": "local", "gather_facts": False,
@@ -40,6 +40,7 @@ def rendered(tmp_path_factory) -> Path:
     overrides.write_text(yaml.safe_dump({
         "ansible_python_interpreter": sys.executable, "pliers_project_dir": str(project),
         "pliers_project_name": "pliers-production", "vault_tls_certificate": CERT, "vault_tls_key": KEY,
+        "pliers_mode": request.param,
     }))  # fmt: skip
     ansible = Path(sys.executable).parent / "ansible-playbook"
     command = [str(ansible), str(playbook), "-i", "localhost,", "-e", f"@{overrides}"]
@@ -57,8 +58,11 @@ def test_static_configuration_is_valid_traefik_v3(rendered):
     static = yaml.safe_load((rendered / "configs/traefik/traefik.yml").read_text())
     validate(static, "traefik-v3.json")
     assert static["api"] == {"dashboard": False, "insecure": False}, "the dashboard is off and never insecure"
-    assert static["providers"]["docker"]["exposedByDefault"] is False
-    assert static["providers"]["docker"]["network"] == "pliers-production_backend"
+    # Compose: the docker provider; Swarm: Traefik v3's swarm provider (never both).
+    provider = "swarm" if "swarm" in rendered.name else "docker"
+    assert set(static["providers"]) == {provider, "file"}
+    assert static["providers"][provider]["exposedByDefault"] is False
+    assert static["providers"][provider]["network"] == "pliers-production_backend"
     assert static["entryPoints"]["web"]["http"]["redirections"]["entryPoint"]["to"] == "websecure"
 
 

@@ -1,0 +1,92 @@
+"""A converged Swarm: every node Ready, every service at its desired replicas, the api spread over
+nodes, PostgreSQL on the db node, secrets only as Swarm secrets (never in an environment), and the
+database network out of the edge's reach."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import testinfra
+
+STACK = "pliers-local"
+INVENTORY = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".lab/labs/pliers-mswarm/inventory.yml")
+NODES = ("pliers-mswarm-1", "pliers-mswarm-2", "pliers-mswarm-3")
+
+
+def node(name: str):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def running_tasks(host, service: str) -> list[str]:
+    columns = "'{{.Node}} {{.CurrentState}}'"
+    listing = host.check_output(
+        f"docker service ps {STACK}_{service} --filter desired-state=running --format {columns}"
+    )
+    return [line.split()[0] for line in listing.splitlines() if " Running " in f"{line} "]
+
+
+def container_of(service: str) -> tuple[object, str]:
+    """A node running a task of the service, and that task's container id there."""
+    for name in NODES:
+        host = node(name)
+        found = host.check_output(f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_{service}")
+        if found:
+            return host, found.split()[0]
+    raise AssertionError(f"no running container of {service}")
+
+
+def test_every_node_is_ready(host):
+    nodes = host.check_output("docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}'").splitlines()
+    assert sorted(nodes) == [f"{name} Ready Active" for name in NODES]
+
+
+@pytest.mark.parametrize(
+    ("service", "replicas"), [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 1)]
+)
+def test_every_service_runs_its_desired_replicas(host, service, replicas):
+    assert len(running_tasks(host, service)) == replicas
+
+
+def test_api_replicas_are_spread_over_nodes(host):
+    assert len(set(running_tasks(host, "api"))) >= 2
+
+
+def test_postgres_and_redis_run_on_the_db_node(host):
+    assert running_tasks(host, "postgres") == ["pliers-mswarm-2"]
+    assert running_tasks(host, "redis") == ["pliers-mswarm-2"]
+
+
+def test_the_edge_routes_through_the_edge_node(host):
+    assert '"version": "1.0.0"' in host.check_output("curl -fsS http://127.0.0.1/api/health")
+    assert '"service": "ai-service"' in host.check_output("curl -fsS http://127.0.0.1/ai/health")
+
+
+def test_secrets_are_swarm_secrets_never_in_the_environment(host):
+    values = [host.file(path).content_string.strip() for path in host.check_output(
+        "find /opt/pliers/local/secrets -type f ! -name redis.conf").split()]  # fmt: skip
+    values = [value for value in values if value]
+    assert host.check_output("docker secret ls --format '{{.Name}}'").count(f"{STACK}_api_database_password_") == 1
+    for name in NODES:
+        peer = node(name)
+        for container in peer.check_output(f"docker ps -q --filter label=com.docker.stack.namespace={STACK}").split():
+            environment = json.loads(
+                peer.check_output(f"docker inspect --format '{{{{json .Config.Env}}}}' {container}")
+            )
+            assert not [value for value in values if any(value in variable for variable in environment)], (
+                f"a secret is in the environment of {container} on {name}"
+            )
+
+
+def test_the_database_network_is_out_of_the_edges_reach():
+    # Checked by attachment and name resolution only: a packet to an overlay address the container is not
+    # attached to would leave through its default route, out of the lab, so none is sent.
+    edge_host, web = container_of("web")
+    networks = json.loads(
+        edge_host.check_output(f"docker inspect --format '{{{{json .NetworkSettings.Networks}}}}' {web}")
+    )
+    assert f"{STACK}_database" not in networks and f"{STACK}_backend" in networks
+    assert edge_host.run(f"docker exec {web} getent hosts postgres").rc != 0, "the edge must not resolve postgres"
+    api_host, api = container_of("api")
+    assert api_host.run(f"docker exec {api} getent hosts postgres").rc == 0, "the api must (the check can fail)"

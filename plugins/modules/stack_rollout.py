@@ -1,0 +1,206 @@
+#!/usr/bin/python
+# Copyright (c) pliers.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: stack_rollout
+short_description: Wait for a Swarm stack's rollout, then prune the secret and config versions it no longer needs
+version_added: 0.1.0
+description:
+  - Polls the services of a stack until each runs its desired number of up-to-date tasks and its last update
+    completed, or the deadline passes.
+  - Fails with a message naming the service when Swarm rolled an update back (or paused it), or when a service
+    did not converge in time, with what it last saw.
+  - After a converged rollout, with O(prune=true), removes the stack's secrets and configs that neither the
+    current nor the previous version of any service uses (Swarm rolls back to the previous one).
+  - Reports C(changed) only when it pruned something.
+  - Must run on a Swarm manager.
+author:
+  - Pliers team
+attributes:
+  check_mode:
+    support: full
+    description: Waits and reports; prunes nothing.
+  diff_mode:
+    support: none
+options:
+  stack:
+    description: The stack's name (its C(com.docker.stack.namespace) label).
+    type: str
+    required: true
+  services:
+    description: Only these services (short names, without the stack prefix); default every service of the stack.
+    type: list
+    elements: str
+  timeout:
+    description: Seconds to wait for convergence.
+    type: int
+    default: 300
+  interval:
+    description: Seconds between checks.
+    type: float
+    default: 2.0
+  prune:
+    description: Remove the stack's secret and config versions no current or previous service spec uses.
+    type: bool
+    default: false
+requirements:
+  - the Python Docker SDK on the target
+"""
+
+EXAMPLES = r"""
+- name: Wait for the rollout and drop unused secret versions
+  pliers.deploy.stack_rollout:
+    stack: pliers-production
+    timeout: 600
+    prune: true
+"""
+
+RETURN = r"""
+services:
+  description: The state of each service when the module returned.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The service's short name.
+      type: str
+    desired:
+      description: Tasks it should run.
+      type: int
+    running:
+      description: Up-to-date tasks running.
+      type: int
+    update:
+      description: The state of its last update (C(completed), C(updating), C(rollback_completed), ...), or C(none).
+      type: str
+    converged:
+      description: Whether it runs as desired.
+      type: bool
+pruned:
+  description: Names of the secrets and configs removed.
+  returned: always
+  type: list
+  elements: str
+elapsed:
+  description: Seconds spent waiting.
+  returned: always
+  type: float
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pliers.deploy.plugins.module_utils._docker import DockerException, docker_client
+
+STACK_LABEL = "com.docker.stack.namespace"
+FAILED_UPDATES = ("rollback_completed", "rollback_paused", "paused")
+
+
+def service_state(service, stack: str) -> dict:
+    attrs = service.attrs
+    spec = attrs["Spec"]
+    name = spec["Name"].removeprefix(f"{stack}_")
+    container_spec = spec["TaskTemplate"]["ContainerSpec"]
+    tasks = service.tasks(filters={"desired-state": "running"})
+    history = sorted(service.tasks(), key=lambda task: task.get("UpdatedAt", ""), reverse=True)
+    current = [task for task in tasks if task["Spec"].get("ContainerSpec") == container_spec]
+    running = sum(1 for task in current if task["Status"]["State"] == "running")
+    replicated = spec["Mode"].get("Replicated")
+    desired = replicated.get("Replicas", 1) if replicated is not None else len(tasks)
+    update = attrs.get("UpdateStatus") or {}
+    state = update.get("State", "none")
+    last_error = next((t["Status"].get("Err") for t in history if t["Status"].get("Err")), "")
+    return {
+        "name": name,
+        "desired": desired,
+        "running": running,
+        "update": state,
+        "message": update.get("Message", "") or last_error,
+        "converged": running == desired and state in ("none", "completed"),
+    }
+
+
+def referenced(services, kind: str) -> set[str]:
+    """Names of the secrets (or configs) that any service's current or previous spec uses."""
+    key = "Secrets" if kind == "secrets" else "Configs"
+    names = set()
+    for service in services:
+        for spec_key in ("Spec", "PreviousSpec"):
+            spec = service.attrs.get(spec_key) or {}
+            for ref in spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get(key) or []:
+                names.add(ref.get("SecretName") or ref.get("ConfigName"))
+    return names
+
+
+def prune(module, client, stack: str, services) -> list[str]:
+    pruned = []
+    for kind, collection in (("secrets", client.secrets), ("configs", client.configs)):
+        keep = referenced(services, kind)
+        for item in collection.list(filters={"label": f"{STACK_LABEL}={stack}"}):
+            if item.name not in keep:
+                if not module.check_mode:
+                    item.remove()
+                pruned.append(item.name)
+    return sorted(pruned)
+
+
+def main() -> None:
+    argument_spec = dict(
+        stack=dict(type="str", required=True),
+        services=dict(type="list", elements="str"),
+        timeout=dict(type="int", default=300),
+        interval=dict(type="float", default=2.0),
+        prune=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    stack = module.params["stack"]
+    client = docker_client(module)
+    started = time.monotonic()
+    deadline = started + module.params["timeout"]
+    states: list[dict] = []
+    try:
+        while True:
+            services = client.services.list(filters={"label": f"{STACK_LABEL}={stack}"})
+            wanted = module.params["services"]
+            if wanted:
+                services = [s for s in services if s.attrs["Spec"]["Name"].removeprefix(f"{stack}_") in wanted]
+                missing = sorted(set(wanted) - {s.attrs["Spec"]["Name"].removeprefix(f"{stack}_") for s in services})
+                if missing:
+                    module.fail_json(msg=f"stack {stack} has no service {', '.join(missing)}")
+            if not services:
+                module.fail_json(msg=f"stack {stack} has no services: deploy it first")
+            states = [service_state(service, stack) for service in services]
+            rolled_back = [s for s in states if s["update"] in FAILED_UPDATES]
+            if rolled_back:
+                details = "; ".join(f"{s['name']}: update {s['update']} ({s['message']})" for s in rolled_back)
+                module.fail_json(
+                    msg=f"Swarm rolled back or paused the update of {details}",
+                    services=states,
+                    pruned=[],
+                    elapsed=round(time.monotonic() - started, 1),
+                )
+            if all(s["converged"] for s in states) or time.monotonic() >= deadline:
+                break
+            time.sleep(module.params["interval"])
+        elapsed = round(time.monotonic() - started, 1)
+        waiting = [s for s in states if not s["converged"]]
+        if waiting:
+            details = "; ".join(
+                f"{s['name']}: {s['running']}/{s['desired']} up-to-date tasks running, update {s['update']}"
+                + (f" ({s['message']})" if s["message"] else "")
+                for s in waiting
+            )
+            message = f"stack {stack} did not converge in {elapsed}s: {details}"
+            module.fail_json(msg=message, services=states, pruned=[], elapsed=elapsed)
+        pruned = prune(module, client, stack, services) if module.params["prune"] and not wanted else []
+    except DockerException as exc:
+        module.fail_json(msg=f"reading stack {stack} failed: {exc}")
+    module.exit_json(changed=bool(pruned), services=states, pruned=pruned, elapsed=elapsed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Node loss on a real four-node Swarm (three managers, one worker): when the worker stops, every
+service returns to its desired replicas on the other nodes and the edge keeps answering; with one
+of the three managers stopped too, a deploy (an upgrade to 1.1.0) still succeeds. Then the lost
+worker leaves the inventory: it is only reported, until the guard variable allows its removal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import hosts as lab_hosts
+from lab.common import ROOT, docker
+from lab.topology import Lab
+
+from .support import http, lab_cli, wait_for
+
+LAB = Lab("pliers-loss")
+STACK = "pliers-local"
+HOSTS = """\
+pliers_hosts:
+  children:
+    swarm_managers:
+      hosts:
+        pliers-loss-1: {docker_host_node_labels: {edge: "true"}}
+        pliers-loss-2: {docker_host_node_labels: {db: "true"}}
+        pliers-loss-3: {docker_host_node_labels: {}}
+    swarm_workers:
+      hosts:
+        pliers-loss-4: {docker_host_node_labels: {}}
+"""
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory):
+    lab_cli("down", name=LAB.name)
+    lab_cli("up", "--hosts", "4", name=LAB.name)
+    inventory = tmp_path_factory.mktemp("inventory")
+    shutil.copytree(ROOT / "inventories" / "local-swarm" / "group_vars", inventory / "group_vars")
+    shutil.copy(ROOT / "molecule/default/inventory/group_vars/pliers_hosts.yml", inventory / "group_vars")
+    (inventory / "hosts.yml").write_text(HOSTS)
+    yield inventory
+    lab_cli("down", name=LAB.name)
+
+
+def deploy(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/deploy.yml", "-i", str(inventory),
+        "-i", str(LAB.inventory), "--vault-password-file", "inventories/local/vault-password-dev-only.txt", *extra,
+    ]  # fmt: skip
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+
+
+def manager() -> lab_hosts.Host:
+    return lab_hosts.Host("pliers-loss-1", lab_hosts.host_address(LAB, "pliers-loss-1"))
+
+
+def services() -> dict[str, tuple[int, int, set[str]]]:
+    """Each service's (running, desired, nodes running it), as the first manager sees them."""
+    listing = lab_hosts.ssh(manager(), "docker service ls --format '{{json .}}'").stdout.splitlines()
+    state = {}
+    for row in map(json.loads, listing):
+        running, desired = (int(n) for n in row["Replicas"].split()[0].split("/"))
+        tasks = lab_hosts.ssh(manager(), f"docker service ps {row['Name']} --filter desired-state=running "
+                                         "--format '{{.Node}} {{.CurrentState}}'").stdout.splitlines()  # fmt: skip
+        nodes = {line.split()[0] for line in tasks if " Running " in f"{line} "}
+        state[row["Name"].removeprefix(f"{STACK}_")] = (running, desired, nodes)
+    return state
+
+
+def edge(path: str = "/api/health") -> tuple[int, str]:
+    return http(f"http://{manager().address}:80{path}", timeout=15)
+
+
+def test_the_stack_survives_a_lost_worker_and_deploys_with_a_lost_manager(swarm):
+    first = deploy(swarm)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert edge()[0] == 200
+    before = services()
+    assert any("pliers-loss-4" in nodes for _, _, nodes in before.values()), "the worker should run some tasks"
+
+    docker("stop", "pliers-loss-4")
+    answers = []
+
+    def recovered() -> bool:
+        answers.append(edge()[0])
+        now = services()
+        return all(running == desired and "pliers-loss-4" not in nodes for running, desired, nodes in now.values())
+
+    wait_for(recovered, timeout=240, interval=3, what="every service back at its replicas without pliers-loss-4")
+    assert answers and all(status == 200 for status in answers), f"the edge failed while the worker was lost: {answers}"
+    status = lab_hosts.ssh(manager(), "docker node inspect pliers-loss-4 --format '{{.Status.State}}'").stdout.strip()
+    assert status == "down"
+
+    docker("stop", "pliers-loss-3")
+
+    def manager_lost() -> bool:
+        reachability = "docker node inspect pliers-loss-3 --format '{{.ManagerStatus.Reachability}}'"
+        return lab_hosts.ssh(manager(), reachability).stdout.strip() == "unreachable"
+
+    wait_for(manager_lost, timeout=60, what="the other managers to see pliers-loss-3 unreachable")  # 2 of 3 keep quorum
+    upgrade = deploy(swarm, "--limit", "all:!pliers-loss-3:!pliers-loss-4", "-e", "pliers_release=1.1.0")
+    assert upgrade.returncode == 0, upgrade.stdout[-4000:] + upgrade.stderr[-2000:]
+    status, body = edge()
+    assert status == 200 and json.loads(body)["version"] == "1.1.0"
+
+
+def test_a_node_that_left_the_inventory_is_removed_only_when_asked(swarm):
+    # After the test above: pliers-loss-3 and -4 are stopped. Drop -4 from the inventory.
+    (swarm / "hosts.yml").write_text(HOSTS.replace("        pliers-loss-4: {docker_host_node_labels: {}}\n", ""))
+    live = ("--limit", "all:!pliers-loss-3", "-e", "pliers_release=1.1.0")
+
+    reported = deploy(swarm, *live)
+    assert reported.returncode == 0, reported.stdout[-4000:] + reported.stderr[-2000:]
+    assert "In the Swarm but not in the inventory: pliers-loss-4" in reported.stdout
+    nodes = "docker node ls --format '{{.Hostname}}'"
+    assert "pliers-loss-4" in lab_hosts.ssh(manager(), nodes).stdout.split(), "removed without being asked"
+
+    removed = deploy(swarm, *live, "-e", "docker_host_swarm_remove_absent_nodes=true")
+    assert removed.returncode == 0, removed.stdout[-4000:] + removed.stderr[-2000:]
+    remaining = lab_hosts.ssh(manager(), nodes).stdout.split()
+    assert "pliers-loss-4" not in remaining and "pliers-loss-3" in remaining
