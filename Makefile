@@ -13,6 +13,9 @@ DEMO_LAB := $(if $(filter swarm,$(MODE)),pliers-swarm,pliers-demo)
 DEMO_HOSTS := $(if $(filter swarm,$(MODE)),3,1)
 DEMO_INVENTORY := $(if $(filter swarm,$(MODE)),inventories/local-swarm,inventories/local)
 DEMO_STATE := .lab/labs/$(DEMO_LAB)
+# The other demo, which would hold 127.0.0.1:8080 too, and how to remove it.
+DEMO_OTHER := $(if $(filter swarm,$(MODE)),pliers-demo,pliers-swarm)
+DEMO_OTHER_DOWN := make demo-down$(if $(filter swarm,$(MODE)),, MODE=swarm)
 DEMO_DEPLOY := $(VENV)/bin/ansible-playbook playbooks/deploy.yml -i $(DEMO_INVENTORY) -i $(DEMO_STATE)/inventory.yml \
 	--vault-password-file inventories/local/vault-password-dev-only.txt -e @$(DEMO_STATE)/registry-credentials.yml
 # The lab runs on the machine's python3 (stdlib only); the controller venv needs
@@ -44,6 +47,8 @@ $(COLLECTION_LINK):
 
 demo: setup ## deploy the full stack on a lab host (RELEASE=x.y.z: app version; MODE=swarm: 3-node Swarm)
 	@case "$(MODE)" in compose|swarm) ;; *) echo "error: MODE must be compose or swarm, got '$(MODE)'" >&2; exit 2;; esac
+	@if [ -n "$$(docker ps -q --filter label=pliers.lab=$(DEMO_OTHER) 2>/dev/null)" ]; then \
+		echo "error: the $(DEMO_OTHER) demo holds 127.0.0.1:8080; run '$(DEMO_OTHER_DOWN)' first" >&2; exit 2; fi
 	$(LAB) --name $(DEMO_LAB) up --hosts $(DEMO_HOSTS) --publish 8080:80 --publish 9090:9090
 	$(DEMO_DEPLOY) -e pliers_release=$(RELEASE)
 	@echo

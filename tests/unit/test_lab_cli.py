@@ -43,3 +43,9 @@ def test_host_count_accepts_1_to_9(value, expected):
 def test_lab_names_are_checked(name):
     with pytest.raises(LabError, match="lab name"):
         Lab(name)
+
+
+def test_make_demo_refuses_an_unknown_mode():
+    result = subprocess.run(["make", "-s", "demo", "MODE=kubernetes"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "MODE must be compose or swarm, got 'kubernetes'" in result.stderr
