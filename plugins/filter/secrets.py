@@ -1,8 +1,11 @@
 # Copyright (c) pliers.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""secret_problem: what is wrong with a secret's value, in words, or '' when nothing is."""
+"""secret_problem: what is wrong with a secret's value, in words, or '' when nothing is.
+content_version: the short name of a content's version (secrets, configs, their labels)."""
 
 from __future__ import annotations
+
+import hashlib
 
 # Values the example vaults ship, and the usual stand-ins people forget to replace.
 PLACEHOLDERS = ("change_me", "changeme", "change-me", "placeholder", "example", "replace_me", "todo", "xxxx")
@@ -25,6 +28,12 @@ def secret_problem(value, name: str, environment: str = "", min_length: int = 16
     return ""
 
 
+def content_version(content) -> str:
+    """The first 12 hex digits of the SHA-256 of content (text, or a list of texts joined by newlines)."""
+    text = "\n".join(str(part) for part in content) if isinstance(content, (list, tuple)) else str(content)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class FilterModule:
     def filters(self):
-        return {"secret_problem": secret_problem}
+        return {"secret_problem": secret_problem, "content_version": content_version}

@@ -29,3 +29,13 @@ def test_problems_are_named(value, environment, expected):
 @pytest.mark.parametrize(("value", "environment"), [("short-but-real", "local"), ("a" * 8 + "Zq93-kLm2", "production")])
 def test_usable_values_have_no_problem(value, environment):
     assert secret_problem(value, "x", environment) == ""
+
+
+content_version = load_plugin("filter/secrets.py").content_version
+
+
+def test_content_version_is_short_stable_and_follows_the_content():
+    assert content_version("a") == content_version("a") and len(content_version("a")) == 12
+    assert content_version("a") != content_version("b")
+    assert content_version(["x", "y"]) == content_version("x\ny")
+    assert content_version(["x", "y"]) != content_version(["x", "z"])
