@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -81,3 +82,43 @@ def write_secret(directory: Path, name: str, value: str) -> Path:
     path.write_text(value)
     path.chmod(0o644)  # read by the container's unprivileged user through a bind mount
     return path
+
+
+class Probe:
+    """Requests through the edge at a steady rate in a background thread, counting what failed.
+
+    A failure is any answer but 200, or no answer; each is kept (time, path, status, body) to be reported.
+    """
+
+    def __init__(self, base_url: str, paths: tuple[str, ...] = ("/api/health", "/ai/health", "/"), rate: float = 20):
+        self.base_url = base_url
+        self.paths = paths
+        self.interval = 1 / rate
+        self.sent = 0
+        self.failures: list[tuple[float, str, int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            path = self.paths[self.sent % len(self.paths)]
+            status, body = http(self.base_url + path, timeout=10)
+            self.sent += 1
+            if status != 200:
+                self.failures.append((round(time.monotonic() - started, 2), path, status, body[:200]))
+            # A steady rate: the next request is due interval after the previous one was due.
+            time.sleep(max(0.0, started + self.sent * self.interval - time.monotonic()))
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        return f"{self.sent} requests, {len(self.failures)} failed" + (
+            f"; first failures: {self.failures[:5]}" if self.failures else ""
+        )
