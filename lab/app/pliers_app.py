@@ -357,9 +357,17 @@ class Server(ThreadingHTTPServer):
 def serve() -> int:
     server = Server(("0.0.0.0", PORT), Handler)  # noqa: S104 - a container listens on all its interfaces
 
+    # Load balancers that resolve the service by DNS may still send requests for a while after the
+    # task left DNS: keep serving them that long, then finish the requests in flight and exit.
+    drain = float(setting("DRAIN_SECONDS", "0") or 0)
+
+    def drain_then_shutdown() -> None:
+        time.sleep(drain)
+        server.shutdown()
+
     def stop(signum: int, _frame) -> None:
-        print(f"pliers-{ROLE}: signal {signum}, finishing requests in flight", flush=True)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        print(f"pliers-{ROLE}: signal {signum}, serving {drain:g}s more, then finishing requests in flight", flush=True)
+        threading.Thread(target=drain_then_shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
