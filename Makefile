@@ -16,7 +16,7 @@ DEMO_STATE := .lab/labs/$(DEMO_LAB)
 # The other demo, which would hold 127.0.0.1:8080 too, and how to remove it.
 DEMO_OTHER := $(if $(filter swarm,$(MODE)),pliers-demo,pliers-swarm)
 DEMO_OTHER_DOWN := make demo-down$(if $(filter swarm,$(MODE)),, MODE=swarm)
-DEMO_DEPLOY := $(VENV)/bin/ansible-playbook playbooks/deploy.yml -i $(DEMO_INVENTORY) -i $(DEMO_STATE)/inventory.yml \
+DEMO_PLAY := $(VENV)/bin/ansible-playbook -i $(DEMO_INVENTORY) -i $(DEMO_STATE)/inventory.yml \
 	--vault-password-file inventories/local/vault-password-dev-only.txt -e @$(DEMO_STATE)/registry-credentials.yml
 # The lab runs on the machine's python3 (stdlib only); the controller venv needs
 # Python 3.12+ for ansible-core 2.21. pyenv machines keep 3.12 outside the PATH default.
@@ -24,7 +24,7 @@ LAB := python3 -m lab
 PYTHON_FOR_VENV ?= $(shell for p in python3.12 python3.13 $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help setup demo demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-molecule lint clean
+.PHONY: help setup demo rollback releases demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-molecule lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,12 +50,18 @@ demo: setup ## deploy the full stack on a lab host (RELEASE=x.y.z: app version; 
 	@if [ -n "$$(docker ps -q --filter label=pliers.lab=$(DEMO_OTHER) 2>/dev/null)" ]; then \
 		echo "error: the $(DEMO_OTHER) demo holds 127.0.0.1:8080; run '$(DEMO_OTHER_DOWN)' first" >&2; exit 2; fi
 	$(LAB) --name $(DEMO_LAB) up --hosts $(DEMO_HOSTS) --publish 8080:80 --publish 9090:9090
-	$(DEMO_DEPLOY) -e pliers_release=$(RELEASE)
+	$(DEMO_PLAY) playbooks/deploy.yml -e pliers_release=$(RELEASE)
 	@echo
 	@echo "Pliers $(RELEASE) is up ($(MODE) mode):"
 	@echo "  web         http://127.0.0.1:8080/"
 	@echo "  api         http://127.0.0.1:8080/api/health"
 	@echo "  ai-service  http://127.0.0.1:8080/ai/health"
+
+rollback: setup ## return the demo to its previous release (TO=<id or release> from `make releases`)
+	$(DEMO_PLAY) playbooks/rollback.yml $(if $(TO),-e pliers_rollback_to=$(TO))
+
+releases: setup ## print the demo's release history
+	@$(DEMO_PLAY) playbooks/releases.yml | sed -n '/print it/,/^$$/p'
 
 demo-down: ## remove the demo and its lab hosts (MODE=swarm for the swarm demo)
 	@$(LAB) --name $(DEMO_LAB) down

@@ -191,7 +191,9 @@ def wait_healthy(containers: list, service: str, timeout: int) -> None:
         failed = {name: state for name, state in states.items() if state[0] in ("unhealthy", "exited")}
         if failed:
             name, (status, last) = sorted(failed.items())[0]
-            raise RolloutError(f"service {service}: the new container {name} is {status}; its health check last said: {last}")
+            raise RolloutError(
+                f"service {service}: the new container {name} is {status}; its health check last said: {last}"
+            )
         if all(state[0] == "healthy" for state in states.values()):
             return
         if time.monotonic() >= deadline:
@@ -281,7 +283,9 @@ class Edge:
                 result = container.exec_run(command)
                 if result.exit_code != 0:
                     output = result.output.decode(errors="replace").strip()
-                    raise RolloutError(f"the edge {container.name} refused its new configuration ({' '.join(command)}): {output}")
+                    raise RolloutError(
+                        f"the edge {container.name} refused its new configuration ({' '.join(command)}): {output}"
+                    )
         return bool(running)
 
 

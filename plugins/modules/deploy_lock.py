@@ -82,7 +82,7 @@ import json
 import os
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -131,7 +131,7 @@ def take(module, path: str) -> None:
         broken = current
     if module.check_mode:
         module.exit_json(changed=False, token="", holder=shown(current), broken=shown(broken))
-    holder = dict(params["holder"], since=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    holder = dict(params["holder"], since=datetime.now(UTC).isoformat(timespec="seconds"))
     holder["token"] = uuid.uuid4().hex
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     if broken:

@@ -87,7 +87,7 @@ recorded:
 import getpass
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -154,14 +154,14 @@ def append(module, path: str, entries: list[dict]) -> dict:
     good = succeeded(entries)
     entry = {
         "id": (entries[-1].get("id", len(entries)) if entries else 0) + 1,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "user": record.pop("user", None) or getpass.getuser(),
         "from": good[-1].get("versions", {}) if good else {},
     }
     started = record.pop("started", None)
     if started:
         try:
-            entry["seconds"] = round(datetime.now(timezone.utc).timestamp() - datetime.fromisoformat(started).timestamp(), 1)
+            entry["seconds"] = round(datetime.now(UTC).timestamp() - datetime.fromisoformat(started).timestamp(), 1)
         except ValueError:
             module.fail_json(msg=f"record.started must be an ISO 8601 time, got {started!r}")
     entry.update(record)
@@ -194,7 +194,7 @@ def main() -> None:
         result["recorded"] = append(module, path, entries)
     good = succeeded(entries)
     result["current"] = good[-1] if good else {}
-    result["entries"] = entries[-module.params["last"]:] if module.params["last"] > 0 else []
+    result["entries"] = entries[-module.params["last"] :] if module.params["last"] > 0 else []
     result["lines"] = [line(entry) for entry in result["entries"]]
     module.exit_json(**result)
 

@@ -11,7 +11,7 @@ import testinfra
 
 PROJECT_DIR = "/opt/pliers/local"
 INVENTORY = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".lab/labs/pliers-molecule/inventory.yml")
-SERVICES = {"postgres", "redis", "api", "ai-service", "web"}
+SERVICES = {"postgres", "redis", "api", "ai-service", "web", "edge"}
 # Never reachable from outside the host: PostgreSQL, Redis, the api, the ai-service, the Docker API.
 CLOSED_PORTS = (5432, 6379, 3000, 3001, 8080, 2375, 2376)
 
@@ -54,10 +54,10 @@ def test_only_the_edge_is_reachable_from_another_host(bystander, address):
         assert attempt.rc != 0, f"port {port} of the deploy host answers from another host"
 
 
-def test_only_the_web_container_publishes_ports(containers):
+def test_only_the_edge_container_publishes_ports(containers):
     publishers = {service for service, row in containers.items() if row.get("Publishers") and any(
         p.get("PublishedPort") for p in row["Publishers"])}  # fmt: skip
-    assert publishers == {"web"}
+    assert publishers == {"edge"}
 
 
 def test_secrets_are_root_managed_0400_files_never_in_the_environment(host, containers):

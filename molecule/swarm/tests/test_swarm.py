@@ -43,7 +43,8 @@ def test_every_node_is_ready(host):
 
 
 @pytest.mark.parametrize(
-    ("service", "replicas"), [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 1)]
+    ("service", "replicas"),
+    [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 1), ("edge", 1)],
 )
 def test_every_service_runs_its_desired_replicas(host, service, replicas):
     assert len(running_tasks(host, service)) == replicas
@@ -82,11 +83,11 @@ def test_secrets_are_swarm_secrets_never_in_the_environment(host):
 def test_the_database_network_is_out_of_the_edges_reach():
     # Checked by attachment and name resolution only: a packet to an overlay address the container is not
     # attached to would leave through its default route, out of the lab, so none is sent.
-    edge_host, web = container_of("web")
+    edge_host, edge = container_of("edge")
     networks = json.loads(
-        edge_host.check_output(f"docker inspect --format '{{{{json .NetworkSettings.Networks}}}}' {web}")
+        edge_host.check_output(f"docker inspect --format '{{{{json .NetworkSettings.Networks}}}}' {edge}")
     )
     assert f"{STACK}_database" not in networks and f"{STACK}_backend" in networks
-    assert edge_host.run(f"docker exec {web} getent hosts postgres").rc != 0, "the edge must not resolve postgres"
+    assert edge_host.run(f"docker exec {edge} getent hosts postgres").rc != 0, "the edge must not resolve postgres"
     api_host, api = container_of("api")
     assert api_host.run(f"docker exec {api} getent hosts postgres").rc == 0, "the api must (the check can fail)"

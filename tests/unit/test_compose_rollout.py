@@ -1,0 +1,57 @@
+"""compose_rollout's decisions, on containers shaped as the Docker SDK returns them (the rollouts
+themselves run on the real lab: tests/lab/test_releases.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from lab.common import ROOT
+
+sys.path.insert(0, str(ROOT / ".venv" / "collections"))  # the collection, as `make setup` links it
+
+from ansible_collections.pliers.deploy.plugins.modules import compose_rollout  # noqa: E402
+
+
+class FakeContainer:
+    def __init__(self, name, status="running", health="healthy", last="ok"):
+        self.name = name
+        self.attrs = {
+            "State": {"Status": status, "ExitCode": 1, "Health": {"Status": health, "Log": [{"Output": last}]}}
+        }
+
+    def reload(self):
+        pass
+
+
+def test_the_upstream_names_each_container_and_is_never_empty():
+    text = compose_rollout.upstream("api", 3000, ["p-api-3", "p-api-4"])
+    assert "upstream api {" in text and "least_conn;" in text
+    assert "server p-api-3:3000 max_fails=3" in text and "server p-api-4:3000" in text
+    assert "server 127.0.0.1:9 down;" in compose_rollout.upstream("api", 3000, [])
+
+
+def test_healthy_containers_pass():
+    compose_rollout.wait_healthy([FakeContainer("p-api-2")], "api", timeout=1)
+
+
+def test_an_unhealthy_container_fails_at_once_with_what_its_check_said():
+    sick = FakeContainer("p-api-2", health="unhealthy", last="HTTP Error 503: Service Unavailable")
+    with pytest.raises(compose_rollout.RolloutError) as error:
+        compose_rollout.wait_healthy([FakeContainer("p-api-3"), sick], "api", timeout=60)
+    assert str(error.value) == (
+        "service api: the new container p-api-2 is unhealthy; its health check last said: "
+        "HTTP Error 503: Service Unavailable"
+    )
+
+
+def test_an_exited_container_fails_with_its_exit_code():
+    with pytest.raises(compose_rollout.RolloutError, match=r"p-web-2 is exited.*exit code 1"):
+        compose_rollout.wait_healthy([FakeContainer("p-web-2", status="exited")], "web", timeout=60)
+
+
+def test_a_container_still_starting_at_the_deadline_fails_naming_it():
+    starting = FakeContainer("p-ai-2", health="starting", last="connection refused")
+    with pytest.raises(compose_rollout.RolloutError, match=r"did not turn healthy in 0s \(still starting\)"):
+        compose_rollout.wait_healthy([starting], "ai-service", timeout=0)
