@@ -24,7 +24,7 @@ LAB := python3 -m lab
 PYTHON_FOR_VENV ?= $(shell for p in python3.12 python3.13 $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help setup demo rollback releases demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-molecule lint clean
+.PHONY: help setup demo rollback releases backup restore demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-molecule lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,12 @@ rollback: setup ## return the demo to its previous release (TO=<id or release> f
 releases: setup ## print the demo's release history
 	@$(DEMO_PLAY) playbooks/releases.yml | sed -n '/print it/,/^$$/p'
 
+backup: setup ## back the demo's data up now (DRILL=true: and drill the backup)
+	$(DEMO_PLAY) playbooks/backup.yml $(if $(DRILL),-e drill=$(DRILL))
+
+restore: setup ## restore the demo's data from its newest backup (BACKUP=<name>: another; DRILL=true: a drill)
+	$(DEMO_PLAY) playbooks/restore.yml $(if $(BACKUP),-e backup=$(BACKUP)) $(if $(DRILL),-e drill=$(DRILL))
+
 demo-down: ## remove the demo and its lab hosts (MODE=swarm for the swarm demo)
 	@$(LAB) --name $(DEMO_LAB) down
 
@@ -94,8 +100,8 @@ test-molecule: setup ## the Molecule scenarios (default: compose on one host; sw
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name swarm
 
 lint: setup ## ruff, yamllint and ansible-lint (production profile)
-	$(VENV)/bin/ruff check lab tests plugins molecule
-	$(VENV)/bin/ruff format --check lab tests plugins molecule
+	$(VENV)/bin/ruff check lab tests plugins molecule roles
+	$(VENV)/bin/ruff format --check lab tests plugins molecule roles
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint
 

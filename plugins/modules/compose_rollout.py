@@ -22,6 +22,8 @@ description:
     reloads the edge.
   - Starts the edge first when it does not run (a first deploy), with placeholder upstreams, so that a service
     rolled later can reach an earlier one through it.
+  - With no O(services) and O(reload_edge), only reloads the edge, so that it resolves its upstreams' container
+    names again (containers restarted outside a rollout may have new addresses).
   - Reports C(changed) when it rolled a service, rewrote an upstream file or reloaded the edge.
   - Runs the C(docker compose) CLI on the target, in O(project_src).
 author:
@@ -57,7 +59,7 @@ options:
     type: str
   upstreams_dir:
     description: The directory, bind-mounted into the edge, where the upstream files are written.
-      Required with O(edge).
+      Required when O(edge) routes O(routes).
     type: path
   reload_edge:
     description: Reload the edge even when no upstream changed (its own configuration did).
@@ -341,9 +343,9 @@ def main() -> None:
         timeout=dict(type="int", default=180),
         drain=dict(type="float", default=2.0),
     )
-    module = AnsibleModule(
-        argument_spec=argument_spec, supports_check_mode=True, required_by={"edge": ["upstreams_dir"]}
-    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if module.params["routes"] and module.params["edge"] and not module.params["upstreams_dir"]:
+        module.fail_json(msg="upstreams_dir is required when an edge routes services")
     unrouted = sorted(set(module.params["routes"]) - set(module.params["services"]))
     if unrouted:
         module.fail_json(msg=f"routes name services that are not rolled: {', '.join(unrouted)}")
@@ -353,7 +355,7 @@ def main() -> None:
     try:
         compose = Compose(module, client)
         edge = Edge(module, compose)
-        hashes = compose.hashes(module.params["services"])
+        hashes = compose.hashes(module.params["services"]) if module.params["services"] else {}
         rewritten = edge.ensure_running()
         for service in module.params["services"]:
             reports.append({"name": service, "action": "failed", "old": [], "new": [], "seconds": 0.0})

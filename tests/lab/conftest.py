@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from lab import hosts as lab_hosts
 from lab.images import Builder
 
-from .support import TEST_LAB, lab_cli
+from .support import MODES, ROOT, TEST_LAB, Target, lab_cli, output
 
 
 def pytest_collection_modifyitems(items):
@@ -54,3 +55,22 @@ def docker_hosts(hosts) -> list[lab_hosts.Host]:
     for host, result in zip(pair, results, strict=True):
         assert result.returncode == 0, f"installing Docker on {host.name} failed:\n{result.stderr[-2000:]}"
     return pair
+
+
+@pytest.fixture(scope="session", params=list(MODES))
+def deployed(request, tmp_path_factory):
+    """The stack deployed at 1.0.0 on a lab of its own, in each mode; shared by the release and backup tests."""
+    mode = request.param
+    spec = MODES[mode]
+    lab_cli("down", name=spec["lab"].name)
+    lab_cli("up", "--hosts", str(spec["hosts"]), name=spec["lab"].name)
+    inventory = tmp_path_factory.mktemp(f"inventory-{mode}")
+    shutil.copytree(ROOT / "inventories" / spec["inventory"] / "group_vars", inventory / "group_vars")
+    shutil.copy(ROOT / "molecule/default/inventory/group_vars/pliers_hosts.yml", inventory / "group_vars")
+    (inventory / "hosts.yml").write_text(spec["layout"])
+    target = Target(mode, inventory)
+    first = target.play("deploy.yml", "-e", "pliers_release=1.0.0")
+    assert first.returncode == 0, output(first)
+    assert target.version() == "1.0.0"
+    yield target
+    lab_cli("down", name=spec["lab"].name)

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from lab import hosts as lab_hosts
 from lab.common import ROOT, docker
 from lab.topology import Lab
 
@@ -122,3 +123,97 @@ class Probe:
         return f"{self.sent} requests, {len(self.failures)} failed" + (
             f"; first failures: {self.failures[:5]}" if self.failures else ""
         )
+
+
+# --- A deployed stack on a lab of its own, in each mode (the session fixture `deployed`) -----------------
+
+PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
+VAULT = "inventories/local/vault-password-dev-only.txt"
+STACK = "pliers-local"  # both local inventories deploy the environment "local"
+MODES = {
+    "compose": {
+        "lab": Lab("pliers-rel"),
+        "hosts": 1,
+        "inventory": "local",
+        "db": "pliers-rel-1",
+        "layout": "pliers_hosts:\n  hosts:\n    pliers-rel-1:\n",
+    },
+    "swarm": {
+        "lab": Lab("pliers-relsw"),
+        "hosts": 3,
+        "inventory": "local-swarm",
+        "db": "pliers-relsw-2",
+        "layout": """\
+pliers_hosts:
+  children:
+    swarm_managers:
+      hosts:
+        pliers-relsw-1: {docker_host_node_labels: {edge: "true"}}
+    swarm_workers:
+      hosts:
+        pliers-relsw-2: {docker_host_node_labels: {db: "true"}}
+        pliers-relsw-3: {docker_host_node_labels: {}}
+""",
+    },
+}
+FIGURES: dict[str, dict] = {}
+
+
+class Target:
+    """One mode's lab, its inventory, and the ways to deploy to it and look at it."""
+
+    def __init__(self, mode: str, inventory: Path) -> None:
+        self.mode = mode
+        self.lab: Lab = MODES[mode]["lab"]
+        self.inventory = inventory
+        self.deployer = lab_hosts.Host(f"{self.lab.name}-1", lab_hosts.host_address(self.lab, f"{self.lab.name}-1"))
+        self.edge = f"http://{self.deployer.address}:80"
+        self.db = lab_hosts.Host(MODES[mode]["db"], lab_hosts.host_address(self.lab, MODES[mode]["db"]))
+
+    def command(self, playbook: str, *extra: str) -> list[str]:
+        return [
+            str(PLAYBOOK_BIN), f"playbooks/{playbook}", "-i", str(self.inventory), "-i", str(self.lab.inventory),
+            "--vault-password-file", VAULT, *extra,
+        ]  # fmt: skip
+
+    def play(self, playbook: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(playbook, *extra), cwd=ROOT, capture_output=True, text=True)
+
+    def version(self) -> str:
+        status, body = http(f"{self.edge}/api/health")
+        assert status == 200, f"the api does not answer through the edge: {status} {body}"
+        return json.loads(body)["version"]
+
+    def sql(self, query: str) -> str:
+        """One value from PostgreSQL, on the node that runs it (a Compose container or a Swarm task)."""
+        find = (
+            "docker ps -q --filter label=com.docker.compose.service=postgres; "
+            f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_postgres"
+        )
+        for host in lab_hosts.running_hosts(self.lab):
+            node = lab_hosts.Host(host, lab_hosts.host_address(self.lab, host))
+            containers = lab_hosts.ssh(node, find).stdout.split()
+            if containers:
+                command = f'docker exec {containers[0]} psql -U pliers -d pliers -tAc "{query}"'
+                return lab_hosts.ssh(node, command).stdout.strip()
+        raise AssertionError("no node runs PostgreSQL")
+
+    def release(self, playbook: str, *extra: str, name: str) -> tuple[subprocess.CompletedProcess, Probe]:
+        """Run a playbook under the probe; keep its duration and the probe's counts."""
+        with Probe(self.edge) as probe:
+            time.sleep(1)
+            started = time.monotonic()
+            result = self.play(playbook, *extra)
+            seconds = round(time.monotonic() - started, 1)
+            time.sleep(1)
+        FIGURES.setdefault(self.mode, {})[name] = {
+            "rc": result.returncode, "seconds": seconds, "requests": probe.sent, "failed": len(probe.failures),
+        }  # fmt: skip
+        report = ROOT / ".lab" / "reports" / f"releases-{self.mode}.json"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(FIGURES[self.mode], indent=2) + "\n")
+        return result, probe
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout[-5000:] + result.stderr[-2000:]

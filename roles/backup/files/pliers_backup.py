@@ -1,0 +1,490 @@
+#!/usr/bin/python3
+# Copyright (c) pliers.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pliers-backup: back up, verify, drill and restore the Pliers data services on this host.
+
+Installed by pliers.deploy (role backup) as /usr/local/sbin/pliers-backup, run by its systemd timer and
+by the backup and restore playbooks. Python's standard library and the docker CLI only.
+
+    pliers-backup --config FILE backup [--drill]  pg_dump -Fc + Redis RDB + manifest; retention; status
+    pliers-backup --config FILE verify [NAME]     sizes and SHA-256 of every file against the manifest
+    pliers-backup --config FILE drill [NAME]      restore into a scratch database, compare row counts
+    pliers-backup --config FILE restore-postgres [NAME]   replace the live database (writers stopped)
+    pliers-backup --config FILE restore-redis [NAME]      replace Redis's data (Redis stopped)
+    pliers-backup --config FILE list              the complete backups, newest last
+
+NAME defaults to the newest complete backup. Each command prints one JSON document; on failure it
+prints {"failed": true, "msg": ...} and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+POSTGRES_FILE = "postgres.dump"
+REDIS_FILE = "redis.rdb"
+CHUNK = 1024 * 1024
+NAME_FORMAT = "%Y%m%dT%H%M%SZ"
+STATUS_STATE = "status.json"
+
+
+class BackupError(Exception):
+    """What went wrong, in words an operator can act on."""
+
+
+# --- docker ------------------------------------------------------------------------------------
+
+
+def run(*command: str, stdin=None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, input=stdin, capture_output=True, check=False)
+    if check and result.returncode != 0:
+        error = result.stderr.decode().strip()
+        raise BackupError(f"{' '.join(command[:4])}... failed (exit {result.returncode}): {error}")
+    return result
+
+
+def container(config: dict, service: str, *, running: bool = True) -> str:
+    """The id of the service's container on this host (a Compose container or a Swarm task)."""
+    if config["mode"] == "swarm":
+        label = f"com.docker.swarm.service.name={config['project']}_{service}"
+        filters = ["--filter", f"label={label}"]
+    else:
+        filters = ["--filter", f"label=com.docker.compose.project={config['project']}",
+                   "--filter", f"label=com.docker.compose.service={service}"]  # fmt: skip
+    listing = run("docker", "ps", "-q", *([] if running else ["-a"]), *filters).stdout.decode().split()
+    if not listing:
+        state = "running " if running else ""
+        raise BackupError(f"no {state}container of service {service} ({config['project']}) on this host")
+    return listing[0]
+
+
+def psql(config: dict, pg: str, query: str, database: str | None = None) -> str:
+    pgc = config["postgres"]
+    result = run("docker", "exec", pg, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", pgc["user"],
+                 "-d", database or pgc["database"], "-Atc", query)  # fmt: skip
+    return result.stdout.decode().strip()
+
+
+def redis_cli(redis: str, *args: str) -> str:
+    """redis-cli in the Redis container, authenticated with the password of its own configuration file."""
+    script = 'REDISCLI_AUTH="$(sed -n "s/^requirepass //p" "$0")" exec redis-cli "$@"'
+    conf = "/run/secrets/redis.conf"
+    return run("docker", "exec", redis, "sh", "-c", script, conf, *args).stdout.decode().strip()
+
+
+def stream(command: list[str], destination: Path) -> tuple[int, str]:
+    """Run command, writing its stdout to destination while hashing it: (size, sha256)."""
+    digest = hashlib.sha256()
+    size = 0
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with open(destination, "wb") as handle, subprocess.Popen(command, **pipes) as process:
+        for chunk in iter(lambda: process.stdout.read(CHUNK), b""):
+            handle.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        error = process.stderr.read().decode().strip()
+        handle.flush()
+        os.fsync(handle.fileno())
+    if process.returncode != 0:
+        raise BackupError(f"{' '.join(command[3:6])} failed (exit {process.returncode}): {error}")
+    return size, digest.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- backups on disk ---------------------------------------------------------------------------
+
+
+def backups(root: Path) -> list[Path]:
+    """Complete backups (a directory with its manifest), oldest first. Partial ones never count."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def pick(root: Path, name: str | None) -> Path:
+    complete = backups(root)
+    if name in (None, "", "latest"):
+        if not complete:
+            raise BackupError(f"no complete backup in {root}")
+        return complete[-1]
+    chosen = root / name
+    if not chosen.is_dir() or "/" in name or name.startswith("."):
+        known = ", ".join(p.name for p in complete[-5:]) or "none"
+        raise BackupError(f"no backup named {name!r} in {root} (newest: {known})")
+    return chosen
+
+
+def verify(backup: Path) -> dict:
+    """The manifest, once every file it lists has its size and SHA-256; else BackupError naming the file."""
+    manifest_path = backup / MANIFEST
+    if not manifest_path.is_file():
+        raise BackupError(f"backup {backup.name} is incomplete: it has no {MANIFEST}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError) as exc:
+        raise BackupError(f"backup {backup.name}: {MANIFEST} is unreadable ({exc})") from exc
+    for entry in files:
+        path = backup / entry["name"]
+        if not path.is_file():
+            raise BackupError(f"backup {backup.name} is incomplete: {entry['name']} is missing")
+        size = path.stat().st_size
+        if size != entry["size"]:
+            expected = entry["size"]
+            raise BackupError(f"backup {backup.name}: {entry['name']} is {size} bytes, the manifest says {expected}")
+        if sha256(path) != entry["sha256"]:
+            raise BackupError(f"backup {backup.name}: {entry['name']} does not match its SHA-256 (corrupted)")
+    return manifest
+
+
+def retained(names: list[str], daily: int, weekly: int) -> set[str]:
+    """The backups retention keeps: the newest of each of the last `daily` days that have one, and the
+    newest of each of the last `weekly` ISO weeks that have one. Names are UTC timestamps (NAME_FORMAT)."""
+    keep: set[str] = set()
+    days: dict[str, str] = {}
+    weeks: dict[tuple[int, int], str] = {}
+    for name in sorted(names):
+        stamp = dt.datetime.strptime(name, NAME_FORMAT)
+        days[stamp.strftime("%Y-%m-%d")] = name  # later names overwrite: the newest of the day
+        weeks[tuple(stamp.isocalendar())[:2]] = name
+    keep.update(days[day] for day in sorted(days)[-daily:] if daily > 0)
+    keep.update(weeks[week] for week in sorted(weeks)[-weekly:] if weekly > 0)
+    return keep
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+# --- the status the monitoring scrapes -----------------------------------------------------------
+
+
+METRICS = (
+    ("pliers_backup_last_success_timestamp_seconds", "When the last successful backup finished."),
+    ("pliers_backup_last_size_bytes", "Size of the last successful backup."),
+    ("pliers_backup_last_duration_seconds", "How long the last successful backup took."),
+    ("pliers_backup_last_attempt_timestamp_seconds", "When the last backup attempt finished."),
+    ("pliers_backup_last_attempt_success", "1 when the last backup attempt succeeded, else 0."),
+    ("pliers_backup_count", "Complete backups on disk."),
+    ("pliers_restore_drill_last_timestamp_seconds", "When the last restore drill finished."),
+    ("pliers_restore_drill_last_success", "1 when the last restore drill passed, else 0."),
+)
+
+
+def render_status(state: dict, environment: str) -> str:
+    """Prometheus text format, for node exporter's textfile collector."""
+    lines = []
+    for name, help_text in METRICS:
+        if name in state:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
+                      f'{name}{{environment="{environment}"}} {state[name]}']  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def update_status(config: dict, **values) -> None:
+    root = Path(config["backup_dir"])
+    state_path = root / STATUS_STATE
+    try:
+        state = json.loads(state_path.read_text())
+    except (FileNotFoundError, ValueError):
+        state = {}
+    state.update(values)
+    state["pliers_backup_count"] = len(backups(root))
+    write_atomically(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n", 0o600)
+    if config.get("status_file"):
+        write_atomically(Path(config["status_file"]), render_status(state, config["environment"]))
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def backup(config: dict) -> dict:
+    root = Path(config["backup_dir"])
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    started = time.time()
+    name = dt.datetime.now(dt.UTC).strftime(NAME_FORMAT)
+    partial = root / f".partial-{name}"
+    final = root / name
+    if final.exists():
+        raise BackupError(f"backup {name} already exists: one backup per second at most")
+    partial.mkdir(mode=0o700)
+    try:
+        pgc = config["postgres"]
+        pg = container(config, pgc["service"])
+        files = []
+        size, digest = stream(["docker", "exec", pg, "pg_dump", "-Fc", "-U", pgc["user"], "-d", pgc["database"]],
+                              partial / POSTGRES_FILE)  # fmt: skip
+        files.append({"name": POSTGRES_FILE, "size": size, "sha256": digest, "format": "pg_dump custom"})
+        versions = {"postgres": psql(config, pg, "SHOW server_version")}
+        redis = container(config, config["redis"]["service"])
+        rdb = redis_snapshot(redis)
+        size, digest = stream(["docker", "exec", redis, "cat", rdb], partial / REDIS_FILE)
+        files.append({"name": REDIS_FILE, "size": size, "sha256": digest, "format": "redis rdb"})
+        versions["redis"] = re.search(r"redis_version:(\S+)", redis_cli(redis, "INFO", "server")).group(1)
+        persistence = {key: redis_cli(redis, "CONFIG", "GET", key).splitlines()[-1]
+                       for key in ("appendonly", "appenddirname", "appendfilename")}  # fmt: skip
+        manifest = {
+            "name": name,
+            "environment": config["environment"],
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - started, 2),
+            "database": pgc["database"],
+            "versions": versions,
+            "redis": persistence,
+            "files": files,
+        }
+        write_atomically(partial / MANIFEST, json.dumps(manifest, indent=2) + "\n", 0o600)
+        # The rename is what makes a backup exist: a failed one never looks like a good one.
+        os.rename(partial, final)
+        directory = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        update_status(config, pliers_backup_last_attempt_timestamp_seconds=round(time.time()),
+                      pliers_backup_last_attempt_success=0)  # fmt: skip
+        raise
+    removed = prune(config)
+    total = sum(entry["size"] for entry in files)
+    update_status(
+        config,
+        pliers_backup_last_success_timestamp_seconds=round(time.time()),
+        pliers_backup_last_size_bytes=total,
+        pliers_backup_last_duration_seconds=manifest["seconds"],
+        pliers_backup_last_attempt_timestamp_seconds=round(time.time()),
+        pliers_backup_last_attempt_success=1,
+    )
+    return {"changed": True, "name": name, "path": str(final), "size": total, "seconds": manifest["seconds"],
+            "files": files, "removed": removed}  # fmt: skip
+
+
+def redis_snapshot(redis: str, timeout: float = 600) -> str:
+    """BGSAVE, and wait until that save has finished successfully; the RDB's path in the container."""
+    deadline = time.monotonic() + timeout
+    while "Background saving started" not in (answer := redis_cli(redis, "BGSAVE")):
+        if "in progress" not in answer or time.monotonic() > deadline:
+            raise BackupError(f"Redis refused BGSAVE: {answer}")
+        time.sleep(0.5)  # another save runs: ours starts when it is over
+    # From "started" on, rdb_bgsave_in_progress stays 1 until our save is over.
+    while "rdb_bgsave_in_progress:0" not in (info := redis_cli(redis, "INFO", "persistence")):
+        if time.monotonic() > deadline:
+            raise BackupError(f"Redis's background save did not finish in {timeout:.0f}s")
+        time.sleep(0.2)
+    if "rdb_last_bgsave_status:ok" not in info:
+        raise BackupError("Redis's background save failed (rdb_last_bgsave_status is not ok)")
+    directory = redis_cli(redis, "CONFIG", "GET", "dir").splitlines()[-1]
+    filename = redis_cli(redis, "CONFIG", "GET", "dbfilename").splitlines()[-1]
+    return f"{directory}/{filename}"
+
+
+def prune(config: dict) -> list[str]:
+    root = Path(config["backup_dir"])
+    complete = [p.name for p in backups(root)]
+    keep = retained(complete, int(config["retention"]["daily"]), int(config["retention"]["weekly"]))
+    keep.update(complete[-1:])  # never the backup just made
+    removed = [name for name in complete if name not in keep]
+    for name in removed:
+        shutil.rmtree(root / name)
+    # Partial backups older than a day are the leftovers of a killed run.
+    for leftover in root.glob(".partial-*"):
+        if time.time() - leftover.stat().st_mtime > 86400:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return removed
+
+
+def dump_row_counts(pg: str, dump: Path) -> dict[str, int]:
+    """Rows per table in the dump itself: the lines of each COPY block of its SQL form."""
+    counts: dict[str, int] = {}
+    with open(dump, "rb") as source:
+        process = subprocess.Popen(["docker", "exec", "-i", pg, "pg_restore", "--data-only", "-f", "-"],
+                                   stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        table = None
+        for raw in process.stdout:
+            if table is None:
+                if raw.startswith(b"COPY "):
+                    table = raw.split()[1].decode()
+                    counts[table] = 0
+            elif raw == b"\\.\n":
+                table = None
+            else:
+                counts[table] += 1
+        error = process.stderr.read().decode().strip()
+        process.wait()
+    if process.returncode != 0:
+        raise BackupError(f"reading the dump failed: {error}")
+    return counts
+
+
+def table_row_counts(config: dict, pg: str, database: str) -> dict[str, int]:
+    query = (
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+    )
+    tables = psql(config, pg, query, database)
+    counts = {}
+    for table in tables.split():
+        counts[table] = int(psql(config, pg, f"SELECT count(*) FROM {table}", database))  # noqa: S608 - catalog names
+    return counts
+
+
+def restore_into(config: dict, pg: str, dump: Path, database: str) -> None:
+    """Restore the dump into a fresh database (dropped first, connections closed)."""
+    pgc = config["postgres"]
+    psql(config, pg, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', "postgres")
+    psql(config, pg, f'CREATE DATABASE "{database}" OWNER "{pgc["user"]}"', "postgres")
+    with open(dump, "rb") as source:
+        result = subprocess.run(["docker", "exec", "-i", pg, "pg_restore", "--exit-on-error", "--single-transaction",
+                                 "--no-owner", "--role", pgc["user"], "-U", pgc["user"], "-d", database],
+                                stdin=source, capture_output=True, check=False)  # fmt: skip
+    if result.returncode != 0:
+        raise BackupError(f"pg_restore into {database} failed: {result.stderr.decode().strip()}")
+
+
+def drill(config: dict, name: str | None) -> dict:
+    """Restore into a scratch database beside the live one; every table must hold the dump's rows."""
+    root = Path(config["backup_dir"])
+    started = time.time()
+    chosen = None
+    try:
+        chosen = pick(root, name)
+        verify(chosen)
+        pg = container(config, config["postgres"]["service"])
+        scratch = f"pliers_drill_{int(started)}"
+        try:
+            restore_into(config, pg, chosen / POSTGRES_FILE, scratch)
+            restored = table_row_counts(config, pg, scratch)
+        finally:
+            psql(config, pg, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)', "postgres")
+        expected = dump_row_counts(pg, chosen / POSTGRES_FILE)
+        different = {t: (expected.get(t), restored.get(t)) for t in sorted(set(expected) | set(restored))
+                     if expected.get(t) != restored.get(t)}  # fmt: skip
+        if different:
+            raise BackupError(f"backup {chosen.name}: restored row counts differ from the dump: {different}")
+    except BackupError:
+        update_status(config, pliers_restore_drill_last_timestamp_seconds=round(time.time()),
+                      pliers_restore_drill_last_success=0)  # fmt: skip
+        raise
+    update_status(config, pliers_restore_drill_last_timestamp_seconds=round(time.time()),
+                  pliers_restore_drill_last_success=1)  # fmt: skip
+    return {"changed": False, "name": chosen.name, "tables": restored, "seconds": round(time.time() - started, 2)}
+
+
+def restore_postgres(config: dict, name: str | None) -> dict:
+    chosen = pick(Path(config["backup_dir"]), name)
+    verify(chosen)
+    started = time.time()
+    pg = container(config, config["postgres"]["service"])
+    restore_into(config, pg, chosen / POSTGRES_FILE, config["postgres"]["database"])
+    return {"changed": True, "name": chosen.name, "seconds": round(time.time() - started, 2)}
+
+
+def restore_redis(config: dict, name: str | None) -> dict:
+    """Replace Redis's data with the backup's RDB; Redis must be stopped (its container, not removed).
+
+    With the append-only file on, Redis 7 loads the AOF, not dump.rdb: the RDB becomes the base of a new
+    multi-part AOF (its manifest naming the base and an empty increment), as Redis itself writes one.
+    """
+    chosen = pick(Path(config["backup_dir"]), name)
+    manifest = verify(chosen)
+    redis = container(config, config["redis"]["service"], running=False)
+    details = json.loads(run("docker", "inspect", redis).stdout)[0]
+    if details["State"]["Running"]:
+        raise BackupError("Redis is running: stop it before its data is replaced")
+    mounts = [m for m in details["Mounts"] if m["Destination"] == "/data"]
+    if not mounts:
+        raise BackupError("the Redis container has no /data volume")
+    data = Path(mounts[0]["Source"])
+    owner = data.stat()
+    written = [data / "dump.rdb"]
+    install(chosen / REDIS_FILE, data / "dump.rdb", owner)
+    persistence = manifest.get("redis") or {}
+    if persistence.get("appendonly") == "yes":
+        aof_dir = data / persistence["appenddirname"]
+        base = persistence["appendfilename"]
+        staging = data / f".{persistence['appenddirname']}.restoring"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        install(chosen / REDIS_FILE, staging / f"{base}.1.base.rdb", owner)
+        (staging / f"{base}.1.incr.aof").touch()
+        (staging / f"{base}.manifest").write_text(
+            f"file {base}.1.base.rdb seq 1 type b\nfile {base}.1.incr.aof seq 1 type i\n"
+        )
+        for path in (staging, *staging.iterdir()):
+            os.chown(path, owner.st_uid, owner.st_gid)
+        shutil.rmtree(aof_dir, ignore_errors=True)
+        os.rename(staging, aof_dir)
+        written.append(aof_dir)
+    return {"changed": True, "name": chosen.name, "written": [str(path) for path in written]}
+
+
+def install(source: Path, target: Path, owner: os.stat_result) -> None:
+    """Copy source to target atomically, owned like the data directory."""
+    tmp = target.with_name(f".{target.name}.restoring")
+    shutil.copyfile(source, tmp)
+    os.chown(tmp, owner.st_uid, owner.st_gid)
+    os.replace(tmp, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pliers-backup", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the JSON configuration the backup role wrote")
+    parser.add_argument("command", choices=["backup", "verify", "drill", "restore-postgres", "restore-redis", "list"])
+    parser.add_argument("name", nargs="?", help="a backup's name (default: the newest)")
+    parser.add_argument("--drill", action="store_true", help="backup: then run a restore drill on it")
+    args = parser.parse_args(argv)
+    try:
+        config = json.loads(Path(args.config).read_text())
+        root = Path(config["backup_dir"])
+        if args.command == "backup":
+            result = backup(config)
+            if args.drill:
+                result["drill"] = drill(config, result["name"])
+        elif args.command == "verify":
+            chosen = pick(root, args.name)
+            result = {"changed": False, "name": chosen.name, "manifest": verify(chosen)}
+        elif args.command == "drill":
+            result = drill(config, args.name)
+        elif args.command == "restore-postgres":
+            result = restore_postgres(config, args.name)
+        elif args.command == "restore-redis":
+            result = restore_redis(config, args.name)
+        else:
+            result = {"changed": False, "backups": [p.name for p in backups(root)]}
+    except (BackupError, OSError, KeyError, ValueError) as exc:
+        print(json.dumps({"failed": True, "msg": str(exc)}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Backups and restores on the real lab, in both modes (the `deployed` stacks the release tests use too):
+items written through the api survive a backup, their deletion and a restore byte for byte, and so does
+Redis's data; a backup with one flipped byte is refused by restore (naming the file) and live data is not
+touched; the restore drill passes on a good backup and fails on a corrupted one."""
+
+from __future__ import annotations
+
+import json
+
+from lab import hosts as lab_hosts
+
+from .support import http, output
+
+BACKUPS = "/var/backups/pliers/local"
+STATUS = "/var/lib/prometheus/node-exporter/pliers_backup_local.prom"
+DRILL_PASSED = 'pliers_restore_drill_last_success{environment="local"} 1'
+DRILL_FAILED = 'pliers_restore_drill_last_success{environment="local"} 0'
+FIND_POSTGRES = (
+    "docker ps -q --filter label=com.docker.compose.service=postgres; "
+    "docker ps -q --filter label=com.docker.swarm.service.name=pliers-local_postgres"
+)
+
+
+def items(target) -> str:
+    status, body = http(f"{target.edge}/api/items")
+    assert status == 200, body
+    return body
+
+
+def redis(target, *command: str) -> str:
+    find = "docker ps -q --filter label=com.docker.compose.service=redis; " \
+           "docker ps -q --filter label=com.docker.swarm.service.name=pliers-local_redis"  # fmt: skip
+    container = lab_hosts.ssh(target.db, find).stdout.split()[0]
+    script = 'REDISCLI_AUTH="$(sed -n "s/^requirepass //p" /run/secrets/redis.conf)" redis-cli ' + " ".join(command)
+    return lab_hosts.ssh(target.db, f"docker exec {container} sh -c '{script}'").stdout.strip()
+
+
+def newest_backup(target) -> str:
+    return lab_hosts.ssh(target.db, f"ls {BACKUPS} | grep -v '^status' | tail -1").stdout.strip()
+
+
+def flip_a_byte(target, backup: str, file: str = "postgres.dump") -> None:
+    path = f"{BACKUPS}/{backup}/{file}"
+    flip = f"python3 -c \"f=open('{path}','r+b'); f.seek(100); b=f.read(1); f.seek(100); f.write(bytes([b[0]^1]))\""
+    lab_hosts.ssh(target.db, flip)
+
+
+def test_a_restore_brings_back_the_items_and_redis_data_byte_for_byte(deployed):
+    for name in ("first", "second, with a comma", "third: ünïcode"):
+        status, body = http(f"{deployed.edge}/api/items", method="POST", body={"name": name})
+        assert status == 201, body
+    redis(deployed, "SET", "pliers:test:restore", "kept")
+    before = items(deployed)
+    assert len(json.loads(before)) >= 3
+
+    backup = deployed.play("backup.yml")
+    assert backup.returncode == 0, output(backup)
+    assert f"{BACKUPS}/" in lab_hosts.ssh(deployed.db, f"ls -d {BACKUPS}/*/ | tail -1").stdout
+    assert lab_hosts.ssh(deployed.db, f"stat -c %a {BACKUPS}").stdout.strip() == "700"
+
+    status, _ = http(f"{deployed.edge}/api/items", method="DELETE")
+    assert status == 200 and json.loads(items(deployed)) == []
+    redis(deployed, "DEL", "pliers:test:restore")
+
+    restore = deployed.play("restore.yml")
+    assert restore.returncode == 0, output(restore)
+    assert items(deployed) == before
+    assert redis(deployed, "GET", "pliers:test:restore") == "kept"
+
+
+def test_a_corrupted_backup_is_refused_naming_the_file_and_live_data_is_untouched(deployed):
+    backup = deployed.play("backup.yml")
+    assert backup.returncode == 0, output(backup)
+    name = newest_backup(deployed)
+    flip_a_byte(deployed, name)
+    status, _ = http(f"{deployed.edge}/api/items", method="POST", body={"name": "written after the backup"})
+    assert status == 201
+    before = items(deployed)
+
+    refused = deployed.play("restore.yml", "-e", f"backup={name}")
+    assert refused.returncode != 0, output(refused)
+    assert f"backup {name}: postgres.dump does not match its SHA-256 (corrupted)" in refused.stdout, output(refused)
+    assert items(deployed) == before, "a refused restore must not touch live data"
+    assert deployed.version()  # the api kept serving
+
+
+def test_the_drill_passes_on_a_good_backup_and_fails_on_a_corrupted_one(deployed):
+    good = deployed.play("backup.yml", "-e", "drill=true")
+    assert good.returncode == 0, output(good)
+    assert DRILL_PASSED in lab_hosts.ssh(deployed.db, f"cat {STATUS}").stdout
+    before = items(deployed)
+
+    name = newest_backup(deployed)
+    flip_a_byte(deployed, name)
+    drill = deployed.play("restore.yml", "-e", "drill=true", "-e", f"backup={name}")
+    assert drill.returncode != 0, output(drill)
+    assert "postgres.dump does not match its SHA-256" in drill.stdout, output(drill)
+    assert DRILL_FAILED in lab_hosts.ssh(deployed.db, f"cat {STATUS}").stdout
+    assert items(deployed) == before, "a drill never touches live data"
+    postgres = lab_hosts.ssh(deployed.db, FIND_POSTGRES).stdout.split()[0]
+    list_databases = f"docker exec {postgres} psql -U pliers -d postgres -Atc 'SELECT datname FROM pg_database'"  # noqa: S608
+    databases = lab_hosts.ssh(deployed.db, list_databases).stdout
+    assert "pliers_drill" not in databases, "the scratch database must be dropped"

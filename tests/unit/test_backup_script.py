@@ -1,0 +1,102 @@
+"""pliers-backup's decisions on disk, without an engine: what retention keeps, what verification refuses,
+what the status file says. (Backups, drills and restores of real data run on the lab: tests/lab/test_backups.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+
+import pytest
+
+from lab.common import ROOT
+
+SPEC = importlib.util.spec_from_file_location("pliers_backup", ROOT / "roles/backup/files/pliers_backup.py")
+pliers_backup = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(pliers_backup)
+
+
+def make_backup(root, name, files=None, manifest=True):
+    backup = root / name
+    backup.mkdir(parents=True)
+    entries = []
+    for file_name, content in (files or {"postgres.dump": b"PGDMP-data", "redis.rdb": b"REDIS0011"}).items():
+        (backup / file_name).write_bytes(content)
+        entries.append({"name": file_name, "size": len(content), "sha256": hashlib.sha256(content).hexdigest()})
+    if manifest:
+        (backup / "manifest.json").write_text(json.dumps({"name": name, "files": entries}))
+    return backup
+
+
+def test_retention_keeps_the_newest_per_day_and_per_week():
+    names = [f"202611{day:02d}T{hour:02d}0000Z" for day in range(1, 27) for hour in (3, 15)]
+    keep = pliers_backup.retained(names, daily=3, weekly=2)
+    # The last three days, each day's newest; the last two ISO weeks' newest (26 Nov is in the week of the 23rd).
+    assert {"20261126T150000Z", "20261125T150000Z", "20261124T150000Z"} <= keep
+    assert "20261122T150000Z" in keep  # the newest of the previous week (Sunday the 22nd)
+    assert len(keep) == 4
+    assert "20261126T030000Z" not in keep
+
+
+def test_only_complete_backups_count_and_latest_is_the_newest(tmp_path):
+    make_backup(tmp_path, "20261126T031500Z")
+    make_backup(tmp_path, "20261127T031500Z")
+    make_backup(tmp_path, "20261128T031500Z", manifest=False)  # interrupted before its manifest
+    (tmp_path / ".partial-20261129T031500Z").mkdir()
+    assert [p.name for p in pliers_backup.backups(tmp_path)] == ["20261126T031500Z", "20261127T031500Z"]
+    assert pliers_backup.pick(tmp_path, "latest").name == "20261127T031500Z"
+    with pytest.raises(pliers_backup.BackupError, match="no backup named '2025' .*newest: 20261126T031500Z"):
+        pliers_backup.pick(tmp_path, "2025")
+
+
+def test_a_good_backup_verifies(tmp_path):
+    manifest = pliers_backup.verify(make_backup(tmp_path, "20261127T031500Z"))
+    assert [entry["name"] for entry in manifest["files"]] == ["postgres.dump", "redis.rdb"]
+
+
+def test_one_flipped_byte_is_refused_naming_the_file(tmp_path):
+    backup = make_backup(tmp_path, "20261127T031500Z")
+    data = bytearray((backup / "postgres.dump").read_bytes())
+    data[3] ^= 0x01
+    (backup / "postgres.dump").write_bytes(bytes(data))
+    with pytest.raises(pliers_backup.BackupError, match=r"postgres.dump does not match its SHA-256 \(corrupted\)"):
+        pliers_backup.verify(backup)
+
+
+def test_a_truncated_or_missing_file_is_refused_naming_it(tmp_path):
+    backup = make_backup(tmp_path, "20261127T031500Z")
+    (backup / "redis.rdb").write_bytes(b"REDIS")
+    with pytest.raises(pliers_backup.BackupError, match="redis.rdb is 5 bytes, the manifest says 9"):
+        pliers_backup.verify(backup)
+    (backup / "redis.rdb").unlink()
+    with pytest.raises(pliers_backup.BackupError, match="incomplete: redis.rdb is missing"):
+        pliers_backup.verify(backup)
+
+
+def test_a_backup_without_its_manifest_is_incomplete(tmp_path):
+    with pytest.raises(pliers_backup.BackupError, match="incomplete: it has no manifest.json"):
+        pliers_backup.verify(make_backup(tmp_path, "20261127T031500Z", manifest=False))
+
+
+def test_the_status_file_is_prometheus_text_with_the_environment(tmp_path):
+    config = {
+        "backup_dir": str(tmp_path / "backups"),
+        "environment": "staging",
+        "status_file": str(tmp_path / "s.prom"),
+    }
+    make_backup(tmp_path / "backups", "20261127T031500Z")
+    pliers_backup.update_status(config, pliers_backup_last_success_timestamp_seconds=1795000000,
+                                pliers_backup_last_attempt_success=1)  # fmt: skip
+    pliers_backup.update_status(config, pliers_restore_drill_last_success=0)
+    text = (tmp_path / "s.prom").read_text()
+    assert 'pliers_backup_last_success_timestamp_seconds{environment="staging"} 1795000000' in text
+    assert 'pliers_restore_drill_last_success{environment="staging"} 0' in text, "a drill keeps the backup's metrics"
+    assert 'pliers_backup_count{environment="staging"} 1' in text
+    assert "# TYPE pliers_backup_last_attempt_success gauge" in text
+
+
+def test_a_command_that_fails_says_why_in_json(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"backup_dir": str(tmp_path / "none"), "environment": "x"}))
+    assert pliers_backup.main(["--config", str(config), "verify"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"failed": True, "msg": f"no complete backup in {tmp_path / 'none'}"}
