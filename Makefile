@@ -100,8 +100,8 @@ test-molecule: setup ## the Molecule scenarios (default: compose on one host; sw
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name swarm
 
 lint: setup ## ruff, yamllint and ansible-lint (production profile)
-	$(VENV)/bin/ruff check lab tests plugins molecule roles
-	$(VENV)/bin/ruff format --check lab tests plugins molecule roles
+	$(VENV)/bin/ruff check lab tests plugins molecule roles bench
+	$(VENV)/bin/ruff format --check lab tests plugins molecule roles bench
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint
 

@@ -12,7 +12,8 @@ description:
   - Polls the services of a stack until each runs its desired number of up-to-date tasks and its last update
     completed, or the deadline passes.
   - Fails with a message naming the service when Swarm rolled an update back (or paused it), or when a service
-    did not converge in time, with what it last saw.
+    did not converge in time, with what it last saw. Once one service rolled back, it waits for the others still
+    updating to settle, so that the message names every service that rolled back.
   - After a converged rollout, with O(prune=true), removes the stack's secrets and configs that neither the
     current nor the previous version of any service uses (Swarm rolls back to the previous one).
   - Reports C(changed) only when it pruned something.
@@ -98,6 +99,7 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import Docke
 
 STACK_LABEL = "com.docker.stack.namespace"
 FAILED_UPDATES = ("rollback_completed", "rollback_paused", "paused")
+IN_PROGRESS_UPDATES = ("updating", "rollback_started")
 
 
 def service_state(service, stack: str) -> dict:
@@ -175,6 +177,11 @@ def main() -> None:
                 module.fail_json(msg=f"stack {stack} has no services: deploy it first")
             states = [service_state(service, stack) for service in services]
             rolled_back = [s for s in states if s["update"] in FAILED_UPDATES]
+            # Services roll at once: once one rolled back, wait for the others to settle, to name them all.
+            settling = [s for s in states if s["update"] in IN_PROGRESS_UPDATES]
+            if rolled_back and settling and time.monotonic() < deadline:
+                time.sleep(module.params["interval"])
+                continue
             if rolled_back:
                 details = "; ".join(f"{s['name']}: update {s['update']} ({s['message']})" for s in rolled_back)
                 module.fail_json(

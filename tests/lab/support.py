@@ -133,9 +133,11 @@ STACK = "pliers-local"  # both local inventories deploy the environment "local"
 MODES = {
     "compose": {
         "lab": Lab("pliers-rel"),
-        "hosts": 1,
+        # pliers-rel-2 is not deployed to: it is the SFTP server of the offsite backup copy.
+        "hosts": 2,
         "inventory": "local",
         "db": "pliers-rel-1",
+        "offsite": "pliers-rel-2",
         "layout": "pliers_hosts:\n  hosts:\n    pliers-rel-1:\n",
     },
     "swarm": {
@@ -143,6 +145,7 @@ MODES = {
         "hosts": 3,
         "inventory": "local-swarm",
         "db": "pliers-relsw-2",
+        "offsite": "pliers-relsw-3",
         "layout": """\
 pliers_hosts:
   children:

@@ -1,15 +1,17 @@
 """Backups and restores on the real lab, in both modes (the `deployed` stacks the release tests use too):
 items written through the api survive a backup, their deletion and a restore byte for byte, and so does
 Redis's data; a backup with one flipped byte is refused by restore (naming the file) and live data is not
-touched; the restore drill passes on a good backup and fails on a corrupted one."""
+touched; the restore drill passes on a good backup and fails on a corrupted one; with an offsite
+repository, each backup also lands in restic on another lab host over SFTP."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 from lab import hosts as lab_hosts
 
-from .support import http, output
+from .support import MODES, http, output
 
 BACKUPS = "/var/backups/pliers/local"
 STATUS = "/var/lib/prometheus/node-exporter/pliers_backup_local.prom"
@@ -101,3 +103,43 @@ def test_the_drill_passes_on_a_good_backup_and_fails_on_a_corrupted_one(deployed
     list_databases = f"docker exec {postgres} psql -U pliers -d postgres -Atc 'SELECT datname FROM pg_database'"  # noqa: S608
     databases = lab_hosts.ssh(deployed.db, list_databases).stdout
     assert "pliers_drill" not in databases, "the scratch database must be dropped"
+
+
+def test_an_offsite_copy_lands_in_restic_on_another_host_over_sftp(deployed, tmp_path):
+    server = lab_hosts.Host(
+        MODES[deployed.mode]["offsite"], lab_hosts.host_address(deployed.lab, MODES[deployed.mode]["offsite"])
+    )
+    key = tmp_path / "offsite_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pliers-offsite", "-f", str(key)], check=True)
+    # The SFTP server, as an operator would prepare it: an account that holds the repository.
+    public_key = key.with_suffix(".pub").read_text().strip()
+    prepare = (
+        "id restic || useradd --create-home --shell /bin/sh restic; "
+        "install -d -o restic -m 0700 /home/restic/.ssh /srv/restic; "
+        f"echo '{public_key}' > /home/restic/.ssh/authorized_keys; "
+        "chown restic /home/restic/.ssh/authorized_keys; chmod 0600 /home/restic/.ssh/authorized_keys"
+    )
+    lab_hosts.ssh(server, prepare)
+    host_key = lab_hosts.ssh(server, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
+    settings = tmp_path / "offsite.yml"
+    settings.write_text(json.dumps({
+        "backup_offsite_repository": f"sftp:restic@{server.address}:/srv/restic/pliers-local",
+        "backup_offsite_password": "a-restic-password-for-the-lab",
+        "backup_offsite_ssh_key": key.read_text(),
+        "backup_offsite_known_hosts": f"{server.address} {' '.join(host_key)}",
+    }))  # fmt: skip
+
+    configured = deployed.play("deploy.yml", "-e", "pliers_release=1.0.0", "-e", f"@{settings}")
+    assert configured.returncode == 0, output(configured)
+    backup = deployed.play("backup.yml", "-e", f"@{settings}")
+    assert backup.returncode == 0, output(backup)
+    name = newest_backup(deployed)
+
+    snapshots = lab_hosts.ssh(deployed.db, "RESTIC_PASSWORD_FILE=/etc/pliers/offsite-local/password restic "
+                                           f"-r sftp:restic@{server.address}:/srv/restic/pliers-local "
+                                           "-o 'sftp.command=ssh -F /etc/pliers/offsite-local/ssh_config "
+                                           f"restic@{server.address} -s sftp' ls latest")  # fmt: skip
+    assert f"{BACKUPS}/{name}/postgres.dump" in snapshots.stdout, snapshots.stdout + snapshots.stderr
+    assert "pliers_backup_offsite_last_attempt_success{environment=\"local\"} 1" in lab_hosts.ssh(
+        deployed.db, f"cat {STATUS}").stdout  # fmt: skip
+    assert lab_hosts.ssh(server, "test -f /srv/restic/pliers-local/config && echo ok").stdout.strip() == "ok"

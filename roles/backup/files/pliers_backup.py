@@ -192,6 +192,8 @@ METRICS = (
     ("pliers_backup_last_attempt_timestamp_seconds", "When the last backup attempt finished."),
     ("pliers_backup_last_attempt_success", "1 when the last backup attempt succeeded, else 0."),
     ("pliers_backup_count", "Complete backups on disk."),
+    ("pliers_backup_offsite_last_success_timestamp_seconds", "When a backup last reached the offsite copy."),
+    ("pliers_backup_offsite_last_attempt_success", "1 when the last offsite copy succeeded, else 0."),
     ("pliers_restore_drill_last_timestamp_seconds", "When the last restore drill finished."),
     ("pliers_restore_drill_last_success", "1 when the last restore drill passed, else 0."),
 )
@@ -319,6 +321,43 @@ def prune(config: dict) -> list[str]:
         if time.time() - leftover.stat().st_mtime > 86400:
             shutil.rmtree(leftover, ignore_errors=True)
     return removed
+
+
+def offsite(config: dict, backup_path: Path) -> dict:
+    """Copy one backup into the restic repository on the SFTP server, then apply the same retention there."""
+    settings = config["offsite"]
+    match = re.match(r"^sftp:([^:]+):(/.+)$", settings["repository"])
+    if not match:
+        raise BackupError(f"offsite repository must read sftp:<user>@<host>:/<path>, got {settings['repository']}")
+    environment = dict(
+        os.environ, RESTIC_REPOSITORY=settings["repository"], RESTIC_PASSWORD_FILE=settings["password_file"]
+    )
+    ssh = ["-o", f"sftp.command=ssh -F {settings['ssh_config']} {match.group(1)} -s sftp"]
+    started = time.time()
+
+    def restic(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(["restic", *ssh, *args], capture_output=True, text=True, env=environment, check=False)
+        if check and result.returncode != 0:
+            raise BackupError(f"restic {args[0]} ({settings['repository']}) failed: {result.stderr.strip()[-500:]}")
+        return result
+
+    try:
+        if restic("cat", "config", check=False).returncode != 0:
+            restic("init")
+        host = f"pliers-{config['environment']}"
+        snapshot = json.loads(
+            restic("backup", "--json", "--host", host, "--tag", "pliers", str(backup_path)).stdout.splitlines()[-1]
+        )
+        retention = config["retention"]
+        restic("forget", "--host", host, "--keep-daily", str(retention["daily"]),
+               "--keep-weekly", str(retention["weekly"]), "--prune")  # fmt: skip
+    except BackupError:
+        update_status(config, pliers_backup_offsite_last_attempt_success=0)
+        raise
+    update_status(config, pliers_backup_offsite_last_success_timestamp_seconds=round(time.time()),
+                  pliers_backup_offsite_last_attempt_success=1)  # fmt: skip
+    return {"repository": settings["repository"], "snapshot": snapshot.get("snapshot_id", ""),
+            "seconds": round(time.time() - started, 2)}  # fmt: skip
 
 
 def dump_row_counts(pg: str, dump: Path) -> dict[str, int]:
@@ -468,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             result = backup(config)
             if args.drill:
                 result["drill"] = drill(config, result["name"])
+            if config.get("offsite"):
+                result["offsite"] = offsite(config, Path(result["path"]))
         elif args.command == "verify":
             chosen = pick(root, args.name)
             result = {"changed": False, "name": chosen.name, "manifest": verify(chosen)}
