@@ -54,7 +54,7 @@ def run(*command: str, stdin=None, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
-def container(config: dict, service: str, *, running: bool = True) -> str:
+def container(config: dict, service: str) -> str:
     """The id of the service's container on this host (a Compose container or a Swarm task)."""
     if config["mode"] == "swarm":
         label = f"com.docker.swarm.service.name={config['project']}_{service}"
@@ -62,10 +62,9 @@ def container(config: dict, service: str, *, running: bool = True) -> str:
     else:
         filters = ["--filter", f"label=com.docker.compose.project={config['project']}",
                    "--filter", f"label=com.docker.compose.service={service}"]  # fmt: skip
-    listing = run("docker", "ps", "-q", *([] if running else ["-a"]), *filters).stdout.decode().split()
+    listing = run("docker", "ps", "-q", *filters).stdout.decode().split()
     if not listing:
-        state = "running " if running else ""
-        raise BackupError(f"no {state}container of service {service} ({config['project']}) on this host")
+        raise BackupError(f"no running container of service {service} ({config['project']}) on this host")
     return listing[0]
 
 
@@ -438,30 +437,45 @@ def drill(config: dict, name: str | None) -> dict:
 
 
 def restore_postgres(config: dict, name: str | None) -> dict:
+    """Restore into a new database, then swap it for the live one: a failed restore leaves the live data as it was."""
     chosen = pick(Path(config["backup_dir"]), name)
     verify(chosen)
     started = time.time()
     pg = container(config, config["postgres"]["service"])
-    restore_into(config, pg, chosen / POSTGRES_FILE, config["postgres"]["database"])
+    live = config["postgres"]["database"]
+    restoring, previous = f"{live}_restoring", f"{live}_before_restore"
+    try:
+        restore_into(config, pg, chosen / POSTGRES_FILE, restoring)
+    except BackupError:
+        psql(config, pg, f'DROP DATABASE IF EXISTS "{restoring}" WITH (FORCE)', "postgres")
+        raise
+    psql(config, pg, f'DROP DATABASE IF EXISTS "{previous}" WITH (FORCE)', "postgres")
+    # The writers are stopped; whatever is still connected (an exporter) is disconnected for the rename.
+    disconnect = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{live}'"  # noqa: S608
+    psql(config, pg, disconnect, "postgres")
+    psql(config, pg, f'ALTER DATABASE "{live}" RENAME TO "{previous}"', "postgres")
+    psql(config, pg, f'ALTER DATABASE "{restoring}" RENAME TO "{live}"', "postgres")
+    psql(config, pg, f'DROP DATABASE "{previous}" WITH (FORCE)', "postgres")
     return {"changed": True, "name": chosen.name, "seconds": round(time.time() - started, 2)}
 
 
 def restore_redis(config: dict, name: str | None) -> dict:
-    """Replace Redis's data with the backup's RDB; Redis must be stopped (its container, not removed).
+    """Replace Redis's data (its volume) with the backup's RDB; Redis must be stopped.
 
     With the append-only file on, Redis 7 loads the AOF, not dump.rdb: the RDB becomes the base of a new
     multi-part AOF (its manifest naming the base and an empty increment), as Redis itself writes one.
     """
     chosen = pick(Path(config["backup_dir"]), name)
     manifest = verify(chosen)
-    redis = container(config, config["redis"]["service"], running=False)
-    details = json.loads(run("docker", "inspect", redis).stdout)[0]
-    if details["State"]["Running"]:
+    try:
+        running = container(config, config["redis"]["service"])
+    except BackupError:
+        running = None  # stopped, as it must be
+    if running:
         raise BackupError("Redis is running: stop it before its data is replaced")
-    mounts = [m for m in details["Mounts"] if m["Destination"] == "/data"]
-    if not mounts:
-        raise BackupError("the Redis container has no /data volume")
-    data = Path(mounts[0]["Source"])
+    # The volume, not a container: in swarm mode a service scaled to zero leaves no container behind.
+    volume = json.loads(run("docker", "volume", "inspect", config["redis"]["volume"]).stdout)[0]
+    data = Path(volume["Mountpoint"])
     owner = data.stat()
     written = [data / "dump.rdb"]
     install(chosen / REDIS_FILE, data / "dump.rdb", owner)
