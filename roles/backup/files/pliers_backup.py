@@ -132,8 +132,9 @@ def pick(root: Path, name: str | None) -> Path:
     return chosen
 
 
-def verify(backup: Path) -> dict:
-    """The manifest, once every file it lists has its size and SHA-256; else BackupError naming the file."""
+def verify(backup: Path, hash_files: bool = True) -> dict:
+    """The manifest, once every file it lists has its size and SHA-256 (its size only, without hash_files);
+    else BackupError naming the file."""
     manifest_path = backup / MANIFEST
     if not manifest_path.is_file():
         raise BackupError(f"backup {backup.name} is incomplete: it has no {MANIFEST}")
@@ -150,7 +151,7 @@ def verify(backup: Path) -> dict:
         if size != entry["size"]:
             expected = entry["size"]
             raise BackupError(f"backup {backup.name}: {entry['name']} is {size} bytes, the manifest says {expected}")
-        if sha256(path) != entry["sha256"]:
+        if hash_files and sha256(path) != entry["sha256"]:
             raise BackupError(f"backup {backup.name}: {entry['name']} does not match its SHA-256 (corrupted)")
     return manifest
 
@@ -394,17 +395,33 @@ def table_row_counts(config: dict, pg: str, database: str) -> dict[str, int]:
     return counts
 
 
-def restore_into(config: dict, pg: str, dump: Path, database: str) -> None:
-    """Restore the dump into a fresh database (dropped first, connections closed)."""
+def restore_into(config: dict, pg: str, dump: Path, database: str, sha256_expected: str = "") -> None:
+    """Restore the dump into a fresh database (dropped first, connections closed).
+
+    With sha256_expected, the dump is hashed while it streams into pg_restore (one read, not two): a dump
+    that does not match fails the restore, and the database restored from it must not be used.
+    """
     pgc = config["postgres"]
     psql(config, pg, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', "postgres")
     psql(config, pg, f'CREATE DATABASE "{database}" OWNER "{pgc["user"]}"', "postgres")
-    with open(dump, "rb") as source:
-        result = subprocess.run(["docker", "exec", "-i", pg, "pg_restore", "--exit-on-error", "--single-transaction",
-                                 "--no-owner", "--role", pgc["user"], "-U", pgc["user"], "-d", database],
-                                stdin=source, capture_output=True, check=False)  # fmt: skip
-    if result.returncode != 0:
-        raise BackupError(f"pg_restore into {database} failed: {result.stderr.decode().strip()}")
+    command = ["docker", "exec", "-i", pg, "pg_restore", "--exit-on-error", "--single-transaction",
+               "--no-owner", "--role", pgc["user"], "-U", pgc["user"], "-d", database]  # fmt: skip
+    digest = hashlib.sha256()
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    with open(dump, "rb") as source, subprocess.Popen(command, **pipes) as process:
+        try:
+            for chunk in iter(lambda: source.read(CHUNK), b""):
+                digest.update(chunk)
+                process.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # pg_restore stopped early: its exit status and message say why
+        finally:
+            process.stdin.close()
+        error = process.stderr.read().decode().strip()
+    if process.returncode != 0:
+        raise BackupError(f"pg_restore into {database} failed: {error}")
+    if sha256_expected and digest.hexdigest() != sha256_expected:
+        raise BackupError(f"{dump.parent.name}: {dump.name} does not match its SHA-256 (corrupted)")
 
 
 def drill(config: dict, name: str | None) -> dict:
@@ -437,15 +454,20 @@ def drill(config: dict, name: str | None) -> dict:
 
 
 def restore_postgres(config: dict, name: str | None) -> dict:
-    """Restore into a new database, then swap it for the live one: a failed restore leaves the live data as it was."""
+    """Restore into a new database, then swap it for the live one: a failed restore leaves the live data as it was.
+
+    The dump's checksum is verified as it streams (restore.yml verified the whole backup before it stopped
+    anything); the new database is swapped in only when it matched.
+    """
     chosen = pick(Path(config["backup_dir"]), name)
-    verify(chosen)
+    manifest = verify(chosen, hash_files=False)
+    expected = next(entry["sha256"] for entry in manifest["files"] if entry["name"] == POSTGRES_FILE)
     started = time.time()
     pg = container(config, config["postgres"]["service"])
     live = config["postgres"]["database"]
     restoring, previous = f"{live}_restoring", f"{live}_before_restore"
     try:
-        restore_into(config, pg, chosen / POSTGRES_FILE, restoring)
+        restore_into(config, pg, chosen / POSTGRES_FILE, restoring, expected)
     except BackupError:
         psql(config, pg, f'DROP DATABASE IF EXISTS "{restoring}" WITH (FORCE)', "postgres")
         raise
