@@ -105,6 +105,16 @@ def test_the_drill_passes_on_a_good_backup_and_fails_on_a_corrupted_one(deployed
     assert "pliers_drill" not in databases, "the scratch database must be dropped"
 
 
+def test_the_timer_schedules_the_backup_and_its_drill(deployed):
+    # After the drill test above, the last drill failed: the scheduled run's own drill must pass.
+    assert lab_hosts.ssh(deployed.db, "systemctl is-active pliers-backup-local.timer").stdout.strip() == "active"
+    run = lab_hosts.ssh(deployed.db, "systemctl start pliers-backup-local.service", check=False)
+    journal = lab_hosts.ssh(deployed.db, "journalctl -u pliers-backup-local.service --no-pager | tail -5").stdout
+    assert run.returncode == 0, run.stderr + journal
+    status = lab_hosts.ssh(deployed.db, f"cat {STATUS}").stdout
+    assert DRILL_PASSED in status and 'pliers_backup_last_attempt_success{environment="local"} 1' in status, status
+
+
 def test_an_offsite_copy_lands_in_restic_on_another_host_over_sftp(deployed, tmp_path):
     server = lab_hosts.Host(
         MODES[deployed.mode]["offsite"], lab_hosts.host_address(deployed.lab, MODES[deployed.mode]["offsite"])
