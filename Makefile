@@ -56,6 +56,7 @@ demo: setup ## deploy the full stack on a lab host (RELEASE=x.y.z: app version; 
 	@echo "  web         http://127.0.0.1:8080/"
 	@echo "  api         http://127.0.0.1:8080/api/health"
 	@echo "  ai-service  http://127.0.0.1:8080/ai/health"
+	@echo "  prometheus  $(if $(filter swarm,$(MODE)),not published in swarm mode (see README: Monitoring),http://127.0.0.1:9090/)"
 
 rollback: setup ## return the demo to its previous release (TO=<id or release> from `make releases`)
 	$(DEMO_PLAY) playbooks/rollback.yml $(if $(TO),-e pliers_rollback_to=$(TO))

@@ -79,6 +79,7 @@ def catalogue() -> list[Image]:
         _service("node-exporter", "1.5", ("prometheus-node-exporter", "--version"), "version 1.5."),
         _service("postgres-exporter", "0.11", ("prometheus-postgres-exporter", "--version"), "version 0.11."),
         _service("redis-exporter", "1.45", ("prometheus-redis-exporter", "--version"), "Exporter 1.45."),
+        _service("nginx-exporter", "0.11", ("prometheus-nginx-exporter", "--version"), "version=0.11."),
         Image("app-runtime", IMAGES_DIR / "app-runtime", "bookworm"),
     ]
     for version in APP_VERSIONS:

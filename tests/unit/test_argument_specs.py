@@ -19,7 +19,7 @@ def load(path: Path) -> dict:
 
 
 def test_every_role_of_the_design_exists():
-    for role in ("docker_host", "postgres", "redis", "api", "ai_service", "web", "traefik", "backup"):
+    for role in ("docker_host", "postgres", "redis", "api", "ai_service", "web", "traefik", "monitoring", "backup"):
         assert role in ROLES
 
 

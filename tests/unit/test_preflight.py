@@ -52,6 +52,12 @@ LOCAL_REGISTRY = ("-e", "vault_registry_username=pliers", "-e", f"vault_registry
         (("-e", "ai_service_replicas=-3"), "ai_service_replicas must be 0 or more"),
         (("-e", "web_http_port=70000"), "web_http_port must be a TCP port"),
         (("-e", "pliers_edge=haproxy"), "pliers_edge"),
+        (("-e", "monitoring_scrape_interval=often"), "monitoring_scrape_interval"),
+        (("-e", "monitoring_prometheus_port=99999"), "monitoring_prometheus_port must be a port number"),
+        (("-e", "monitoring_bind_address=localhost"), "monitoring_bind_address must be an IPv4 or IPv6 address"),
+        (("-e", "monitoring_alert_webhook_url=hooks.example.net/x"), "monitoring_alert_webhook_url must be an http"),
+        (("-e", "monitoring_alert_email_to=ops@example.net"), "monitoring_alert_smtp_smarthost (host:port)"),
+        (("-e", "monitoring_grafana_enabled=true"), "monitoring_grafana_admin_password is empty"),
     ],
 )
 def test_bad_inputs_fail_in_preflight_naming_the_variable(tmp_path, extra, named):

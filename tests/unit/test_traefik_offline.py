@@ -5,8 +5,6 @@ configuration with the settings we mean; not that a Traefik process accepted the
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +13,7 @@ import yaml
 
 from lab.common import ROOT
 
+from ..render import render_role
 from .plugin_loader import load_plugin
 
 SCHEMAS = ROOT.parent / "shared" / "schemas"
@@ -28,24 +27,9 @@ pytestmark = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"no published sche
 def rendered(request, tmp_path_factory) -> Path:
     """The traefik role's configure step, run on this machine into a scratch project directory, per mode."""
     project = tmp_path_factory.mktemp(f"project-{request.param}")
-    playbook = project / "render.yml"
-    playbook.write_text(yaml.safe_dump([{
-        "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "vars_files": [str(ROOT / "inventories/production/group_vars/all/main.yml")],
-        "tasks": [{"name": "render", "ansible.builtin.include_role": {"name": "pliers.deploy.traefik",
-                                                                      "tasks_from": "configure"}}],
-    }]))  # fmt: skip
-    # Extra vars: they outrank the inventory file's values (the project directory above all).
-    overrides = project / "overrides.yml"
-    overrides.write_text(yaml.safe_dump({
-        "ansible_python_interpreter": sys.executable, "pliers_project_dir": str(project),
-        "pliers_project_name": "pliers-production", "vault_tls_certificate": CERT, "vault_tls_key": KEY,
-        "pliers_mode": request.param,
-    }))  # fmt: skip
-    ansible = Path(sys.executable).parent / "ansible-playbook"
-    command = [str(ansible), str(playbook), "-i", "localhost,", "-e", f"@{overrides}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    overrides = {"pliers_project_name": "pliers-production", "vault_tls_certificate": CERT, "vault_tls_key": KEY,
+                 "pliers_mode": request.param}  # fmt: skip
+    render_role(project, "traefik", "production", overrides)
     return project
 
 
@@ -64,6 +48,11 @@ def test_static_configuration_is_valid_traefik_v3(rendered):
     assert static["providers"][provider]["exposedByDefault"] is False
     assert static["providers"][provider]["network"] == "pliers-production_backend"
     assert static["entryPoints"]["web"]["http"]["redirections"]["entryPoint"]["to"] == "websecure"
+    # Prometheus metrics on their own entry point, which the service never publishes (the monitoring role scrapes it).
+    assert (
+        static["metrics"]["prometheus"]["entryPoint"] == "metrics"
+        and static["entryPoints"]["metrics"]["address"] == ":8082"
+    )
 
 
 def test_dynamic_configuration_is_valid_and_serves_the_provided_certificate(rendered):

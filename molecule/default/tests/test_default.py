@@ -12,8 +12,10 @@ import testinfra
 PROJECT_DIR = "/opt/pliers/local"
 INVENTORY = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".lab/labs/pliers-molecule/inventory.yml")
 SERVICES = {"postgres", "redis", "api", "ai-service", "web", "edge"}
-# Never reachable from outside the host: PostgreSQL, Redis, the api, the ai-service, the Docker API.
-CLOSED_PORTS = (5432, 6379, 3000, 3001, 8080, 2375, 2376)
+MONITORING = {"prometheus", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter", "edge-exporter"}
+# Never reachable from outside the host: PostgreSQL, Redis, the api, the ai-service, the Docker API, Alertmanager,
+# the exporters and the edge's status page.
+CLOSED_PORTS = (5432, 6379, 3000, 3001, 8080, 2375, 2376, 9093, 9100, 9187, 9121, 9113, 8082)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def address(host):
 
 
 def test_every_service_runs_healthy(containers):
-    assert set(containers) == SERVICES
+    assert set(containers) == SERVICES | MONITORING
     for service, row in containers.items():
         assert row["State"] == "running", f"{service}: {row['Status']}"
         assert row["Health"] == "healthy", f"{service}: {row['Status']}"
@@ -54,10 +56,11 @@ def test_only_the_edge_is_reachable_from_another_host(bystander, address):
         assert attempt.rc != 0, f"port {port} of the deploy host answers from another host"
 
 
-def test_only_the_edge_container_publishes_ports(containers):
+def test_only_the_edge_and_prometheus_publish_ports(containers):
+    # Prometheus: the local inventory publishes it for the lab to forward to the machine's 127.0.0.1:9090.
     publishers = {service for service, row in containers.items() if row.get("Publishers") and any(
         p.get("PublishedPort") for p in row["Publishers"])}  # fmt: skip
-    assert publishers == {"edge"}
+    assert publishers == {"edge", "prometheus"}
 
 
 def test_secrets_are_root_managed_0400_files_never_in_the_environment(host, containers):
@@ -89,10 +92,12 @@ def test_secret_files_belong_to_the_user_that_reads_them(host):
     assert host.file(f"{PROJECT_DIR}/secrets/ai-service/openai_api_key").uid == 10001
     assert host.file(f"{PROJECT_DIR}/secrets/redis/redis.conf").uid == 999
     assert host.file(f"{PROJECT_DIR}/secrets/postgres/password").uid == 0
+    assert host.file(f"{PROJECT_DIR}/secrets/monitoring/postgres_password").uid == 65534
+    assert host.file(f"{PROJECT_DIR}/secrets/monitoring/alertmanager.yml").uid == 100
 
 
 def test_networks_keep_data_services_internal(host):
-    for network, internal in (("frontend", False), ("backend", True), ("database", True)):
+    for network, internal in (("frontend", False), ("backend", True), ("database", True), ("monitoring", False)):
         inspected = host.check_output(f"docker network inspect --format '{{{{.Internal}}}}' pliers-local_{network}")
         assert inspected == str(internal).lower(), network
 

@@ -44,10 +44,17 @@ def test_every_node_is_ready(host):
 
 @pytest.mark.parametrize(
     ("service", "replicas"),
-    [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 1), ("edge", 1)],
-)
+    [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 1), ("edge", 1), ("prometheus", 1),
+     ("alertmanager", 1), ("node-exporter", 3), ("postgres-exporter", 1), ("redis-exporter", 1), ("edge-exporter", 1)],
+)  # fmt: skip
 def test_every_service_runs_its_desired_replicas(host, service, replicas):
     assert len(running_tasks(host, service)) == replicas
+
+
+def test_prometheus_lives_on_the_first_manager_and_publishes_nothing(host):
+    assert running_tasks(host, "prometheus") == ["pliers-mswarm-1"]
+    ports = host.check_output(f"docker service inspect --format '{{{{json .Endpoint.Ports}}}}' {STACK}_prometheus")
+    assert ports in ("null", "[]")
 
 
 def test_api_replicas_are_spread_over_nodes(host):

@@ -1,0 +1,185 @@
+"""Monitoring for real: promtool and amtool (from the images the stack deploys) check the rules and the
+rendered configurations; on the deployed stack, Prometheus scrapes every target, in Swarm on every node,
+and an alert fires when Redis stops and resolves when it returns."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab import hosts as lab_hosts
+from lab.common import ROOT, docker
+from lab.engine import ensure_engine
+from lab.images import Builder, catalogue
+
+from ..render import render_role
+from .support import STACK, http, wait_for
+
+RULES = ROOT / "roles/monitoring/files/rules"
+RULE_TESTS = ROOT / "tests/rules/alerts-test.yml"
+SECRETS = {f"vault_{name}": "s3cret-value-for-tests-0123456789" for name in ("postgres_password", "redis_password",
+                                                                             "grafana_admin_password")}  # fmt: skip
+# What each check renders: the inventories' own settings, and the e-mail receiver's.
+RENDERINGS = {
+    "development": ("development", {}),
+    "production": ("production", {"vault_alert_webhook_url": "https://hooks.example.net/T0KEN"}),
+    "email": ("development", {"monitoring_alert_email_to": "ops@example.net", "monitoring_alert_email_from":
+                              "alerts@example.net", "monitoring_alert_smtp_smarthost": "smtp.example.net:587",
+                              "monitoring_alert_smtp_username": "alerts", "monitoring_alert_smtp_password": "pw"}),
+}  # fmt: skip
+EXPECTED_JOBS = {"prometheus", "node", "postgres", "redis", "api", "ai-service", "edge", "alertmanager"}
+
+
+@pytest.fixture(scope="module")
+def tools() -> dict[str, str]:
+    """The lab's Prometheus and Alertmanager images (built, or reused when unchanged)."""
+    ensure_engine()
+    tags = Builder([image for image in catalogue() if image.repo in ("prometheus", "alertmanager")]).build_all()
+    return {"promtool": tags["prometheus"], "amtool": tags["alertmanager"]}
+
+
+def tool(image: str, command: str, *args: str, mounts: dict[Path, str]):
+    volumes = [option for source, target in mounts.items() for option in ("-v", f"{source}:{target}:ro")]
+    return docker("run", "--rm", "--entrypoint", command, *volumes, image, *args, check=False)
+
+
+def test_promtool_tests_the_alert_rules(tools):
+    mounts = {RULES / "alerts.yml": "/w/alerts.yml", RULE_TESTS: "/w/alerts-test.yml"}
+    checked = tool(tools["promtool"], "promtool", "check", "rules", "/w/alerts.yml", mounts=mounts)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 18 rules found" in checked.stdout
+    tested = tool(tools["promtool"], "promtool", "test", "rules", "/w/alerts-test.yml", mounts=mounts)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+@pytest.mark.parametrize("rendering", list(RENDERINGS))
+def test_promtool_and_amtool_accept_the_rendered_configuration(tools, rendering, tmp_path):
+    inventory, overrides = RENDERINGS[rendering]
+    render_role(tmp_path, "monitoring", inventory, {**SECRETS, **overrides, "pliers_project_name": "pliers-x"},
+                services={"api": {"http": {"port": 3000}}, "ai-service": {"http": {"port": 3001}}})  # fmt: skip
+    configs = tmp_path / "configs/monitoring"
+    mounts = {configs / "prometheus.yml": "/etc/prometheus/prometheus.yml", configs / "rules": "/etc/prometheus/rules"}
+    checked = tool(tools["promtool"], "promtool", "check", "config", "/etc/prometheus/prometheus.yml", mounts=mounts)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 1 rule files found" in checked.stdout
+    alertmanager = tmp_path / "secrets/monitoring/alertmanager.yml"
+    amtool = tool(tools["amtool"], "amtool", "check-config", "/w/alertmanager.yml",
+                  mounts={alertmanager: "/w/alertmanager.yml"})  # fmt: skip
+    assert amtool.returncode == 0, amtool.stdout + amtool.stderr
+    receivers = yaml.safe_load(alertmanager.read_text())["receivers"][0]
+    expected = {"development": set(), "production": {"webhook_configs"}, "email": {"email_configs"}}[rendering]
+    assert set(receivers) - {"name"} == expected
+
+
+# --- On the deployed stack -----------------------------------------------------------------------------------
+
+
+def promql(target, query: str) -> list[dict]:
+    """An instant query, asked of the running Prometheus with its own promtool (its port need not be published)."""
+    node, container = prometheus_container(target)
+    command = f"docker exec {container} promtool query instant -o json http://127.0.0.1:9090 '{query}'"
+    result = lab_hosts.ssh(node, command, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def prometheus_container(target) -> tuple[lab_hosts.Host, str]:
+    find = (
+        "docker ps -q --filter label=com.docker.compose.service=prometheus; "
+        f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_prometheus"
+    )
+    containers = lab_hosts.ssh(target.deployer, find).stdout.split()
+    assert containers, f"no Prometheus container on {target.deployer.name}"
+    return target.deployer, containers[0]
+
+
+def test_prometheus_scrapes_every_target_on_every_node(deployed):
+    expected_nodes = {
+        lab_hosts.ssh(lab_hosts.Host(name, lab_hosts.host_address(deployed.lab, name)), "hostname").stdout.strip()
+        for name in lab_hosts.running_hosts(deployed.lab)
+        if deployed.mode == "swarm" or name == deployed.deployer.name
+    }
+
+    def all_up():
+        series = promql(deployed, "up")
+        jobs = {row["metric"]["job"] for row in series}
+        down = [row["metric"] for row in series if row["value"][1] != "1"]
+        nodes = {row["metric"]["node"] for row in series if row["metric"]["job"] == "node"}
+        return (jobs >= EXPECTED_JOBS and not down and nodes == expected_nodes) and series
+
+    series = wait_for(all_up, timeout=120, interval=3, what=f"every target up, node exporters on {expected_nodes}")
+    # One api and one ai-service target per replica (their /metrics), each on its own node's task or container.
+    replicas = {"compose": {"api": 1, "ai-service": 1}, "swarm": {"api": 3, "ai-service": 2}}[deployed.mode]
+    for job, count in replicas.items():
+        assert len([row for row in series if row["metric"]["job"] == job]) == count, job
+    # The backup status file of #6 reaches Prometheus through node exporter's textfile collector.
+    assert promql(deployed, "pliers_backup_last_success_timestamp_seconds"), "no backup status in Prometheus"
+    # At least ten alert rules, loaded and evaluated.
+    rules = promql(deployed, "sum(prometheus_rule_group_rules)")
+    assert int(float(rules[0]["value"][1])) >= 10
+
+
+# Compose only: Swarm publishes nothing of the monitoring stack (it cannot bind a port to loopback).
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)
+def test_prometheus_answers_on_the_published_port_with_targets_and_rules(deployed):
+    base = f"http://{deployed.deployer.address}:9090"
+    status, body = http(f"{base}/api/v1/targets?state=active")
+    assert status == 200, body
+    targets = json.loads(body)["data"]["activeTargets"]
+    assert {target["labels"]["job"] for target in targets} >= EXPECTED_JOBS
+    assert all(target["health"] == "up" for target in targets), [t for t in targets if t["health"] != "up"]
+    status, body = http(f"{base}/api/v1/rules")
+    rules = [rule for group in json.loads(body)["data"]["groups"] for rule in group["rules"]]
+    assert len(rules) >= 10 and {"RedisDown", "BackupTooOld", "InstanceDown"} <= {rule["name"] for rule in rules}
+
+
+def redis_alert(deployed) -> str:
+    """RedisDown's state in Prometheus: firing, pending or '' (inactive)."""
+    status, body = http(f"http://{deployed.deployer.address}:9090/api/v1/alerts")
+    assert status == 200, body
+    states = [
+        alert["state"] for alert in json.loads(body)["data"]["alerts"] if alert["labels"]["alertname"] == "RedisDown"
+    ]
+    return states[0] if states else ""
+
+
+# Compose only: the rule and the exporter are the same in Swarm, where discovery is tested above.
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)
+def test_stopping_redis_fires_its_alert_and_starting_it_resolves_it(deployed, request):
+    rule = next(
+        rule
+        for group in yaml.safe_load((RULES / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if rule["alert"] == "RedisDown"
+    )
+    rule_for = int(rule["for"].removesuffix("s"))
+    scrape = int(
+        yaml.safe_load((ROOT / "roles/monitoring/defaults/main.yml").read_text())["monitoring_scrape_interval"][:-1]
+    )
+    assert redis_alert(deployed) == ""
+    compose = "docker compose --project-directory /opt/pliers/local"
+    lab_hosts.ssh(deployed.deployer, f"{compose} stop redis")
+    request.addfinalizer(lambda: lab_hosts.ssh(deployed.deployer, f"{compose} start redis", check=False))
+    stopped = time.monotonic()
+    # Polling every second adds at most a second; the HTTP round trip a few milliseconds.
+    wait_for(lambda: redis_alert(deployed) == "firing", timeout=rule_for + 2 * scrape + 2, interval=1,
+             what=f"RedisDown firing within its for ({rule_for}s) plus two scrape intervals ({scrape}s)")  # fmt: skip
+    fired = time.monotonic() - stopped
+    # Prometheus hands it to Alertmanager (which, with no receiver in the local inventory, keeps it).
+    alertmanager = lab_hosts.ssh(deployed.deployer, f"{compose} ps -q alertmanager").stdout.strip()
+    amtool = "amtool alert query --alertmanager.url=http://127.0.0.1:9093"
+    query = f"docker exec {alertmanager} {amtool} alertname=RedisDown"
+    wait_for(lambda: "RedisDown" in lab_hosts.ssh(deployed.deployer, query, check=False).stdout, timeout=30,
+             interval=1, what="RedisDown in Alertmanager")  # fmt: skip
+    lab_hosts.ssh(deployed.deployer, f"{compose} start redis")
+    started = time.monotonic()
+    wait_for(lambda: redis_alert(deployed) == "", timeout=2 * scrape + 2, interval=1, what="RedisDown resolved")
+    resolved = time.monotonic() - started
+    print(f"RedisDown fired {fired:.1f}s after redis stopped, resolved {resolved:.1f}s after it started")
+    # The stack recovers by itself: the api reconnects to Redis.
+    wait_for(lambda: http(f"{deployed.edge}/api/health")[0] == 200, timeout=60, what="the api healthy again")

@@ -1,0 +1,174 @@
+"""The monitoring role's files, rendered on this machine as a deploy renders them on a host.
+
+Grafana, Loki and Alloy cannot run here (no image or package anywhere we can reach): their rendered
+provisioning and configuration are checked offline — Loki's and Alertmanager's against the published JSON
+schemas (../shared/schemas/, from SchemaStore), the dashboards against Grafana's dashboard schema and the
+data sources they name, Alloy's configuration for its structure. What this proves: well-formed files with
+the settings we mean; not that those processes accepted them. Prometheus and Alertmanager do run (lab
+tests), and promtool/amtool check their files there."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from lab.common import ROOT
+
+from ..render import render_role
+
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+SECRET = "s3cret-value-for-tests-0123456789"
+WEBHOOK = "https://hooks.example.net/T0KEN-abcdef"
+# The stack the monitoring role sees after the api and ai-service roles (it reads their HTTP ports).
+APP_SERVICES = {"api": {"http": {"port": 3000}}, "ai-service": {"http": {"port": 3001}}}
+CASES = {
+    # development: compose, nginx edge; production: swarm, Traefik edge. Both with Grafana and the logs.
+    "compose": ("development", {"pliers_project_name": "pliers-development"}),
+    "swarm": ("production", {"pliers_project_name": "pliers-production", "vault_alert_webhook_url": WEBHOOK}),
+}
+needs_schemas = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"no published schemas at {SCHEMAS} (CI has them)")
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def rendered(request, tmp_path_factory) -> tuple[Path, dict]:
+    inventory, overrides = CASES[request.param]
+    project = tmp_path_factory.mktemp(f"monitoring-{request.param}")
+    secrets = {f"vault_{name}": SECRET for name in ("postgres_password", "redis_password", "grafana_admin_password")}
+    services = render_role(project, "monitoring", inventory, {**secrets, **overrides}, services=APP_SERVICES)
+    return project, services
+
+
+def config(rendered, name: str):
+    project, _ = rendered
+    text = (project / "configs/monitoring" / name).read_text()
+    return json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+
+
+def validate(document, schema_name: str) -> None:
+    schema = json.loads((SCHEMAS / schema_name).read_text())
+    jsonschema.validators.validator_for(schema)(schema).validate(document)
+
+
+def test_prometheus_scrapes_every_part_of_the_stack(rendered):
+    prometheus = config(rendered, "prometheus.yml")
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert {"prometheus", "node", "postgres", "redis", "api", "ai-service", "edge", "alertmanager", "loki"} <= set(jobs)
+    swarm = "swarm" in str(rendered[0])
+    for name, job in jobs.items():
+        if name == "prometheus":
+            continue
+        if swarm:
+            # Tasks discovered through the manager's Docker socket, kept only on the network Prometheus shares.
+            (sd,) = job["dockerswarm_sd_configs"]
+            assert sd["role"] == "tasks" and sd["filters"][0]["values"][0].startswith("pliers-production_")
+            keeps = [rule["regex"] for rule in job["relabel_configs"] if rule.get("action") == "keep"]
+            assert "running" in keeps and any(regex.startswith("pliers-production_") for regex in keeps)
+        else:
+            assert job["dns_sd_configs"][0]["type"] == "A"
+    assert prometheus["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    # The edge: the nginx edge through its exporter (development), Traefik's own metrics (production).
+    edge = jobs["edge"]
+    target = (edge.get("dns_sd_configs") or edge.get("dockerswarm_sd_configs"))[0]
+    assert (target.get("names") or target["filters"][0]["values"])[0].endswith(
+        "edge-exporter" if not swarm else "traefik"
+    )
+
+
+@needs_schemas
+def test_alertmanager_configuration_is_valid_and_routes_to_the_inventorys_receiver(rendered):
+    project, _ = rendered
+    alertmanager = yaml.safe_load((project / "secrets/monitoring/alertmanager.yml").read_text())
+    validate(alertmanager, "prometheus-alertmanager.json")
+    (receiver,) = alertmanager["receivers"]
+    assert alertmanager["route"]["receiver"] == receiver["name"]
+    if "swarm" in str(project):
+        assert receiver["webhook_configs"] == [{"url": WEBHOOK, "send_resolved": True}]
+    else:
+        assert "webhook_configs" not in receiver  # development configures no receiver
+    assert (project / "secrets/monitoring/alertmanager.yml").stat().st_mode & 0o777 == 0o400
+
+
+@needs_schemas
+def test_loki_configuration_is_valid(rendered):
+    loki = config(rendered, "loki.yaml")
+    validate(loki, "loki.json")
+    assert loki["limits_config"]["retention_period"] == "168h" and loki["compactor"]["retention_enabled"] is True
+
+
+@needs_schemas
+def test_dashboards_are_valid_and_name_only_provisioned_data_sources(rendered):
+    project, _ = rendered
+    sources = {source["uid"]: source["type"] for source in config(rendered, "grafana-datasources.yml")["datasources"]}
+    assert sources == {"prometheus": "prometheus", "loki": "loki"}
+    dashboards = sorted((project / "configs/monitoring/dashboards").glob("*.json"))
+    assert [path.stem for path in dashboards] == ["pliers-api", "pliers-hosts", "pliers-postgres", "pliers-redis"]
+    for path in dashboards:
+        dashboard = json.loads(path.read_text())
+        validate({"dashboard": dashboard}, "grafana-dashboard-5.x.json")
+        assert dashboard["uid"] == path.stem and dashboard["panels"]
+        for panel in dashboard["panels"]:
+            for source in [panel["datasource"], *(target["datasource"] for target in panel["targets"])]:
+                assert sources.get(source["uid"]) == source["type"], f"{path.name} {panel['title']}: {source}"
+            assert all(target["expr"] for target in panel["targets"])
+    provider = config(rendered, "grafana-dashboards.yml")["providers"][0]
+    assert provider["options"]["path"] == "/etc/grafana/dashboards" and provider["allowUiUpdates"] is False
+
+
+def test_a_bad_dashboard_is_caught_by_the_schema():
+    with pytest.raises(jsonschema.ValidationError):
+        validate({"dashboard": {"uid": "short", "panels": []}}, "grafana-dashboard-5.x.json")  # uid: 8-40 characters
+
+
+def test_alloy_configuration_wires_every_component_it_names(rendered):
+    project, _ = rendered
+    text = (project / "configs/monitoring/config.alloy").read_text()
+    code = re.sub(r"^\s*//[^\n]*", "", text, flags=re.MULTILINE)  # whole-line comments (URLs hold //)
+    assert code.count("{") == code.count("}"), "unbalanced blocks"
+    declared = set(re.findall(r'^([a-z_]+(?:\.[a-z_]+)+) "([a-z_]+)" \{', code, re.MULTILINE))
+    assert {kind for kind, _ in declared} == {
+        "discovery.docker",
+        "discovery.relabel",
+        "loki.source.docker",
+        "loki.write",
+    }
+    components = {f"{kind}.{label}" for kind, label in declared}
+    # Every expression naming a component (discovery.docker.pliers.targets, loki.write.pliers.receiver) names a
+    # declared one.
+    references = re.findall(r"=\s*\[?((?:discovery|loki)\.[a-z_.]+)", code)
+    assert references
+    for reference in references:
+        assert any(reference.startswith(component + ".") for component in components), reference
+    label = "com.docker.stack.namespace" if "swarm" in str(project) else "com.docker.compose.project"
+    assert f'"{label}=pliers-' in code and 'url = "http://loki:3100/loki/api/v1/push"' in code
+
+
+def test_nothing_is_published_but_to_loopback_and_never_in_swarm(rendered):
+    _, services = rendered
+    monitoring = {name: svc for name, svc in services.items() if name not in APP_SERVICES}
+    assert {"prometheus", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter", "grafana", "loki",
+            "alloy"} <= set(monitoring)  # fmt: skip
+    published = {name: svc["ports"] for name, svc in monitoring.items() if svc.get("ports")}
+    if "swarm" in str(rendered[0]):
+        assert published == {}
+        assert services["node-exporter"]["mode"] == "global" and services["alloy"]["mode"] == "global"
+    else:
+        assert set(published) == {"prometheus", "alertmanager", "grafana"}
+        assert {port["host_ip"] for ports in published.values() for port in ports} == {"127.0.0.1"}
+
+
+def test_secrets_are_files_never_environment(rendered):
+    project, services = rendered
+    for name, svc in services.items():
+        assert SECRET not in json.dumps(svc.get("environment", {})), f"{name} carries a secret in its environment"
+    for path in (project / "secrets/monitoring").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o400, path
+    assert SECRET in (project / "secrets/monitoring/grafana_admin_password").read_text()
+    assert json.loads((project / "secrets/monitoring/redis_password.json").read_text()) == {
+        "redis://redis:6379": SECRET
+    }
