@@ -153,6 +153,9 @@ def test_nothing_is_published_but_to_loopback_and_never_in_swarm(rendered):
     monitoring = {name: svc for name, svc in services.items() if name not in APP_SERVICES}
     assert {"prometheus", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter", "grafana", "loki",
             "alloy"} <= set(monitoring)  # fmt: skip
+    # The exporters hold the database's and Redis's credentials: only internal networks, no way out.
+    for name in ("node-exporter", "postgres-exporter", "redis-exporter", "loki", "alloy"):
+        assert set(monitoring[name]["networks"]) <= {"monitoring", "backend", "database"}, name
     published = {name: svc["ports"] for name, svc in monitoring.items() if svc.get("ports")}
     if "swarm" in str(rendered[0]):
         assert published == {}
@@ -160,6 +163,8 @@ def test_nothing_is_published_but_to_loopback_and_never_in_swarm(rendered):
     else:
         assert set(published) == {"prometheus", "alertmanager", "grafana"}
         assert {port["host_ip"] for ports in published.values() for port in ports} == {"127.0.0.1"}
+        # What publishes needs a network with a way out; in Swarm, nothing does.
+        assert all("frontend" in monitoring[name]["networks"] for name in published)
 
 
 def test_secrets_are_files_never_environment(rendered):
