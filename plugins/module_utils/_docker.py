@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+# The SDK's exceptions are re-exported: the modules catch them without importing the SDK themselves.
+__all__ = ["HAS_DOCKER_SDK", "DockerException", "ImageNotFound", "NotFound", "docker_client"]
+
 import traceback
 
 try:

@@ -27,13 +27,14 @@ description:
   - Reports C(changed) when it rolled a service, rewrote an upstream file or reloaded the edge.
   - Runs the C(docker compose) CLI on the target, in O(project_src).
 author:
-  - Pliers team
+  - Pliers team (@pliers)
 attributes:
   check_mode:
     support: full
     description: Reports which services would roll; starts, stops and writes nothing.
   diff_mode:
     support: none
+    description: Reports no diff.
 options:
   project_src:
     description: The directory of the Compose project.

@@ -17,13 +17,14 @@ description:
   - A lock is a deployment's bookkeeping, so taking and releasing it never reports C(changed), and a deploy
     with nothing to do reports nothing changed.
 author:
-  - Pliers team
+  - Pliers team (@pliers)
 attributes:
   check_mode:
     support: full
     description: Reports whether the lock is free; takes, breaks and releases nothing.
   diff_mode:
     support: none
+    description: Reports no diff.
 options:
   path:
     description: The lock file. Its directory is created (mode 0700) when missing.

@@ -17,13 +17,14 @@ description:
   - Read-only. Never reports C(changed); runs the same in check mode.
   - On failure the message names each failing target and what it last saw.
 author:
-  - Pliers team
+  - Pliers team (@pliers)
 attributes:
   check_mode:
     support: full
     description: Runs the checks in check mode too; it changes nothing either way.
   diff_mode:
     support: none
+    description: Reports no diff.
 options:
   targets:
     description: What to check.
@@ -136,12 +137,12 @@ elapsed:
 
 import json
 import re
-import ssl
 import time
 import urllib.error
-import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import open_url
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import NotFound, docker_client
 
 BODY_EXCERPT = 200
@@ -176,13 +177,13 @@ def check_body(target: dict, body: str) -> str | None:
     return None
 
 
-def check_http(target: dict, request_timeout: float, context) -> tuple[bool, str]:
+def check_http(target: dict, request_timeout: float, validate_certs: bool) -> tuple[bool, str]:
     try:
-        with urllib.request.urlopen(target["url"], timeout=request_timeout, context=context) as response:  # noqa: S310
+        with open_url(target["url"], timeout=request_timeout, validate_certs=validate_certs) as response:
             status, body = response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, UrlsConnectionError) as exc:
         return False, f"no answer: {getattr(exc, 'reason', exc)}"
     seen = f"HTTP {status} {body.strip()[:BODY_EXCERPT]}"
     if status != target["status"]:
@@ -217,7 +218,7 @@ def check_container(target: dict, client) -> tuple[bool, str]:
     if not containers:
         return False, f"no container of service {target['compose_service']} in project {target['compose_project']}"
     states = [container_state(container) for container in containers]
-    return all(ok for ok, _ in states), "; ".join(detail for _, detail in states)
+    return all(ok for ok, _detail in states), "; ".join(detail for _ok, detail in states)
 
 
 def target_name(target: dict) -> str:
@@ -267,10 +268,6 @@ def main() -> None:
     if not targets:
         module.fail_json(msg="targets is empty: give at least one URL, container or Compose service")
     validate(module, targets)
-    context = ssl.create_default_context()
-    if not module.params["validate_certs"]:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     client = docker_client(module) if any(not t.get("url") for t in targets) else None
 
     results = [{"name": target_name(t), "ok": False, "attempts": 0, "latency_ms": 0.0, "last": ""} for t in targets]
@@ -280,7 +277,7 @@ def main() -> None:
         for target, result in zip(targets, results, strict=True):
             began = time.monotonic()
             if target.get("url"):
-                ok, last = check_http(target, module.params["request_timeout"], context)
+                ok, last = check_http(target, module.params["request_timeout"], module.params["validate_certs"])
             else:
                 ok, last = check_container(target, client)
             result.update(

@@ -15,13 +15,14 @@ description:
   - Reports C(changed) only when a migration was applied (in check mode, when one would be).
   - Idempotent; the API serialises concurrent runs with a database lock.
 author:
-  - Pliers team
+  - Pliers team (@pliers)
 attributes:
   check_mode:
     support: full
     description: Reports pending migrations and applies none.
   diff_mode:
     support: none
+    description: Reports no diff.
 options:
   image:
     description: The API image to migrate with (the NEW release's image).
@@ -177,6 +178,8 @@ def main() -> None:
             type="list",
             elements="dict",
             default=[],
+            # Paths of the secret files, never their values.
+            no_log=False,
             options=dict(
                 file=dict(type="path", required=True),
                 target=dict(type="str", required=True),

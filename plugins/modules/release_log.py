@@ -18,13 +18,14 @@ description:
   - The history is a deployment's record, not its state - recording never reports C(changed), so that a deploy
     with nothing to do reports nothing changed.
 author:
-  - Pliers team
+  - Pliers team (@pliers)
 attributes:
   check_mode:
     support: full
     description: Reads; records nothing.
   diff_mode:
     support: none
+    description: Reports no diff.
 options:
   path:
     description: The history file. Its directory is created (mode 0700) when missing.

@@ -19,13 +19,14 @@ description:
   - Reports C(changed) only when it pruned something.
   - Must run on a Swarm manager.
 author:
-  - Pliers team
+  - Pliers team (@pliers)
 attributes:
   check_mode:
     support: full
     description: Waits and reports; prunes nothing.
   diff_mode:
     support: none
+    description: Reports no diff.
 options:
   stack:
     description: The stack's name (its C(com.docker.stack.namespace) label).
@@ -75,7 +76,7 @@ services:
     running:
       description: Up-to-date tasks running.
       type: int
-    update:
+    update_state:
       description: The state of its last update (C(completed), C(updating), C(rollback_completed), ...), or C(none).
       type: str
     converged:
@@ -120,7 +121,7 @@ def service_state(service, stack: str) -> dict:
         "name": name,
         "desired": desired,
         "running": running,
-        "update": state,
+        "update_state": state,
         "message": update.get("Message", "") or last_error,
         "converged": running == desired and state in ("none", "completed"),
     }
@@ -176,14 +177,14 @@ def main() -> None:
             if not services:
                 module.fail_json(msg=f"stack {stack} has no services: deploy it first")
             states = [service_state(service, stack) for service in services]
-            rolled_back = [s for s in states if s["update"] in FAILED_UPDATES]
+            rolled_back = [s for s in states if s["update_state"] in FAILED_UPDATES]
             # Services roll at once: once one rolled back, wait for the others to settle, to name them all.
-            settling = [s for s in states if s["update"] in IN_PROGRESS_UPDATES]
+            settling = [s for s in states if s["update_state"] in IN_PROGRESS_UPDATES]
             if rolled_back and settling and time.monotonic() < deadline:
                 time.sleep(module.params["interval"])
                 continue
             if rolled_back:
-                details = "; ".join(f"{s['name']}: update {s['update']} ({s['message']})" for s in rolled_back)
+                details = "; ".join(f"{s['name']}: update {s['update_state']} ({s['message']})" for s in rolled_back)
                 module.fail_json(
                     msg=f"Swarm rolled back or paused the update of {details}",
                     services=states,
@@ -197,7 +198,7 @@ def main() -> None:
         waiting = [s for s in states if not s["converged"]]
         if waiting:
             details = "; ".join(
-                f"{s['name']}: {s['running']}/{s['desired']} up-to-date tasks running, update {s['update']}"
+                f"{s['name']}: {s['running']}/{s['desired']} up-to-date tasks running, update {s['update_state']}"
                 + (f" ({s['message']})" if s["message"] else "")
                 for s in waiting
             )

@@ -10,11 +10,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from ansible_collections.pliers.deploy.plugins.filter.stack import compose_project
 
 from lab.common import ROOT
 
 from ..render import render_role
-from .plugin_loader import load_plugin
 
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -71,7 +71,6 @@ def test_a_bad_static_configuration_is_caught_by_the_schema(rendered):
 
 
 def test_routes_become_traefik_labels_for_every_http_service():
-    compose_project = load_plugin("filter/stack.py").compose_project
     services = {
         "api": {"image": "api", "http": {"port": 3000, "path_prefix": "/api"}},
         "ai-service": {"image": "ai", "http": {"port": 3001, "path_prefix": "/ai"}},

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright (c) pliers.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """pliers-backup: back up, verify, drill and restore the Pliers data services on this host.

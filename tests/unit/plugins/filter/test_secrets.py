@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from .plugin_loader import load_plugin
-
-secret_problem = load_plugin("filter/secrets.py").secret_problem
+from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version, secret_problem
 
 
 @pytest.mark.parametrize(
@@ -29,9 +26,6 @@ def test_problems_are_named(value, environment, expected):
 @pytest.mark.parametrize(("value", "environment"), [("short-but-real", "local"), ("a" * 8 + "Zq93-kLm2", "production")])
 def test_usable_values_have_no_problem(value, environment):
     assert secret_problem(value, "x", environment) == ""
-
-
-content_version = load_plugin("filter/secrets.py").content_version
 
 
 def test_content_version_is_short_stable_and_follows_the_content():

@@ -3,15 +3,8 @@ themselves run on the real lab: tests/lab/test_releases.py)."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-
-from lab.common import ROOT
-
-sys.path.insert(0, str(ROOT / ".venv" / "collections"))  # the collection, as `make setup` links it
-
-from ansible_collections.pliers.deploy.plugins.modules import compose_rollout  # noqa: E402
+from ansible_collections.pliers.deploy.plugins.modules import compose_rollout
 
 
 class FakeContainer:

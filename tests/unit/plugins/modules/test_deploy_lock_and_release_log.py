@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from ansible_collections.pliers.deploy.plugins.modules import deploy_lock
 
-from lab.common import ROOT
-
-COLLECTIONS = ROOT / ".venv" / "collections"
-MODULES = COLLECTIONS / "ansible_collections" / "pliers" / "deploy" / "plugins" / "modules"
+# Wherever the collection is imported from (this checkout, or the tree ansible-test units builds).
+MODULES = Path(deploy_lock.__file__).parent
+COLLECTIONS = MODULES.parents[4]
 
 
 def run(module: str, tmp_path, check_mode: bool = False, **args) -> dict:
@@ -20,7 +21,7 @@ def run(module: str, tmp_path, check_mode: bool = False, **args) -> dict:
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
     result = subprocess.run(
         [sys.executable, str(MODULES / f"{module}.py"), str(args_file)],
-        capture_output=True, text=True, env={"PYTHONPATH": str(COLLECTIONS)},
+        capture_output=True, text=True, env={"PYTHONPATH": str(COLLECTIONS)}, check=False,
     )  # fmt: skip
     return json.loads(result.stdout)
 

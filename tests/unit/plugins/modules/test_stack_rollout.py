@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from lab.common import ROOT
-
-sys.path.insert(0, str(ROOT / ".venv" / "collections"))  # the collection, as `make setup` links it
-
-from ansible_collections.pliers.deploy.plugins.modules import stack_rollout  # noqa: E402
+from ansible_collections.pliers.deploy.plugins.modules import stack_rollout
 
 SPEC = {"Image": "api:1.1.0", "Secrets": [{"SecretName": "s_api_db_new"}]}
 OLD_SPEC = {"Image": "api:1.0.0", "Secrets": [{"SecretName": "s_api_db_old"}]}
@@ -28,8 +22,8 @@ class FakeService:
         return self._tasks
 
 
-def task(state="running", spec=SPEC, err=""):
-    return {"Spec": {"ContainerSpec": spec}, "Status": {"State": state, "Err": err}, "UpdatedAt": "2026"}
+def task(state="running", spec=None, err=""):
+    return {"Spec": {"ContainerSpec": spec or SPEC}, "Status": {"State": state, "Err": err}, "UpdatedAt": "2026"}
 
 
 def test_converged_only_when_every_desired_task_runs_the_current_spec():
@@ -45,7 +39,7 @@ def test_a_rollback_is_reported_with_its_message():
         FakeService([task()], replicas=1, update={"State": "rollback_completed", "Message": "update rolled back"}),
         "s",
     )
-    assert state["name"] == "api" and state["update"] in stack_rollout.FAILED_UPDATES
+    assert state["name"] == "api" and state["update_state"] in stack_rollout.FAILED_UPDATES
     assert state["message"] == "update rolled back"
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-
-from .plugin_loader import load_plugin
-
-compose_project = load_plugin("filter/stack.py").compose_project
+from ansible_collections.pliers.deploy.plugins.filter.stack import compose_project, swarm_stack
+from ansible_collections.pliers.deploy.plugins.filter.swarm import labelled_nodes
 
 NETWORKS = {"frontend": {}, "backend": {"internal": True}, "database": {"internal": True}}
 
@@ -84,9 +82,6 @@ def test_zero_replicas_render():
         "replicas": 0
     }
 
-
-swarm_stack = load_plugin("filter/stack.py").swarm_stack
-labelled_nodes = load_plugin("filter/swarm.py").labelled_nodes
 
 SWARM_NETWORKS = {**NETWORKS, "database": {"internal": True, "attachable": True}}
 
