@@ -4,6 +4,8 @@ when validated, before any fact exists)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,13 @@ def test_secret_options_are_no_log(role):
     for name, option in specs["main"]["options"].items():
         if any(word in name for word in ("password", "_key", "certificate")):
             assert option.get("no_log") is True, f"{role}: {name} must be no_log"
+
+
+def test_role_readmes_are_generated_from_the_specs():
+    """The role documentation is written once, in the spec: each README.md is tools/role_docs.py's output."""
+    result = subprocess.run([sys.executable, "tools/role_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for role in ROLES:
+        readme = (ROOT / "roles" / role / "README.md").read_text()
+        options = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+        assert all(f"| `{name}` |" in readme for name in options), role
