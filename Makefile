@@ -24,12 +24,21 @@ LAB := python3 -m lab
 PYTHON_FOR_VENV ?= $(shell for p in python3.12 python3.13 $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help setup demo rollback releases backup restore demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-molecule lint clean
+.PHONY: help setup collection test-collection demo rollback releases backup restore demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-molecule lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 COLLECTION_LINK := $(VENV)/collections/ansible_collections/pliers/deploy
+# The collection as Galaxy ships it, and installed from that tarball into an empty collections path. Outside
+# the checkout: ansible-test lists a collection's files with git when it finds a .git above it.
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+BUILD := /tmp/pliers-deploy-build-$(shell printf %s "$(CURDIR)" | sha256sum | cut -c1-8)
+TARBALL := $(BUILD)/pliers-deploy-$(VERSION).tar.gz
+INSTALLED := $(BUILD)/collections/ansible_collections/pliers/deploy
+# The supported ansible-core range is the newest release (the controller venv) and the one before it.
+CORE_PREVIOUS := 2.20.10
+CORE_PREVIOUS_VENV := .venv-core-$(CORE_PREVIOUS)
 
 setup: $(VENV)/.installed $(COLLECTION_LINK) ## controller venv: ansible-core, community collections, molecule, linters
 
@@ -88,12 +97,31 @@ lab-images: ## build (or reuse) the lab's images only
 lab-clean: lab-down ## lab-down, then drop the cached images too
 	@$(LAB) clean-cache
 
-test: setup lint test-unit test-lab test-molecule ## everything CI runs
+test: setup lint test-unit test-collection test-lab test-molecule ## everything CI runs
 
 test-unit: setup ## fast tests that need no engine
 	$(VENV)/bin/pytest -m "not lab"
 
-test-lab: setup ## tests against the real lab (starts the engine and a lab of its own)
+collection: setup ## build the Galaxy tarball and install it into an empty collections path (.build/)
+	rm -rf $(BUILD)
+	$(VENV)/bin/ansible-galaxy collection build --output-path $(BUILD) .
+	@# --force: the checkout itself is installed in the configured path (.venv/collections) already.
+	$(VENV)/bin/ansible-galaxy collection install --force --offline --no-deps -p $(BUILD)/collections $(TARBALL)
+
+$(CORE_PREVIOUS_VENV)/.installed:
+	$(PYTHON_FOR_VENV) -m venv $(CORE_PREVIOUS_VENV)
+	$(CORE_PREVIOUS_VENV)/bin/pip install -q ansible-core==$(CORE_PREVIOUS)
+	touch $@
+
+test-collection: collection $(CORE_PREVIOUS_VENV)/.installed ## Galaxy's importer, ansible-test sanity and units (both ansible-cores), docs and changelog lint
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m galaxy_importer.main $(TARBALL)
+	cd $(INSTALLED) && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" antsibull-docs lint-collection-docs --plugin-docs .
+	$(VENV)/bin/antsibull-changelog lint
+	mkdir -p $(INSTALLED)/tests/unit && cp -r tests/unit/plugins $(INSTALLED)/tests/unit/
+	tools/ansible_test.sh $(VENV) $(INSTALLED)
+	tools/ansible_test.sh $(CORE_PREVIOUS_VENV) $(INSTALLED)
+
+test-lab: setup $(CORE_PREVIOUS_VENV)/.installed ## tests against the real lab (starts the engine and a lab of its own)
 	$(VENV)/bin/pytest -m lab
 
 test-molecule: setup ## the Molecule scenarios (default: compose on one host; swarm: three nodes)
@@ -101,10 +129,10 @@ test-molecule: setup ## the Molecule scenarios (default: compose on one host; sw
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name swarm
 
 lint: setup ## ruff, yamllint and ansible-lint (production profile)
-	$(VENV)/bin/ruff check lab tests plugins molecule roles bench
-	$(VENV)/bin/ruff format --check lab tests plugins molecule roles bench
+	$(VENV)/bin/ruff check lab tests plugins molecule roles bench tools
+	$(VENV)/bin/ruff format --check lab tests plugins molecule roles bench tools
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint
 
 clean: ## remove the venv and caches (the lab stays: see lab-down, lab-clean)
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CORE_PREVIOUS_VENV) $(BUILD) .pytest_cache .ruff_cache
