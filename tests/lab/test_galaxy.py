@@ -1,7 +1,7 @@
 """The collection as users get it: the Galaxy tarball installed into an empty collections path, its deploy
-playbook run by FQCN with each supported ansible-core, and under ansible-runner the way AWX runs a job
-template (extra vars, the vault password answered at its prompt) — against the deployed Compose stack,
-where a correct run changes nothing."""
+playbook run by FQCN with the previous supported ansible-core, and with the newest under ansible-runner the
+way AWX runs a job template (extra vars, the vault password answered at its prompt) — against the deployed
+Compose stack, where a correct run changes nothing."""
 
 from __future__ import annotations
 
@@ -61,15 +61,13 @@ def recap_changed(text: str, host: str) -> int:
     return int(match.group(1))
 
 
+# The newest ansible-core runs the tarball's playbook below, under ansible-runner; the one before it here.
 @pytest.mark.parametrize("deployed", ["compose"], indirect=True)
-@pytest.mark.parametrize("core", ["newest", "previous"])
-def test_the_tarball_deploys_by_fqcn_with_each_supported_ansible_core(deployed, collections, core, tmp_path):
-    if core == "newest":
-        venv = VENV
-    else:
-        assert len(PREVIOUS_CORE_VENVS) == 1, f"expected one .venv-core-* (make makes it): {PREVIOUS_CORE_VENVS}"
-        venv = PREVIOUS_CORE_VENVS[0]
+def test_the_tarball_deploys_by_fqcn_with_the_previous_ansible_core(deployed, collections, tmp_path):
+    assert len(PREVIOUS_CORE_VENVS) == 1, f"expected one .venv-core-* (make makes it): {PREVIOUS_CORE_VENVS}"
+    venv = PREVIOUS_CORE_VENVS[0]
     version = subprocess.run([str(venv / "bin" / "ansible"), "--version"], capture_output=True, text=True, check=True)
+    assert "[core 2.20." in version.stdout, version.stdout
     command = [
         str(venv / "bin" / "ansible-playbook"), "pliers.deploy.deploy", "-i", str(deployed.inventory),
         "-i", str(deployed.lab.inventory), "--vault-password-file", str(ROOT / VAULT),
