@@ -13,7 +13,7 @@ from . import hosts as lab_hosts
 from .common import LabError, docker, docker_lines, log
 from .engine import engine_version, ensure_engine
 from .images import Builder, clean_cache, push_all
-from .registry import CA_DIR, ensure_registry, login
+from .registry import CA_DIR, ensure_ca, ensure_registry, login
 from .topology import DEFAULT_NAME, Lab, parse_host_count, parse_ports
 
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     reset_parser.add_argument("hosts", nargs="+")
     reset_parser.add_argument("--publish", action="append", default=[], metavar="MACHINE_PORT:HOST_PORT")
     commands.add_parser("status", help="list this lab's containers")
-    commands.add_parser("images", help="build the images only")
+    commands.add_parser("images", help="build the images, and the CA and SSH key every lab shares")
     commands.add_parser("clean-cache", help="remove the built images and the rootfs cache")
     args = parser.parse_args(argv)
     try:
@@ -121,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             status(lab)
         elif args.command == "images":
+            # Everything labs share, made once: labs started side by side (make test-lab) then only read it.
             ensure_engine()
             for key, tag in Builder().build_all().items():
                 print(f"{key:24} {tag}")
+            ensure_ca()
+            lab_hosts.ensure_ssh_key()
         elif args.command == "clean-cache" and engine_version():
             clean_cache()
     except LabError as exc:

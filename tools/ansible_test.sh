@@ -12,5 +12,5 @@ cache=~/.ansible/test/cache/get_pip_${pip_version//./_}.py
 [ -e "$cache" ] || install -D -m 0644 "$(dirname "$0")/get_pip.py" "$cache"
 cd "$collection"
 echo "ansible-test of $("$venv/bin/ansible" --version | sed -n 1p): sanity, units"
-PATH=$venv/bin:$PATH ansible-test sanity --local --requirements --python 3.12
-PATH=$venv/bin:$PATH ansible-test units --local --requirements --python 3.12
+PATH=$venv/bin:$PATH ansible-test sanity --venv --python 3.12
+PATH=$venv/bin:$PATH ansible-test units --venv --python 3.12

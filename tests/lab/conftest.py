@@ -17,6 +17,17 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/tests/lab/" in str(item.path):
             item.add_marker(pytest.mark.lab)
+            item.add_marker(pytest.mark.xdist_group(lab_group(item)))
+
+
+def lab_group(item) -> str:
+    """Which lab a test runs on: make test-lab runs each group on its own worker, the labs side by side."""
+    params = getattr(item, "callspec", None) and item.callspec.params
+    if params and "deployed" in params:
+        return f"deployed-{params['deployed']}"
+    if item.path.name == "test_swarm_node_loss.py":
+        return "node-loss"
+    return "test-lab"
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,20 @@ MODULES = Path(deploy_lock.__file__).parent
 COLLECTIONS = MODULES.parents[4]
 
 
+def environment() -> dict[str, str]:
+    """This process's environment, with the collection first on the module's import path (ansible-test units
+    finds ansible itself through PYTHONPATH too)."""
+    paths = [str(COLLECTIONS), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def run(module: str, tmp_path, check_mode: bool = False, **args) -> dict:
     params = dict(args, _ansible_check_mode=check_mode)
     args_file = tmp_path / f"{module}-args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
     result = subprocess.run(
         [sys.executable, str(MODULES / f"{module}.py"), str(args_file)],
-        capture_output=True, text=True, env={"PYTHONPATH": str(COLLECTIONS)}, check=False,
+        capture_output=True, text=True, env=environment(), check=False,
     )  # fmt: skip
     return json.loads(result.stdout)
 
