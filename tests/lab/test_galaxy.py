@@ -56,6 +56,7 @@ def clean_environment(collections: Path, venv: Path) -> dict[str, str]:
 
 
 def recap_changed(text: str, host: str) -> int:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # ansible-runner's output keeps Ansible's colours, as AWX shows them
     match = re.search(rf"^{re.escape(host)}\s+: ok=\d+\s+changed=(\d+)", text, re.MULTILINE)
     assert match, f"no play recap for {host}:\n{text[-3000:]}"
     return int(match.group(1))
