@@ -122,9 +122,9 @@ test-collection: collection $(CORE_PREVIOUS_VENV)/.installed ## Galaxy's importe
 	tools/ansible_test.sh $(CORE_PREVIOUS_VENV) $(INSTALLED)
 
 test-lab: setup $(CORE_PREVIOUS_VENV)/.installed ## tests against the real lab (starts the engine and a lab of its own)
-	@# What the labs share (images, CA, SSH key) first; then one worker per lab group, the labs side by side.
+	@# What the labs share (images, CA, SSH key) first; then each lab's tests in a process of its own, side by side.
 	$(LAB) images > /dev/null
-	$(VENV)/bin/pytest -m lab -n 3 --dist loadgroup --durations=15
+	$(VENV)/bin/python -m tests.lab.parallel --durations=10
 
 test-molecule: setup ## the Molecule scenarios (default: compose on one host; swarm: three nodes)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,15 +14,22 @@ from lab.images import Builder
 from .support import MODES, ROOT, TEST_LAB, Target, lab_cli, output
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/tests/lab/" in str(item.path):
             item.add_marker(pytest.mark.lab)
-            item.add_marker(pytest.mark.xdist_group(lab_group(item)))
+    # make test-lab (tests/lab/parallel.py) runs each lab's tests in a process of its own.
+    wanted = os.environ.get("PLIERS_LAB_GROUPS")
+    if wanted:
+        groups = set(wanted.split(","))
+        deselected = [item for item in items if "/tests/lab/" in str(item.path) and lab_group(item) not in groups]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if item not in deselected]
 
 
 def lab_group(item) -> str:
-    """Which lab a test runs on: make test-lab runs each group on its own worker, the labs side by side."""
+    """Which lab a test runs on (make test-lab runs the groups side by side)."""
     params = getattr(item, "callspec", None) and item.callspec.params
     if params and "deployed" in params:
         return f"deployed-{params['deployed']}"
