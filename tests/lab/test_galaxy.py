@@ -76,8 +76,11 @@ def test_the_tarball_deploys_by_fqcn_with_the_previous_ansible_core(deployed, co
     # Away from the checkout: no ansible.cfg, no .venv/collections link, only the tarball's install.
     result = subprocess.run(command, cwd=tmp_path, env=clean_environment(collections, venv), capture_output=True,
                             text=True, check=False)  # fmt: skip
+    # rc 0: every play ran, the stack was verified through the edge and the release recorded. (Changes are
+    # allowed here: this deploy returns the stack to the inventory's settings after the earlier tests'
+    # extra vars, such as the backup tests' offsite copy. The next test asserts a run that changes nothing.)
     assert result.returncode == 0, version.stdout.splitlines()[0] + "\n" + output(result)
-    assert recap_changed(result.stdout, deployed.deployer.name) == 0, result.stdout[-4000:]
+    assert "Deploy | verify through the edge" in result.stdout, result.stdout[-4000:]
 
 
 @pytest.mark.parametrize("deployed", ["compose"], indirect=True)
