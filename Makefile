@@ -102,7 +102,7 @@ test: setup lint test-unit test-collection test-lab test-molecule ## everything 
 test-unit: setup ## fast tests that need no engine
 	$(VENV)/bin/pytest -m "not lab"
 
-collection: setup ## build the Galaxy tarball and install it into an empty collections path (.build/)
+collection: setup ## build the Galaxy tarball and install it into an empty collections path (/tmp/pliers-deploy-build-*)
 	rm -rf $(BUILD)
 	$(VENV)/bin/ansible-galaxy collection build --output-path $(BUILD) .
 	@# --force: the checkout itself is installed in the configured path (.venv/collections) already.
