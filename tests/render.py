@@ -37,6 +37,10 @@ def render_role(
         "tasks": [
             {"name": "render",
              "ansible.builtin.include_role": {"name": f"pliers.deploy.{role}", "tasks_from": tasks_from}},
+            # As deploy.yml runs them: the files, and the role's contribution to the stack.
+            *([{"name": "contribute",
+                "ansible.builtin.include_role": {"name": f"pliers.deploy.{role}", "tasks_from": "contribute"}}]
+              if tasks_from == "configure" else []),
             {"name": "keep the service model",
              "ansible.builtin.copy": {"content": "{{ pliers_stack_services | default({}) | to_json }}",
                                       "dest": str(model), "mode": "0644"}},

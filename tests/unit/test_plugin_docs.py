@@ -28,4 +28,12 @@ def test_documentation_renders(kind, name):
 
 def test_every_filter_is_documented():
     assert set(FILTERS) == {"compose_project", "swarm_stack", "secret_problem", "labelled_nodes", "content_version"}
-    assert set(MODULES) == {"health_check", "migrate", "stack_rollout", "compose_rollout", "deploy_lock", "release_log"}
+    assert set(MODULES) == {
+        "health_check",
+        "migrate",
+        "stack_rollout",
+        "compose_rollout",
+        "deploy_lock",
+        "release_log",
+        "stack_files",
+    }
