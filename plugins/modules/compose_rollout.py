@@ -20,8 +20,10 @@ description:
     (C(upstream-<service>.conf)), naming the service's containers, so the edge sends requests only to
     containers that passed their health check. An upstream file that differs from the containers also
     reloads the edge.
-  - Starts the edge first when it does not run (a first deploy), with placeholder upstreams, so that a service
-    rolled later can reach an earlier one through it.
+  - Starts the edge when it does not run (a first deploy), with placeholder upstreams; Compose starts the
+    services it depends on with it, all at once. Containers of the current definition that are still starting
+    are waited for, not replaced; each service's upstream is pointed at its containers as soon as they are
+    healthy, so that a service started later can reach an earlier one through the edge.
   - With no O(services) and O(reload_edge), only reloads the edge, so that it resolves its upstreams' container
     names again (containers restarted outside a rollout may have new addresses).
   - Reports C(changed) when it rolled a service, rewrote an upstream file or reloaded the edge.
@@ -100,8 +102,9 @@ services:
       description: The service.
       type: str
     action:
-      description: C(unchanged), C(rolled) (C(would roll) in check mode) or C(failed); the services after a
-        failed one are not listed.
+      description: C(unchanged), C(rolled) (C(would roll) in check mode), C(started) (its containers of the
+        current definition were still starting, as on a first deploy, and were waited for) or C(failed); the
+        services after a failed one are not listed.
       type: str
     old:
       description: Names of the containers it replaced.
@@ -234,6 +237,10 @@ class Edge:
         self.service = module.params["edge"]
         self.directory = module.params["upstreams_dir"]
         self.routes = module.params["routes"] if self.service else {}
+        # Upstream files written but not loaded yet: reloading once after every service is enough, unless a
+        # service about to be waited for reaches an earlier one through the edge.
+        self.pending = False
+        self.reloaded = False
 
     def path(self, service: str) -> str:
         return os.path.join(self.directory, f"upstream-{service}.conf")
@@ -260,12 +267,15 @@ class Edge:
                 handle.write(wanted)
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.path(service))
+        self.pending = True
         return True
 
     def ensure_running(self) -> bool:
-        """Start the edge before the first rollout: services rolled later may reach earlier ones through it.
+        """Start the edge when it does not run (a first deploy), and with it what it depends on.
 
-        Until a service has containers, its upstream holds a placeholder. True when anything was done.
+        Compose starts the routed services the edge depends on first, all at once (their health is waited for
+        service by service afterwards); until a service is healthy, its upstream holds a placeholder.
+        True when anything was done.
         """
         if not self.service or self.module.check_mode:
             return False
@@ -273,8 +283,14 @@ class Edge:
         if any(c.status == "running" for c in self.compose.containers(self.service)):
             return any(placeholders)
         self.compose.run("up", "--detach", "--no-recreate", self.service)
-        wait_healthy([c for c in self.compose.containers(self.service) if c.status == "running"], self.service, 60)
+        self.pending = False  # the edge loaded every upstream file as it started
         return True
+
+    def flush(self) -> None:
+        """Load the upstream files written so far."""
+        if self.pending:
+            self.reloaded |= self.reload()
+            self.pending = False
 
     def reload(self) -> bool:
         """Test the edge's configuration, then reload it gracefully; False when the edge does not run yet."""
@@ -298,14 +314,26 @@ def roll(module, compose: Compose, edge: Edge, service: str, desired_hash: str) 
     containers = compose.containers(service)
     serving = [c for c in containers if c.status == "running"]
     current = [c for c in serving if c.labels.get(HASH_LABEL) == desired_hash]
-    up_to_date = len(current) == replicas == len(containers) and all(health(c)[0] == "healthy" for c in current)
+    states = [health(c)[0] for c in current]
+    up_to_date = len(current) == replicas == len(containers) and all(s in ("healthy", "starting") for s in states)
     report = {"name": service, "action": "unchanged", "old": [], "new": [c.name for c in current], "seconds": 0.0}
+    if up_to_date and "starting" in states and not module.check_mode:
+        # Started with the edge (a first deploy): waited for, not replaced; what it reaches through the edge
+        # must be loaded there first. Containers that do not turn healthy are removed, as a rollout's would be.
+        report.update(action="started", seconds=0.0)
+        edge.flush()
+        try:
+            wait_healthy(current, service, module.params["timeout"])
+        except RolloutError:
+            for container in current:
+                container.remove(force=True)
+            raise
+        report["seconds"] = round(time.monotonic() - started, 1)
     if up_to_date:
         # Upstreams written but not yet loaded: the caller reloads the edge once, after every service.
-        report["pending_reload"] = edge.point(service, current)
+        edge.point(service, current)
         return report
     report.update(action="would roll" if module.check_mode else "rolled", old=[c.name for c in containers])
-    report["pending_reload"] = False
     if module.check_mode:
         return report
     # Stopped leftovers serve nothing; Compose would restart them rather than create new ones.
@@ -323,8 +351,9 @@ def roll(module, compose: Compose, edge: Edge, service: str, desired_hash: str) 
             container.remove(force=True)
         raise
     if edge.point(service, new):
-        edge.reload()
-        time.sleep(module.params["drain"])
+        edge.flush()
+        if serving:
+            time.sleep(module.params["drain"])
     for container in serving:
         container.stop()
         container.remove()
@@ -352,22 +381,24 @@ def main() -> None:
         module.fail_json(msg=f"routes name services that are not rolled: {', '.join(unrouted)}")
     client = docker_client(module)
     reports: list[dict] = []
-    reloaded = False
+    edge = None
     try:
         compose = Compose(module, client)
         edge = Edge(module, compose)
         hashes = compose.hashes(module.params["services"]) if module.params["services"] else {}
-        rewritten = edge.ensure_running()
+        edge_started = edge.ensure_running()
         for service in module.params["services"]:
             reports.append({"name": service, "action": "failed", "old": [], "new": [], "seconds": 0.0})
             reports[-1] = roll(module, compose, edge, service, hashes[service])
-            rewritten |= reports[-1].pop("pending_reload")
-        if rewritten or module.params["reload_edge"]:
-            # Upstreams rewritten without a rollout (a file edited by hand), or the edge's own configuration changed.
-            reloaded = edge.reload()
+        # Upstreams rewritten without a rollout (a file edited by hand), or the edge's own configuration changed.
+        rewritten = edge.pending
+        if module.params["reload_edge"]:
+            edge.pending = True
+        edge.flush()
+        reloaded = edge.reloaded
     except (RolloutError, DockerException, NotFound) as exc:
-        module.fail_json(msg=str(exc), services=reports, reloaded=reloaded)
-    changed = rewritten or reloaded or any(r["action"] != "unchanged" for r in reports)
+        module.fail_json(msg=str(exc), services=reports, reloaded=bool(edge and edge.reloaded))
+    changed = edge_started or rewritten or reloaded or any(r["action"] != "unchanged" for r in reports)
     module.exit_json(changed=changed, services=reports, reloaded=reloaded)
 
 
