@@ -1,9 +1,9 @@
-"""Backup and restore of a database of at least 1 GB: pliers-backup against raw pg_dump -Fc / pg_restore run
-by hand, in the same run, on a lab host where the stack is deployed (compose mode).
+"""Backup and restore: pliers-backup against raw pg_dump -Fc / pg_restore run by hand, in the same run, on the
+first host of a lab where the stack is deployed (compose mode). `make bench` runs it (bench/__main__.py); alone:
 
     python3 -m bench.backup --lab pliers-bk [--rows 4000000] [--runs 1]
 
-Writes bench/backup-results.json and prints the ratios. Not part of `make test`.
+prints the figures (4M rows: a database of about 1.1 GB). Not part of `make test`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 from lab import hosts as lab_hosts
 from lab.topology import Lab
@@ -27,26 +26,21 @@ def timed(host: lab_hosts.Host, command: str) -> float:
     return round(time.monotonic() - started, 2)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lab", default="pliers-bk")
-    parser.add_argument("--rows", type=int, default=4_000_000, help="rows of ~270 bytes (4M: about 1.1 GB)")
-    parser.add_argument("--runs", type=int, default=1)
-    args = parser.parse_args()
-    lab = Lab(args.lab)
-    host = lab_hosts.Host(f"{args.lab}-1", lab_hosts.host_address(lab, f"{args.lab}-1"))
+def measure(lab: Lab, *, rows: int, runs: int) -> dict:
+    """Median seconds of each side and the ratios, on a table of rows filled for the purpose (dropped after)."""
+    host = lab_hosts.Host(f"{lab.name}-1", lab_hosts.host_address(lab, f"{lab.name}-1"))
     pg = lab_hosts.ssh(host, FIND).stdout.split()[0]
     psql = f"docker exec {pg} psql -U pliers -d pliers -Atc"
     lab_hosts.ssh(host, f"{psql} 'DROP TABLE IF EXISTS bench_rows'")
     payload = "md5(g::text) || repeat(md5(random()::text), 7)"
-    rows = f"CREATE TABLE bench_rows AS SELECT g AS id, {payload} AS payload FROM generate_series(1, {args.rows:d}) g"  # noqa: S608
-    fill = f'{psql} "{rows}"'
-    print(f"filling {args.rows} rows: {timed(host, fill)}s")
+    table = f"CREATE TABLE bench_rows AS SELECT g AS id, {payload} AS payload FROM generate_series(1, {rows:d}) g"  # noqa: S608
+    fill = f'{psql} "{table}"'
+    print(f"filling {rows} rows: {timed(host, fill)}s")
     size = int(lab_hosts.ssh(host, f"{psql} \"SELECT pg_database_size('pliers')\"").stdout.strip())
     print(f"database size: {size / 1e9:.2f} GB")
 
     ours_backup, raw_backup, ours_restore, raw_restore = [], [], [], []
-    for _ in range(args.runs):
+    for _ in range(runs):
         raw_backup.append(timed(host, f"docker exec {pg} pg_dump -Fc -U pliers -d pliers > /var/tmp/raw.dump"))
         ours_backup.append(timed(host, f"pliers-backup --config {CONFIG} backup > /dev/null"))
         raw_restore.append(timed(host, (
@@ -59,7 +53,7 @@ def main() -> int:
     lab_hosts.ssh(host, f"{psql} 'DROP TABLE IF EXISTS bench_rows'")
     results = {
         "database_bytes": size,
-        "runs": args.runs,
+        "runs": runs,
         "backup_seconds": {"pliers": statistics.median(ours_backup), "raw_pg_dump": statistics.median(raw_backup)},
         "restore_seconds": {
             "pliers": statistics.median(ours_restore),
@@ -70,8 +64,16 @@ def main() -> int:
     results["restore_ratio"] = round(
         results["restore_seconds"]["pliers"] / results["restore_seconds"]["raw_pg_restore"], 3
     )
-    Path(__file__).with_name("backup-results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", default="pliers-bk")
+    parser.add_argument("--rows", type=int, default=4_000_000, help="rows of ~270 bytes (4M: about 1.1 GB)")
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    print(json.dumps(measure(Lab(args.lab), rows=args.rows, runs=args.runs), indent=2))
     return 0
 
 
