@@ -1,6 +1,6 @@
 """make bench: how fast pliers.deploy deploys, against raw Docker doing the same work on the same lab, in one run.
 
-    python -m bench [--runs 3] [--swarm-runs 2] [--rows 1000000] [--only first,noop,...]
+    python -m bench [--runs 3] [--swarm-runs 3] [--rows 1000000] [--only first,noop,...]
 
 On a lab of its own (pliers-bench, five hosts), each figure the median of several runs:
   docker_host   the role on a bare host (install and configure the engine);
@@ -92,7 +92,7 @@ class Bench:
         """Hosts 1..count recreated from image (bare, or with the engine installed); the lab's inventory follows."""
         names = [LAB.host_name(i) for i in range(1, count + 1)]
         lab_hosts.reset_hosts(LAB, names, image)
-        lab_hosts.write_inventory(LAB, [self.host(i) for i in range(1, HOSTS + 1)], CA_DIR / "ca.crt")
+        lab_hosts.write_inventory(LAB, [self.host(i) for i in range(1, count + 1)], CA_DIR / "ca.crt")
 
     def inventory(self, mode: str, nodes: int, index: int = 1) -> Path:
         """An inventory of the local (compose) or local-swarm environment on lab hosts index.. (nodes of them)."""
@@ -114,8 +114,6 @@ class Bench:
                 layout += "    swarm_workers:\n      hosts:\n"
                 layout += f'        {names[1]}: {{docker_host_node_labels: {{db: "true"}}}}\n'
                 layout += "".join(f"        {name}: {{docker_host_node_labels: {{}}}}\n" for name in names[2:])
-            # The same stack on every size: no cap on api replicas per node (one node holds all three).
-            (path / "group_vars" / "all" / "bench.yml").write_text("---\napi_max_replicas_per_node: 0\n")
         (path / "hosts.yml").write_text(layout)
         return path
 
@@ -242,9 +240,13 @@ class Bench:
             inventory = self.inventory("swarm", nodes)
             samples = []
             for run in range(self.args.swarm_runs):
-                # Every host fresh, so that the nodes left out run nothing.
-                self.reset(HOSTS, self.engine_image)
-                samples.append(seconds_of(self.play, "playbooks/deploy.yml", inventory))
+                # The nodes fresh; the hosts left out stopped, so that they take no CPU.
+                for index in range(nodes + 1, HOSTS + 1):
+                    docker("stop", "--time", "1", LAB.host_name(index))
+                self.reset(nodes, self.engine_image)
+                # The same stack on every size: no cap on api replicas per node (one node holds all three).
+                same_stack = ("-e", "api_max_replicas_per_node=0")
+                samples.append(seconds_of(self.play, "playbooks/deploy.yml", inventory, *same_stack))
                 log(f"swarm on {nodes} nodes run {run + 1}: {samples[-1]}s")
             figures[str(nodes)] = summary(samples)
         self.results["swarm_deploy_seconds"] = figures
@@ -301,14 +303,15 @@ def markdown(results: dict) -> str:
     for nodes, figure in results.get("swarm_deploy_seconds", {}).items():
         lines.append(row(f"Swarm deploy, {nodes} node{'s' if nodes != '1' else ''}", figure, "", "",
                          "engine installed; forms the Swarm, deploys the stack"))  # fmt: skip
-    lines += ["", f"Whole run: {results['total_seconds']} s.", ""]
+    status = "" if results["complete"] else " (incomplete: the run stopped early)"
+    lines += ["", f"Whole run: {results['total_seconds']} s{status}.", ""]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument("--swarm-runs", type=int, default=2, help="runs per Swarm size")
+    parser.add_argument("--swarm-runs", type=int, default=3, help="runs per Swarm size")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the backup bench (~270 bytes each)")
     parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
@@ -319,6 +322,24 @@ def main() -> int:
         parser.error(f"unknown steps {unknown} (known: {', '.join(STEPS)})" if unknown else "runs must be 1 or more")
     started = time.monotonic()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+
+    def save(bench: Bench, complete: bool) -> dict:
+        """Both files, after every step: a run that fails later keeps what it measured."""
+        results = {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit.stdout.strip(),
+            "machine": f"{os.cpu_count()} cores",
+            "runs": args.runs,
+            "swarm_runs": args.swarm_runs,
+            "targets": TARGETS,
+            "complete": complete,
+            **bench.results,
+            "total_seconds": round(time.monotonic() - started, 1),
+        }
+        (RESULTS / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / "results.md").write_text(markdown(results))
+        return results
+
     with tempfile.TemporaryDirectory(prefix="pliers-bench-") as workdir:
         lab = [sys.executable, "-m", "lab", "--name", LAB.name]
         subprocess.run([*lab, "down"], cwd=ROOT, check=True)
@@ -333,24 +354,13 @@ def main() -> int:
             ):  # fmt: skip
                 if step in steps:
                     measure()
+                    save(bench, complete=False)
         finally:
             if not args.keep:
                 subprocess.run([*lab, "down"], cwd=ROOT, check=False)
             if bench.engine_image and not args.keep:
                 docker("rmi", bench.engine_image, check=False)
-    results = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit.stdout.strip(),
-        "machine": f"{os.cpu_count()} cores",
-        "runs": args.runs,
-        "swarm_runs": args.swarm_runs,
-        "targets": TARGETS,
-        **bench.results,
-        "total_seconds": round(time.monotonic() - started, 1),
-    }
-    (RESULTS / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "results.md").write_text(markdown(results))
-    print(markdown(results))
+    print(markdown(save(bench, complete=True)))
     return 0
 
 

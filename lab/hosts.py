@@ -184,7 +184,7 @@ def ensure_hosts(lab: Lab, count: int, image: str, publish: tuple[str, ...] = ()
 
 
 def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...] = ()) -> list[Host]:
-    """Recreate hosts as freshly installed (container and its Docker volume)."""
+    """Recreate hosts as freshly installed (container and its Docker volume); returns the lab's running hosts."""
     known = set(running_hosts(lab))
     unknown = [name for name in names if name not in known]
     if unknown:
@@ -197,7 +197,9 @@ def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...]
         _run_host(lab, name, image, publish if name == lab.host_name(1) else ())
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         list(pool.map(lambda name: _wait_ready(lab, name), names))
-    return [Host(name, host_address(lab, name)) for name in running_hosts(lab)]
+    # Every host that runs (a stopped one has no address).
+    up = set(docker_lines("ps", "--filter", f"label={lab.label}", "--format", "{{.Names}}"))
+    return [Host(name, host_address(lab, name)) for name in running_hosts(lab) if name in up]
 
 
 def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:
