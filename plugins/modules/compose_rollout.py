@@ -135,6 +135,7 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 HASH_LABEL = "com.docker.compose.config-hash"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+RELOAD_TRIES = 5
 
 
 class RolloutError(Exception):
@@ -228,6 +229,16 @@ def upstream(service: str, port: int, names: list[str]) -> str:
     )
 
 
+def exec_with_tries(container, command: list[str], tries: int):
+    """Run command in the container until it succeeds, at most tries times a second apart; the last result."""
+    for attempt in range(tries):
+        result = container.exec_run(command)
+        if result.exit_code == 0 or attempt == tries - 1:
+            return result
+        time.sleep(1)
+    raise ValueError("tries must be 1 or more")
+
+
 class Edge:
     """The nginx edge's upstream files and its graceful reload."""
 
@@ -298,8 +309,9 @@ class Edge:
             return False
         running = [c for c in self.compose.containers(self.service) if c.status == "running"]
         for container in running:
-            for command in (["nginx", "-t", "-q"], ["nginx", "-s", "reload"]):
-                result = container.exec_run(command)
+            # The reload gets a few tries: an edge started a moment ago may not have written its master's pid yet.
+            for command, tries in ((["nginx", "-t", "-q"], 1), (["nginx", "-s", "reload"], RELOAD_TRIES)):
+                result = exec_with_tries(container, command, tries)
                 if result.exit_code != 0:
                     output = result.output.decode(errors="replace").strip()
                     raise RolloutError(

@@ -48,3 +48,23 @@ def test_a_container_still_starting_at_the_deadline_fails_naming_it():
     starting = FakeContainer("p-ai-2", health="starting", last="connection refused")
     with pytest.raises(compose_rollout.RolloutError, match=r"did not turn healthy in 0s \(still starting\)"):
         compose_rollout.wait_healthy([starting], "ai-service", timeout=0)
+
+
+class FakeExec:
+    def __init__(self, exit_codes):
+        self.exit_codes = list(exit_codes)
+        self.calls = 0
+
+    def exec_run(self, command):
+        self.calls += 1
+        return type("Result", (), {"exit_code": self.exit_codes.pop(0), "output": b"invalid PID number"})()
+
+
+def test_a_reload_is_tried_again_while_the_edge_starts_then_its_failure_is_kept(monkeypatch):
+    monkeypatch.setattr(compose_rollout.time, "sleep", lambda seconds: None)
+    starting = FakeExec([1, 1, 0])
+    assert compose_rollout.exec_with_tries(starting, ["nginx", "-s", "reload"], 5).exit_code == 0
+    assert starting.calls == 3
+    broken = FakeExec([1, 1])
+    assert compose_rollout.exec_with_tries(broken, ["nginx", "-s", "reload"], 2).exit_code == 1
+    assert broken.calls == 2
