@@ -60,10 +60,9 @@ options:
         type: path
         required: true
       content:
-        description: What the file holds, exactly (text, written as UTF-8).
+        description: What the file holds, exactly (text, written as UTF-8). Never logged.
         type: str
         required: true
-        no_log: true
       mode:
         description: Its permissions, in octal (V("0400")).
         type: str
