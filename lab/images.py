@@ -26,6 +26,8 @@ LOCAL_REPO = "pliers-lab"
 # The reference app's versions (docs/app-contract.md): 1.1.0 adds a migration,
 # broken starts but never reports healthy.
 APP_VERSIONS = ("1.0.0", "1.1.0", "broken")
+# The Debian suites the images start from (debootstrapped side by side).
+SUITES = ("bookworm", "trixie")
 
 # Written into every base: the security and update suites, no recommends, and
 # no service start-up during package installs (as the official Debian images do).
@@ -115,7 +117,6 @@ def build_base(suite: str) -> str:
     tag = base_tag(suite)
     if image_exists(tag):
         return tag
-    ensure_tools("debootstrap", package="debootstrap")
     cache = STATE / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     log(f"debootstrap {suite} (minbase) -> {tag}")
@@ -159,8 +160,12 @@ class Builder:
         return f"{LOCAL_REPO}/{image.repo}:{digest.hexdigest()[:12]}"
 
     def build_all(self) -> dict[str, str]:
+        # The tools are installed once, before the bases are made side by side: two apt-get runs at
+        # once fail on dpkg's lock (seen on a machine's very first lab).
+        if not all(image_exists(base_tag(suite)) for suite in SUITES):
+            ensure_tools("debootstrap", package="debootstrap")
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for suite, tag in zip(("bookworm", "trixie"), pool.map(build_base, ("bookworm", "trixie")), strict=True):
+            for suite, tag in zip(SUITES, pool.map(build_base, SUITES), strict=True):
                 self.tags[suite] = tag
         pending = list(self.images)
         while pending:
