@@ -10,7 +10,8 @@ short_description: An environment's release history on its target - record an at
 version_added: 0.2.0
 description:
   - The history is a file of JSON lines, one per release attempt - id, time, user, controller, playbook, the
-    release and the service versions it went from and to, the result (V(ok) or V(failed)) and its message.
+    release and the service versions it went from and to, the result (V(ok), V(failed), or V(interrupted) for
+    a run whose deploy lock was taken over, which never finished) and its message.
   - With O(record), appends one attempt (the id, time and the versions it went from are filled in).
   - Always returns the history, the V(current) release (the last successful one) and, with O(rollback_to), the
     release a rollback returns to - V(previous) (the last successful release whose versions differ from the
@@ -33,7 +34,7 @@ options:
     required: true
   record:
     description: The attempt to append - C(user), C(controller), C(playbook), C(release), C(versions) (service
-      to version), C(result), C(message), C(seconds).
+      to version), C(result) (V(ok), V(failed) or V(interrupted)), C(message), C(seconds).
     type: dict
   rollback_to:
     description: V(previous), or the id or release name of a successful release in the history.
@@ -88,11 +89,14 @@ recorded:
 import getpass
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
 
-RESULTS = ("ok", "failed")
+# interrupted: a run whose deploy lock was taken over (it was found dead) never finished.
+RESULTS = ("ok", "failed", "interrupted")
+# Targets may run Python 3.9 or 3.10, which have no datetime.UTC.
+UTC = timezone.utc  # noqa: UP017
 
 
 def read(module, path: str) -> list[dict]:

@@ -22,7 +22,9 @@ NOWHERE = "ansible_host: 127.0.0.1, ansible_port: 1"
 ONE_HOST = f"pliers_hosts:\n  hosts:\n    nowhere: {{{NOWHERE}}}\n"
 
 
-def deploy(tmp_path: Path, environment: str, *extra: str, hosts: str = ONE_HOST) -> subprocess.CompletedProcess:
+def deploy(
+    tmp_path: Path, environment: str, *extra: str, hosts: str = ONE_HOST, playbook: str = "deploy.yml"
+) -> subprocess.CompletedProcess:
     inventory = tmp_path / environment
     shutil.copytree(ROOT / "inventories" / environment / "group_vars", inventory / "group_vars")
     (inventory / "hosts.yml").write_text(hosts)
@@ -31,7 +33,7 @@ def deploy(tmp_path: Path, environment: str, *extra: str, hosts: str = ONE_HOST)
     # local-swarm shares the local inventory's dev-only vault.
     vault = ROOT / "inventories" / environment.removesuffix("-swarm") / "vault-password-dev-only.txt"
     command = [
-        str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/deploy.yml", "-i", str(inventory),
+        str(Path(sys.executable).parent / "ansible-playbook"), f"playbooks/{playbook}", "-i", str(inventory),
         "-e", "pliers_lab_registry=registry.test:5000", "-e", f"pliers_lab_registry_ca_file={ca}",
         *extra,
     ]  # fmt: skip
@@ -58,6 +60,8 @@ LOCAL_REGISTRY = ("-e", "vault_registry_username=pliers", "-e", f"vault_registry
         (("-e", "monitoring_alert_webhook_url=hooks.example.net/x"), "monitoring_alert_webhook_url must be an http"),
         (("-e", "monitoring_alert_email_to=ops@example.net"), "monitoring_alert_smtp_smarthost (host:port)"),
         (("-e", "monitoring_grafana_enabled=true"), "monitoring_grafana_admin_password is empty"),
+        (("-e", "pliers_deploy_lock_lease=soon"), "pliers_deploy_lock_lease must be whole seconds"),
+        (("-e", "pliers_rollout_timeout=5"), "pliers_rollout_timeout whole seconds, 10 or more"),
     ],
 )
 def test_bad_inputs_fail_in_preflight_naming_the_variable(tmp_path, extra, named):
@@ -124,3 +128,33 @@ def test_bad_swarm_shapes_fail_in_preflight(tmp_path, managers, workers, extra, 
     assert result.returncode != 0
     assert named in output, output[-3000:]
     assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch a host"
+
+
+def test_one_hosts_bad_input_stops_the_run_on_every_host_before_any_is_contacted(tmp_path):
+    # The bad value is on one worker only: the manager must not go on to the lock, nor any host be contacted.
+    hosts = swarm_hosts({"m1": EDGE}, {"w1": DB, "w2": PLAIN}).replace(
+        "w2: {" + NOWHERE, "w2: {" + NOWHERE + ", web_http_port: 70000"
+    )
+    result = deploy(tmp_path, "local-swarm", *LOCAL_REGISTRY, hosts=hosts)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "web_http_port must be a TCP port" in output, output[-3000:]
+    assert "Lock | take the deploy lock" not in output, "the run went on past preflight on the other hosts"
+    assert "UNREACHABLE" not in output
+
+
+@pytest.mark.parametrize(
+    ("playbook", "extra", "named"),
+    [
+        ("restore.yml", ("-e", "backup=../../etc"), "backup must be latest or a backup's name"),
+        ("restore.yml", ("-e", "backup=20261127"), "backup must be latest or a backup's name"),
+        ("rollback.yml", ("-e", "pliers_rollback_to=1.0.0; rm -rf /"), "pliers_rollback_to must be previous"),
+        ("backup.yml", ("-e", "web_http_port=0"), "web_http_port must be a TCP port"),
+    ],
+)
+def test_restore_rollback_and_backup_check_their_inputs_before_anything_stops(tmp_path, playbook, extra, named):
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, *extra, playbook=playbook)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in output, output[-3000:]
+    assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch the host"

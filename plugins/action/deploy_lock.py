@@ -1,0 +1,125 @@
+# Copyright (c) pliers.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The controller side of pliers.deploy.deploy_lock: records which ansible-playbook process on which controller
+holds the lock, and takes over a hold whose process on this controller is gone."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+
+from ansible.plugins.action import ActionBase
+
+MODULE = "pliers.deploy.deploy_lock"
+
+
+def process_started(pid, proc_root: str = "/proc") -> str | None:
+    """When process pid started (field 22 of /proc/<pid>/stat, in clock ticks since boot), or None if unreadable.
+    With the pid, it names a process: a pid reused by another process has another start time."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), encoding="utf-8", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # Field 2, the command, is in parentheses and may hold spaces and parentheses: count from after the last ')'.
+    fields = stat[stat.rfind(")") + 1 :].split()
+    # fields[0] is field 3 (the state), so field 22 is fields[19].
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_exists(pid: int, proc_root: str = "/proc") -> bool:
+    if os.path.exists(os.path.join(proc_root, str(pid))):
+        return True
+    # /proc mounted with hidepid hides other users' processes: ask the kernel before calling one gone.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's
+    except (OSError, OverflowError):
+        return True  # cannot tell: alive, to be safe
+    return True
+
+
+def holder_is_gone(holder: dict, hostname: str, proc_root: str = "/proc") -> str | None:
+    """Why the run that holds the lock (the holder the lock file records) is dead, or None when it is alive or
+    this cannot be told from here: only a holder on this controller (hostname) is judged, by its pid and the
+    start time of that pid's process."""
+    host = holder.get("controller_host")
+    if not host or host != hostname or not os.path.isdir(proc_root):
+        return None
+    # Another machine of the same name, or this one since a restart: its processes cannot be judged from here.
+    if holder.get("boot_id") != boot_id(proc_root):
+        return None
+    try:
+        pid = int(holder.get("pid"))
+    except (TypeError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    gone = f"its deploy process (pid {pid} on {host}) is gone"
+    if not process_exists(pid, proc_root):
+        return gone
+    recorded = holder.get("pid_started")
+    started = process_started(pid, proc_root)
+    if recorded is None or started is None:
+        return None
+    if str(recorded) != started:
+        return f"{gone} (the pid is now another process's)"
+    return None
+
+
+def boot_id(proc_root: str = "/proc") -> str | None:
+    """This machine's boot id: with the host name, it says which machine, since which boot."""
+    try:
+        with open(os.path.join(proc_root, "sys/kernel/random/boot_id"), encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def this_run(proc_root: str = "/proc") -> dict:
+    """controller_host, pid and pid_started of the ansible-playbook process this action runs for."""
+    # An action runs in a worker process forked from ansible-playbook (unless it runs in the main process).
+    pid = os.getpid() if multiprocessing.current_process().name == "MainProcess" else os.getppid()
+    run = {"controller_host": socket.gethostname(), "boot_id": boot_id(proc_root), "pid": pid}
+    started = process_started(pid, proc_root)
+    if started is not None:
+        run["pid_started"] = started
+    return run
+
+
+class ActionModule(ActionBase):
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp  # no longer has any effect
+        args = dict(self._task.args)
+        try:
+            if args.get("state", "present") != "present":
+                result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
+                return result
+            run = this_run()
+            holder = args.get("holder")
+            if holder is None or isinstance(holder, dict):
+                args["holder"] = {**(holder or {}), **run}
+            outcome = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+            if (
+                outcome.get("failed")
+                and outcome.get("held")
+                and outcome.get("holder_token")
+                and not args.get("take_over")
+            ):
+                reason = holder_is_gone(outcome.get("holder") or {}, run["controller_host"])
+                if reason:
+                    retry = dict(args, take_over=outcome["holder_token"], take_over_reason=reason)
+                    outcome = self._execute_module(module_name=MODULE, module_args=retry, task_vars=task_vars)
+            result.update(outcome)
+            return result
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
