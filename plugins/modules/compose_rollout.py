@@ -6,37 +6,46 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: compose_rollout
-short_description: Roll stateless Compose services to their new definition without dropping a request
+short_description: Bring a Compose project's services to their definition, health-gated, without dropping a request
 version_added: 0.2.0
 description:
-  - For each service in O(services), in order, whose running containers differ from the project's current
-    definition (Compose's own configuration hash), starts the new containers beside the old ones, waits for
-    their health, points the nginx edge at them (a graceful reload), waits O(drain) seconds, then stops and
-    removes the old containers.
-  - When a service's new containers do not turn healthy (unhealthy, exited, or not healthy within O(timeout)),
-    removes them, leaves the old ones serving, stops, and fails with a message naming the service and what
-    its health check last said.
+  - Compares what runs with what the project defines, service by service, and repairs what differs, whatever
+    the state it finds - containers stopped, removed, unhealthy, recreated by hand with another definition, too
+    many or too few, or left side by side by a rollout that was interrupted.
+  - The services in O(services) sit behind the nginx edge and are rolled. For each, in order, whose containers
+    differ from the project's current definition (Compose's own configuration hash) or are not all running and
+    healthy, the missing containers start beside the ones that serve, and once they are healthy the edge is
+    pointed at the healthy containers of the current definition, O(drain) seconds pass, and the others are
+    stopped and removed. When new containers do not turn healthy (unhealthy, exited, or not healthy within
+    O(timeout)), they are removed and the old ones keep serving.
+  - The services in O(in_place) are then converged in place, as C(docker compose up) would (created, started or
+    recreated where they differ), and a running container of the current definition that is unhealthy is
+    restarted; their health is waited for side by side. An in-place service that depends on a service that
+    could not be brought back is left as it is (Compose would recreate that dependency in place).
+  - A service that cannot be brought back does not stop the others. Once every service was tried, the module
+    fails naming each service it could not bring back and what its health check last said.
   - With O(edge), writes one nginx C(upstream) block per routed service into O(upstreams_dir)
-    (C(upstream-<service>.conf)), naming the service's containers, so the edge sends requests only to
-    containers that passed their health check. An upstream file that differs from the containers also
-    reloads the edge.
+    (C(<service>.conf)), naming the service's healthy containers, then runs O(sync_command) in the edge,
+    which resolves those names and reloads nginx gracefully when an address changed (the web role's follower,
+    which also keeps doing so between deploys). A stale edge, or a follower that stopped, is repaired too.
   - Starts the edge when it does not run (a first deploy), with placeholder upstreams; Compose starts the
     services it depends on with it, all at once. Containers of the current definition that are still starting
     are waited for, not replaced; each service's upstream is pointed at its containers as soon as they are
     healthy, so that a service started later can reach an earlier one through the edge.
-  - With no O(services) and O(reload_edge), only reloads the edge, so that it resolves its upstreams' container
-    names again (containers restarted outside a rollout may have new addresses).
-  - Reports C(changed) when it rolled a service, rewrote an upstream file or reloaded the edge.
+  - Reports C(changed) when it rolled, repaired, created, started or restarted a service, rewrote an upstream or
+    reloaded the edge.
+  - One rollout of a project at a time - a rollout still running on the host (the module of a deploy that was
+    killed outlives its connection) is waited for, up to three times O(timeout).
   - Runs the C(docker compose) CLI on the target, in O(project_src).
 author:
   - Pliers team (@pliers)
 attributes:
   check_mode:
     support: full
-    description: Reports which services would roll; starts, stops and writes nothing.
+    description: Reports which services would roll or be repaired; starts, stops and writes nothing.
   diff_mode:
     support: none
-    description: Reports no diff.
+    description: Reports no diff; RV(services) says what each service needed.
 options:
   project_src:
     description: The directory of the Compose project.
@@ -48,10 +57,22 @@ options:
     elements: str
     default: [compose.yaml]
   services:
-    description: The stateless services to roll, in this order. Each needs a health check.
+    description: The stateless services to roll behind the edge, in this order. Each needs a health check.
     type: list
     elements: str
     required: true
+  in_place:
+    description: The services to converge in place after O(services) (data services, the edge itself,
+      exporters), as C(docker compose up) would.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
+  remove_orphans:
+    description: Remove the containers of services the project no longer defines.
+    type: bool
+    default: false
+    version_added: 0.2.0
   routes:
     description: The services the edge proxies, with the port it reaches their containers on.
     type: dict
@@ -64,6 +85,14 @@ options:
     description: The directory, bind-mounted into the edge, where the upstream files are written.
       Required when O(edge) routes O(routes).
     type: path
+  sync_command:
+    description: The command run in the edge's container after the upstream files changed, and on every run to
+      check that the edge serves what they name; it prints C(reloaded) or C(follower started) when it repaired
+      something, and its C(--force) argument reloads nginx anyway.
+    type: list
+    elements: str
+    default: [sh, /etc/nginx/conf.d/pliers-edge.sh, sync]
+    version_added: 0.2.0
   reload_edge:
     description: Reload the edge even when no upstream changed (its own configuration did).
     type: bool
@@ -82,18 +111,25 @@ requirements:
 """
 
 EXAMPLES = r"""
-- name: Roll the application services behind the nginx edge
+- name: Roll the application services behind the nginx edge, then converge the edge in place
   pliers.deploy.compose_rollout:
     project_src: /opt/pliers/production
     services: [api, ai-service, web]
+    in_place: [edge]
     routes: {api: 3000, ai-service: 3001, web: 8080}
     edge: edge
-    upstreams_dir: /opt/pliers/production/configs/edge
+    upstreams_dir: /opt/pliers/production/configs/edge/upstreams
+
+- name: Bring the data services back to their definition, health-gated
+  pliers.deploy.compose_rollout:
+    project_src: /opt/pliers/production
+    services: []
+    in_place: [postgres, redis]
 """
 
 RETURN = r"""
 services:
-  description: What happened to each service, in order.
+  description: What happened to each service, in order (O(services), then O(in_place)).
   returned: always
   type: list
   elements: dict
@@ -102,9 +138,15 @@ services:
       description: The service.
       type: str
     action:
-      description: C(unchanged), C(rolled) (C(would roll) in check mode), C(started) (its containers of the
-        current definition were still starting, as on a first deploy, and were waited for) or C(failed); the
-        services after a failed one are not listed.
+      description: C(unchanged); for a rolled service C(rolled) (a new definition) or C(repaired) (containers
+        missing, stopped, unhealthy or left over), C(would roll) or C(would repair) in check mode; C(started)
+        (its containers of the current definition were still starting, as on a first deploy, and were waited
+        for); for an in-place service C(converged) (created, started or recreated by Compose) or C(restarted)
+        (unhealthy), C(would converge) or C(would restart) in check mode; C(failed); C(skipped) (depends on a
+        service that failed).
+      type: str
+    reason:
+      description: Why it was acted on, or why it failed (what its health check last said).
       type: str
     old:
       description: Names of the containers it replaced.
@@ -115,18 +157,39 @@ services:
       type: list
       elements: str
     seconds:
-      description: Seconds the rollout of this service took.
+      description: Seconds it took.
       type: float
 reloaded:
-  description: Whether the edge was reloaded.
+  description: Whether the edge was reloaded (or its follower started again).
   returned: always
   type: bool
+upstreams:
+  description: The services whose upstream file was written (their containers changed, or the file was edited).
+  returned: always
+  type: list
+  elements: str
+waited:
+  description: Seconds spent waiting for another rollout of the project to end (the module of a killed deploy).
+  returned: always
+  type: float
+orphans:
+  description: The containers of services the project no longer defines, removed with O(remove_orphans).
+  returned: always
+  type: list
+  elements: str
+failures:
+  description: The services that could not be brought back, each with what it last said.
+  returned: always
+  type: list
+  elements: str
 """
 
+import fcntl
 import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import DockerException, NotFound, docker_client
@@ -135,7 +198,7 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 HASH_LABEL = "com.docker.compose.config-hash"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
-RELOAD_TRIES = 5
+SYNC_TRIES = 5
 
 
 class RolloutError(Exception):
@@ -153,6 +216,7 @@ class Compose:
             self.base += ["--file", os.path.join(module.params["project_src"], name)]
         self.model = json.loads(self.run("config", "--format", "json"))
         self.project = self.model["name"]
+        self.network_ids: set[str] | None = None
 
     def run(self, *args: str) -> str:
         rc, out, err = self.module.run_command(self.base + list(args))
@@ -165,13 +229,39 @@ class Compose:
         lines = self.run("config", "--hash", ",".join(services)).splitlines()
         return dict(line.split(None, 1) for line in lines if line.strip())
 
-    def replicas(self, service: str) -> int:
+    def definition(self, service: str) -> dict:
         definition = self.model["services"].get(service)
         if definition is None:
             raise RolloutError(f"the project has no service {service}")
-        if not definition.get("healthcheck") or definition["healthcheck"].get("disable"):
-            raise RolloutError(f"service {service} has no health check: its rollout could not be gated on health")
-        return int((definition.get("deploy") or {}).get("replicas", 1))
+        return definition
+
+    def replicas(self, service: str) -> int:
+        return int((self.definition(service).get("deploy") or {}).get("replicas", 1))
+
+    def gated_replicas(self, service: str) -> int:
+        """The replicas of a rolled service, which must have a health check to gate its rollout on."""
+        healthcheck = self.definition(service).get("healthcheck")
+        if not healthcheck or healthcheck.get("disable"):
+            raise RolloutError("it has no health check: its rollout could not be gated on health")
+        return self.replicas(service)
+
+    def dependencies(self, service: str) -> set[str]:
+        """Every service this one depends on, directly or through another."""
+        found: set[str] = set()
+        pending = [service]
+        while pending:
+            for dependency in self.definition(pending.pop()).get("depends_on") or {}:
+                if dependency not in found:
+                    found.add(dependency)
+                    pending.append(dependency)
+        return found
+
+    def lost_networks(self, container) -> list[str]:
+        """The networks a container is attached to that no longer exist (removed while it was stopped)."""
+        if self.network_ids is None:
+            self.network_ids = {network.id for network in self.client.networks.list()}
+        attached = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        return sorted(name for name, endpoint in attached.items() if endpoint.get("NetworkID") not in self.network_ids)
 
     def containers(self, service: str) -> list:
         filters = {"label": [f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={service}"]}
@@ -180,36 +270,72 @@ class Compose:
 
 
 def health(container) -> tuple[str, str]:
-    """(status, what the health check last said) of a container: status starting/healthy/unhealthy/exited."""
+    """(status, what the health check last said) of a container: status starting/healthy/unhealthy/exited.
+
+    A running container without a health check counts as healthy.
+    """
     container.reload()
     state = container.attrs["State"]
     if state["Status"] != "running":
         return "exited", f"container {state['Status']} (exit code {state.get('ExitCode')})"
-    checks = state.get("Health") or {}
+    checks = state.get("Health")
+    if not checks:
+        return "healthy", "running (no health check)"
     log = checks.get("Log") or []
     last = log[-1]["Output"].strip() if log else "no health check has run yet"
     return checks.get("Status", "starting"), last
 
 
-def wait_healthy(containers: list, service: str, timeout: int) -> None:
+def assess(containers: list, timeout: int, out_of_time: bool) -> bool:
+    """True once every container is healthy; raises RolloutError when one failed (or time is out)."""
+    states = {c.name: health(c) for c in containers}
+    failed = {name: state for name, state in states.items() if state[0] in ("unhealthy", "exited")}
+    if failed:
+        name, (status, last) = sorted(failed.items())[0]
+        raise RolloutError(f"the container {name} is {status} (its health check last said: {last})")
+    waiting = {name: state for name, state in states.items() if state[0] != "healthy"}
+    if waiting and out_of_time:
+        name, (status, last) = sorted(waiting.items())[0]
+        raise RolloutError(
+            f"the container {name} did not turn healthy in {timeout}s (still {status}; "
+            f"its health check last said: {last})"
+        )
+    return not waiting
+
+
+def wait_all_healthy(groups: dict[str, list], timeout: int) -> dict[str, str]:
+    """Wait side by side for each service's containers to be healthy; the services that failed, with why."""
     deadline = time.monotonic() + timeout
-    while True:
-        states = {c.name: health(c) for c in containers}
-        failed = {name: state for name, state in states.items() if state[0] in ("unhealthy", "exited")}
-        if failed:
-            name, (status, last) = sorted(failed.items())[0]
-            raise RolloutError(
-                f"service {service}: the new container {name} is {status}; its health check last said: {last}"
-            )
-        if all(state[0] == "healthy" for state in states.values()):
-            return
-        if time.monotonic() >= deadline:
-            name, (status, last) = sorted(states.items())[0]
-            raise RolloutError(
-                f"service {service}: the new container {name} did not turn healthy in {timeout}s (still {status}); "
-                f"its health check last said: {last}"
-            )
-        time.sleep(1)
+    failures: dict[str, str] = {}
+    pending = dict(groups)
+    while pending:
+        out_of_time = time.monotonic() >= deadline
+        for service, containers in list(pending.items()):
+            try:
+                if assess(containers, timeout, out_of_time):
+                    del pending[service]
+            except RolloutError as exc:
+                failures[service] = str(exc)
+                del pending[service]
+        if pending:
+            time.sleep(1)
+    return failures
+
+
+def wait_healthy(containers: list, service: str, timeout: int) -> None:
+    failures = wait_all_healthy({service: containers}, timeout)
+    if failures:
+        raise RolloutError(failures[service])
+
+
+def wait_healthy_or_remove(containers: list, service: str, timeout: int) -> None:
+    """Wait for new containers' health; remove them if they fail, so that what served keeps serving."""
+    try:
+        wait_healthy(containers, service, timeout)
+    except RolloutError:
+        for container in containers:
+            container.remove(force=True)
+        raise
 
 
 def upstream(service: str, port: int, names: list[str]) -> str:
@@ -240,7 +366,7 @@ def exec_with_tries(container, command: list[str], tries: int):
 
 
 class Edge:
-    """The nginx edge's upstream files and its graceful reload."""
+    """The nginx edge's upstream files, and the follower in the edge that loads them."""
 
     def __init__(self, module, compose: Compose) -> None:
         self.module = module
@@ -248,13 +374,14 @@ class Edge:
         self.service = module.params["edge"]
         self.directory = module.params["upstreams_dir"]
         self.routes = module.params["routes"] if self.service else {}
-        # Upstream files written but not loaded yet: reloading once after every service is enough, unless a
+        # Upstream files written but not loaded yet: loading once after every service is enough, unless a
         # service about to be waited for reaches an earlier one through the edge.
         self.pending = False
         self.reloaded = False
+        self.rewritten: list[str] = []
 
     def path(self, service: str) -> str:
-        return os.path.join(self.directory, f"upstream-{service}.conf")
+        return os.path.join(self.directory, f"{service}.conf")
 
     def current(self, service: str) -> str | None:
         try:
@@ -279,7 +406,22 @@ class Edge:
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.path(service))
         self.pending = True
+        self.rewritten.append(service)
         return True
+
+    def remove_legacy(self) -> bool:
+        """Remove the upstream files 0.1.0 wrote beside the edge's configuration, which nginx would load twice."""
+        if not self.service or not self.directory or self.module.check_mode:
+            return False
+        parent = os.path.dirname(os.path.normpath(self.directory))
+        legacy = [f"upstream-{service}.conf" for service in self.routes]
+        removed = [name for name in legacy if os.path.exists(os.path.join(parent, name))]
+        for name in removed:
+            os.unlink(os.path.join(parent, name))
+        return bool(removed)
+
+    def running(self) -> list:
+        return [c for c in self.compose.containers(self.service) if c.status == "running"] if self.service else []
 
     def ensure_running(self) -> bool:
         """Start the edge when it does not run (a first deploy), and with it what it depends on.
@@ -291,86 +433,229 @@ class Edge:
         if not self.service or self.module.check_mode:
             return False
         placeholders = [self.point(service, []) for service in self.routes if self.current(service) is None]
-        if any(c.status == "running" for c in self.compose.containers(self.service)):
+        if self.running():
             return any(placeholders)
         self.compose.run("up", "--detach", "--no-recreate", self.service)
         self.pending = False  # the edge loaded every upstream file as it started
         return True
 
+    def load(self, service: str) -> None:
+        """Load the service's upstream now, even unchanged: a new container may carry an old one's name, not its
+        address."""
+        self.pending |= service in self.routes
+        self.flush()
+
     def flush(self) -> None:
         """Load the upstream files written so far."""
         if self.pending:
-            self.reloaded |= self.reload()
+            self.reloaded |= self.sync()
             self.pending = False
 
-    def reload(self) -> bool:
-        """Test the edge's configuration, then reload it gracefully; False when the edge does not run yet."""
+    def sync(self, force: bool = False) -> bool:
+        """Run the follower's sync in every running edge container; True when it reloaded or restarted anything."""
         if not self.service or self.module.check_mode:
             return False
-        running = [c for c in self.compose.containers(self.service) if c.status == "running"]
-        for container in running:
-            # The reload gets a few tries: an edge started a moment ago may not have written its master's pid yet.
-            for command, tries in ((["nginx", "-t", "-q"], 1), (["nginx", "-s", "reload"], RELOAD_TRIES)):
-                result = exec_with_tries(container, command, tries)
-                if result.exit_code != 0:
-                    output = result.output.decode(errors="replace").strip()
-                    raise RolloutError(
-                        f"the edge {container.name} refused its new configuration ({' '.join(command)}): {output}"
-                    )
-        return bool(running)
+        command = list(self.module.params["sync_command"]) + (["--force"] if force else [])
+        acted = False
+        for container in self.running():
+            # A few tries: an edge started a moment ago may not have written its master's pid yet.
+            result = exec_with_tries(container, command, SYNC_TRIES)
+            output = result.output.decode(errors="replace").strip()
+            if result.exit_code != 0:
+                raise RolloutError(
+                    f"the edge {container.name} could not load its upstreams ({' '.join(command)}): {output}"
+                )
+            acted |= "reloaded" in output or "follower started" in output
+        return acted
+
+
+def describe_drift(running: list, stopped: list, states: dict, desired_hash: str, replicas: int, keep: list) -> str:
+    """Why a rolled service's containers differ from what should run, in a few words."""
+    reasons = []
+    if any(c.labels.get(HASH_LABEL) != desired_hash for c in running):
+        reasons.append("a new definition")
+    reasons += [f"{c.name} is {c.status}" for c in stopped]
+    reasons += [f"{c.name} is unhealthy ({states[c.id][1][:120]})" for c in running if states[c.id][0] == "unhealthy"]
+    serving = [c for c in running if c.labels.get(HASH_LABEL) == desired_hash and states[c.id][0] != "unhealthy"]
+    if len(keep) < replicas and not reasons:
+        reasons.append(f"{replicas - len(keep)} of {replicas} containers missing")
+    elif len(serving) > replicas:
+        reasons.append(f"{len(serving)} containers for {replicas} replicas")
+    return "; ".join(reasons) or "containers left over"
 
 
 def roll(module, compose: Compose, edge: Edge, service: str, desired_hash: str) -> dict:
     started = time.monotonic()
-    replicas = compose.replicas(service)
+    replicas = compose.gated_replicas(service)
     containers = compose.containers(service)
-    serving = [c for c in containers if c.status == "running"]
-    current = [c for c in serving if c.labels.get(HASH_LABEL) == desired_hash]
-    states = [health(c)[0] for c in current]
-    up_to_date = len(current) == replicas == len(containers) and all(s in ("healthy", "starting") for s in states)
-    report = {"name": service, "action": "unchanged", "old": [], "new": [c.name for c in current], "seconds": 0.0}
-    if up_to_date and "starting" in states and not module.check_mode:
-        # Started with the edge (a first deploy): waited for, not replaced; what it reaches through the edge
-        # must be loaded there first. Containers that do not turn healthy are removed, as a rollout's would be.
-        report.update(action="started", seconds=0.0)
-        edge.flush()
-        try:
-            wait_healthy(current, service, module.params["timeout"])
-        except RolloutError:
-            for container in current:
-                container.remove(force=True)
-            raise
-        report["seconds"] = round(time.monotonic() - started, 1)
-    if up_to_date:
-        # Upstreams written but not yet loaded: the caller reloads the edge once, after every service.
-        edge.point(service, current)
-        return report
-    report.update(action="would roll" if module.check_mode else "rolled", old=[c.name for c in containers])
+    running = [c for c in containers if c.status == "running"]
+    stopped = [c for c in containers if c.status != "running"]
+    states = {c.id: health(c) for c in running}
+    # The containers of the current definition that serve or are about to: the healthy ones first.
+    current = [
+        c for c in running if c.labels.get(HASH_LABEL) == desired_hash and states[c.id][0] in ("healthy", "starting")
+    ]
+    keep = sorted(current, key=lambda c: (states[c.id][0] != "healthy", c.name))[:replicas]
+    starting = [c for c in keep if states[c.id][0] == "starting"]
+    report = {"name": service, "action": "unchanged", "reason": "", "old": [], "new": [c.name for c in keep]}
+    if len(keep) == replicas and len(containers) == replicas:
+        if starting and not module.check_mode:
+            # Started with the edge (a first deploy): waited for, not replaced; what it reaches through the edge
+            # must be loaded there first.
+            report.update(action="started", reason="its containers were starting")
+            edge.flush()
+            wait_healthy_or_remove(starting, service, module.params["timeout"])
+        # Upstreams written but not yet loaded: the caller loads them once, after every service.
+        edge.point(service, keep)
+        return dict(report, seconds=round(time.monotonic() - started, 1))
+    new_definition = any(c.labels.get(HASH_LABEL) != desired_hash for c in containers)
+    action = "rolled" if new_definition else "repaired"
+    report.update(
+        action={"rolled": "would roll", "repaired": "would repair"}[action] if module.check_mode else action,
+        reason=describe_drift(running, stopped, states, desired_hash, replicas, keep),
+        old=[c.name for c in containers if c not in keep],
+    )
     if module.check_mode:
-        return report
+        return dict(report, seconds=0.0)
     # Stopped leftovers serve nothing; Compose would restart them rather than create new ones.
-    for container in containers:
-        if container.status != "running":
-            container.remove(force=True)
-    before = {c.id for c in serving}
-    # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
-    compose.run("up", "--detach", "--no-recreate", "--scale", f"{service}={len(serving) + replicas}", service)
-    new = [c for c in compose.containers(service) if c.id not in before]
-    try:
-        wait_healthy(new, service, module.params["timeout"])
-    except RolloutError:
-        for container in new:
-            container.remove(force=True)
-        raise
-    if edge.point(service, new):
-        edge.flush()
-        if serving:
-            time.sleep(module.params["drain"])
-    for container in serving:
+    for container in stopped:
+        container.remove(force=True)
+    new = []
+    missing = replicas - len(keep)
+    if missing > 0:
+        before = {c.id for c in running}
+        # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
+        compose.run("up", "--detach", "--no-recreate", "--scale", f"{service}={len(running) + missing}", service)
+        new = [c for c in compose.containers(service) if c.id not in before]
+        wait_healthy_or_remove(new, service, module.params["timeout"])
+    if starting:
+        wait_healthy_or_remove(starting, service, module.params["timeout"])
+    serving = keep + new
+    retired = [c for c in running if c not in keep]
+    repointed = edge.point(service, serving)
+    edge.load(service)
+    if repointed and retired:
+        time.sleep(module.params["drain"])
+    for container in retired:
         container.stop()
         container.remove()
-    report.update(new=[c.name for c in new], seconds=round(time.monotonic() - started, 1))
+    report.update(new=[c.name for c in serving], seconds=round(time.monotonic() - started, 1))
     return report
+
+
+def converge_in_place(module, compose: Compose, services: list[str], hashes: dict, failed: set[str]) -> list[dict]:
+    """Converge services in place, as docker compose up would; unhealthy containers are restarted."""
+    started = time.monotonic()
+    reports: dict[str, dict] = {}
+    to_up: list[str] = []
+    to_restart: list = []
+    to_remove: list = []
+    for service in services:
+        report = {"name": service, "action": "unchanged", "reason": "", "old": [], "new": [], "seconds": 0.0}
+        reports[service] = report
+        containers = compose.containers(service)
+        replicas = compose.replicas(service)
+        reasons = [] if containers else ["no container"]
+        if any(c.labels.get(HASH_LABEL) != hashes[service] for c in containers):
+            reasons.append("a new definition")
+        if containers and len(containers) != replicas:
+            reasons.append(f"{len(containers)} containers for {replicas} replicas")
+        reasons += [f"{c.name} is {c.status}" for c in containers if c.status != "running"]
+        # A stopped container attached to a network that was removed cannot start again: Compose creates the
+        # network anew, so the container is removed first and Compose creates it anew too.
+        stranded = [
+            (c, lost) for c in containers if c.status != "running" for lost in [compose.lost_networks(c)] if lost
+        ]
+        reasons += [f"{c.name}'s network {', '.join(lost)} is gone" for c, lost in stranded]
+        blocked = sorted(compose.dependencies(service) & failed)
+        if reasons and blocked:
+            report.update(
+                action="skipped",
+                reason=f"{'; '.join(reasons)}, but it depends on {', '.join(blocked)}, which could not be brought back",
+            )
+            continue
+        if reasons:
+            to_up.append(service)
+            to_remove += [container for container, _lost in stranded]
+            report.update(action="would converge" if module.check_mode else "converged", reason="; ".join(reasons))
+            continue
+        unhealthy = [(c, last) for c in containers for status, last in [health(c)] if status == "unhealthy"]
+        if unhealthy:
+            to_restart += [container for container, _last in unhealthy]
+            report.update(
+                action="would restart" if module.check_mode else "restarted",
+                reason="; ".join(f"{c.name} was unhealthy ({last[:120]})" for c, last in unhealthy),
+            )
+    if module.check_mode:
+        return list(reports.values())
+    for container in to_remove:
+        container.remove(force=True)
+    if to_up:
+        try:
+            compose.run("up", "--detach", *to_up)
+        except RolloutError:
+            # One service's failure (a port taken, a missing image) fails the whole command: try each alone to know.
+            for service in to_up:
+                try:
+                    compose.run("up", "--detach", service)
+                except RolloutError as exc:
+                    reports[service].update(action="failed", reason=str(exc))
+    for container in to_restart:
+        container.restart()
+    waiting = {
+        service: compose.containers(service)
+        for service, report in reports.items()
+        if report["action"] not in ("skipped", "failed")
+    }
+    for service, reason in wait_all_healthy(waiting, module.params["timeout"]).items():
+        reports[service].update(action="failed", reason=reason)
+    for report in reports.values():
+        report["new"] = [c.name for c in compose.containers(report["name"])] if report["action"] != "skipped" else []
+        if report["action"] not in ("unchanged", "skipped"):
+            report["seconds"] = round(time.monotonic() - started, 1)
+    return list(reports.values())
+
+
+def remove_orphans(module, compose: Compose) -> list[str]:
+    """Containers of services the project no longer defines (not one-off runs); removed outside check mode."""
+    found = compose.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={compose.project}"})
+    orphans = [
+        c
+        for c in found
+        if c.labels.get(SERVICE_LABEL) not in compose.model["services"] and c.labels.get(ONEOFF_LABEL) != "True"
+    ]
+    if not module.check_mode:
+        for container in orphans:
+            container.remove(force=True)
+    return sorted(c.name for c in orphans)
+
+
+@contextmanager
+def one_rollout_at_a_time(module, directory: str, wait: int):
+    """Hold the project's rollout lock: a rollout whose deploy was killed may still run on the host (its module
+    outlives the controller's connection); the next one waits for it to end rather than act beside it."""
+    if module.check_mode:
+        yield 0.0
+        return
+    fd = os.open(os.path.join(directory, ".rollout.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - started > wait:
+                    module.fail_json(
+                        msg=f"another rollout of the project in {directory} still runs after {wait}s "
+                        "(the module of a deploy that was killed?)",
+                        services=[],
+                        failures=[],
+                    )
+                time.sleep(1)
+        yield round(time.monotonic() - started, 1)
+    finally:
+        os.close(fd)
 
 
 def main() -> None:
@@ -378,40 +663,81 @@ def main() -> None:
         project_src=dict(type="path", required=True),
         files=dict(type="list", elements="str", default=["compose.yaml"]),
         services=dict(type="list", elements="str", required=True),
+        in_place=dict(type="list", elements="str", default=[]),
+        remove_orphans=dict(type="bool", default=False),
         routes=dict(type="dict", default={}),
         edge=dict(type="str"),
         upstreams_dir=dict(type="path"),
+        sync_command=dict(type="list", elements="str", default=["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"]),
         reload_edge=dict(type="bool", default=False),
         timeout=dict(type="int", default=180),
         drain=dict(type="float", default=2.0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if module.params["routes"] and module.params["edge"] and not module.params["upstreams_dir"]:
+    params = module.params
+    if params["routes"] and params["edge"] and not params["upstreams_dir"]:
         module.fail_json(msg="upstreams_dir is required when an edge routes services")
-    unrouted = sorted(set(module.params["routes"]) - set(module.params["services"]))
+    unrouted = sorted(set(params["routes"]) - set(params["services"]))
     if unrouted:
         module.fail_json(msg=f"routes name services that are not rolled: {', '.join(unrouted)}")
+    twice = sorted(set(params["services"]) & set(params["in_place"]))
+    if twice:
+        module.fail_json(msg=f"services are either rolled or converged in place, not both: {', '.join(twice)}")
     client = docker_client(module)
     reports: list[dict] = []
     edge = None
+    orphans: list[str] = []
+    waited = 0.0
     try:
-        compose = Compose(module, client)
-        edge = Edge(module, compose)
-        hashes = compose.hashes(module.params["services"]) if module.params["services"] else {}
-        edge_started = edge.ensure_running()
-        for service in module.params["services"]:
-            reports.append({"name": service, "action": "failed", "old": [], "new": [], "seconds": 0.0})
-            reports[-1] = roll(module, compose, edge, service, hashes[service])
-        # Upstreams rewritten without a rollout (a file edited by hand), or the edge's own configuration changed.
-        rewritten = edge.pending
-        if module.params["reload_edge"]:
-            edge.pending = True
-        edge.flush()
-        reloaded = edge.reloaded
+        with one_rollout_at_a_time(module, params["project_src"], 3 * params["timeout"]) as waited:
+            compose = Compose(module, client)
+            edge = Edge(module, compose)
+            wanted = params["services"] + params["in_place"]
+            hashes = compose.hashes(wanted) if wanted else {}
+            edge_started = edge.remove_legacy() | edge.ensure_running()
+            # An edge serving stale addresses, or whose follower stopped, would fail the health of what reaches
+            # another service through it: repaired before anything is rolled.
+            if params["services"] and not edge_started:
+                edge.reloaded |= edge.sync()
+            for service in params["services"]:
+                try:
+                    reports.append(roll(module, compose, edge, service, hashes[service]))
+                except RolloutError as exc:
+                    reports.append({"name": service, "action": "failed", "reason": str(exc), "old": [], "new": []})
+            edge.flush()
+            failed = {r["name"] for r in reports if r["action"] == "failed"}
+            reports += converge_in_place(module, compose, params["in_place"], hashes, failed)
+            if params["remove_orphans"]:
+                orphans = remove_orphans(module, compose)
+            # What the edge serves, checked on every run: upstreams rewritten by hand, a stopped follower, or the
+            # edge's own configuration changed (reload_edge).
+            if edge.service:
+                try:
+                    edge.reloaded |= edge.sync(force=params["reload_edge"])
+                except RolloutError as exc:
+                    reports.append({"name": edge.service, "action": "failed", "reason": str(exc), "old": [], "new": []})
     except (RolloutError, DockerException, NotFound) as exc:
-        module.fail_json(msg=str(exc), services=reports, reloaded=bool(edge and edge.reloaded))
-    changed = edge_started or rewritten or reloaded or any(r["action"] != "unchanged" for r in reports)
-    module.exit_json(changed=changed, services=reports, reloaded=reloaded)
+        module.fail_json(msg=str(exc), services=reports, reloaded=bool(edge and edge.reloaded), failures=[])
+    failures = [f"{r['name']}: {r['reason']}" for r in reports if r["action"] in ("failed", "skipped")]
+    changed = (
+        edge_started
+        or edge.reloaded
+        or bool(edge.rewritten)
+        or bool(orphans)
+        or any(r["action"] not in ("unchanged", "failed", "skipped") for r in reports)
+    )
+    result = dict(
+        changed=changed,
+        services=reports,
+        reloaded=edge.reloaded,
+        upstreams=edge.rewritten,
+        orphans=orphans,
+        waited=waited,
+        failures=failures,
+    )
+    if failures:
+        module.fail_json(msg="could not bring back " + "; ".join(failures), **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

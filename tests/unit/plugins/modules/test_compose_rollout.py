@@ -1,21 +1,235 @@
-"""compose_rollout's decisions, on containers shaped as the Docker SDK returns them (the rollouts
-themselves run on the real lab: tests/lab/test_releases.py)."""
+"""compose_rollout's decisions, on fakes shaped as the Docker SDK and the compose CLI answer: no engine, no CLI
+(the rollouts themselves run on the real lab: tests/lab/test_releases.py)."""
 
 from __future__ import annotations
 
+import os
+import types
+
 import pytest
 from ansible_collections.pliers.deploy.plugins.modules import compose_rollout
+from ansible_collections.pliers.deploy.plugins.modules.compose_rollout import (
+    HASH_LABEL,
+    ONEOFF_LABEL,
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    RolloutError,
+)
+
+OLD = "hash-of-the-previous-definition"
+NEW = "hash-of-the-current-definition"
+HEALTHCHECK = {"test": ["CMD", "curl", "-f", "http://localhost/health"], "interval": "2s"}
 
 
 class FakeContainer:
-    def __init__(self, name, status="running", health="healthy", last="ok"):
+    """A container as the Docker SDK returns it.
+
+    health: a status, None (no health check), or a list of the statuses successive reload()s find (the last
+    one stays). stop/remove/restart are recorded in `calls`, and in the project's `events` once it holds it.
+    """
+
+    def __init__(
+        self, name, status="running", health="healthy", last="ok", *, config_hash=NEW, service=None, exit_code=1
+    ):
+        self.id = f"id-{name}"
         self.name = name
-        self.attrs = {
-            "State": {"Status": status, "ExitCode": 1, "Health": {"Status": health, "Log": [{"Output": last}]}}
-        }
+        self.status = status
+        service = service or name.split("-", 1)[1].rsplit("-", 1)[0]  # p-ai-service-2 -> ai-service
+        self.labels = {PROJECT_LABEL: "p", SERVICE_LABEL: service, HASH_LABEL: config_hash}
+        self.to_come = list(health) if isinstance(health, list) else []
+        self.attrs = {"State": {"Status": status, "ExitCode": exit_code}}
+        if health is not None:
+            first = self.to_come[0] if self.to_come else health
+            self.attrs["State"]["Health"] = {"Status": first, "Log": [{"Output": last}]}
+        self.calls = []
+        self.events = []
+        self.engine = None
+
+    def health_status(self):
+        return self.attrs["State"].get("Health", {}).get("Status")
+
+    def set_health(self, status):
+        if status != self.health_status():
+            self.attrs["State"]["Health"]["Status"] = status
+            self.events.append(("health", self.name, status))
 
     def reload(self):
-        pass
+        if self.to_come:
+            self.set_health(self.to_come.pop(0))
+
+    def stop(self):
+        self.calls.append("stop")
+        self.events.append(("stop", self.name))
+        self.status = self.attrs["State"]["Status"] = "exited"
+
+    def remove(self, force=False):
+        self.calls.append("remove --force" if force else "remove")
+        self.events.append(("remove", self.name))
+        if self.engine is not None:
+            self.engine.remove(self)
+
+    def restart(self):
+        self.calls.append("restart")
+        self.events.append(("restart", self.name))
+        self.set_health("healthy")
+
+
+class FakeEngine:
+    """client.containers: every container of the host, found by their labels."""
+
+    def __init__(self):
+        self.containers = []
+
+    def list(self, all=False, filters=None):
+        assert all, "stopped containers count too"
+        labels = filters["label"]
+        wanted = {tuple(label.split("=", 1)) for label in ([labels] if isinstance(labels, str) else labels)}
+        return [c for c in self.containers if wanted <= set(c.labels.items())]
+
+
+class FakeNetworks:
+    def __init__(self, ids):
+        self.ids = ids
+
+    def list(self):
+        return [types.SimpleNamespace(id=network_id) for network_id in self.ids]
+
+
+class FakeCompose(compose_rollout.Compose):
+    """The real Compose's reading of the project model, over a fake CLI and engine.
+
+    run() records each command; `up` creates what Compose would: with --scale, new containers of the current
+    definition up to the count; without, the service's containers that differ or are stopped recreated.
+    """
+
+    def __init__(self, services, containers=(), *, new_health=None, fail_up=()):
+        # Not Compose.__init__: there is no CLI to ask for the model.
+        self.model = {"name": "p", "services": services}
+        self.project = "p"
+        self.desired = dict.fromkeys(services, NEW)
+        self.new_health = new_health or {}
+        self.fail_up = set(fail_up)
+        self.engine = FakeEngine()
+        self.client = types.SimpleNamespace(containers=self.engine, networks=FakeNetworks(["net-backend"]))
+        self.network_ids = None
+        self.commands = []
+        self.events = []
+        self.created = []
+        self.last_number = {}
+        for container in containers:
+            self.add(container)
+
+    def add(self, container):
+        container.engine = self.engine.containers
+        container.events = self.events
+        self.engine.containers.append(container)
+        service = container.labels[SERVICE_LABEL]
+        number = int(container.name.rsplit("-", 1)[1])
+        self.last_number[service] = max(self.last_number.get(service, 0), number)
+        return container
+
+    def create(self, service):
+        self.last_number[service] = self.last_number.get(service, 0) + 1
+        name = f"p-{service}-{self.last_number[service]}"
+        health = self.new_health.get(service, "healthy")
+        self.created.append(self.add(FakeContainer(name, health=health, config_hash=self.desired[service])))
+
+    def run(self, *args):
+        self.commands.append(" ".join(args))
+        self.events.append(("compose", " ".join(args)))
+        assert args[:2] == ("up", "--detach"), args
+        scale, services, words = {}, [], iter(args[2:])
+        for word in words:
+            if word == "--scale":
+                service, count = next(words).split("=")
+                scale[service] = int(count)
+            elif not word.startswith("--"):
+                services.append(word)
+        if set(services) & self.fail_up:
+            raise RolloutError(f"docker compose {' '.join(args)} failed (exit 1): port is already allocated")
+        for service in services:
+            if service in scale:
+                for _count in range(scale[service] - len(self.containers(service))):
+                    self.create(service)
+                continue
+            for container in self.containers(service):
+                if container.labels[HASH_LABEL] != self.desired[service] or container.status != "running":
+                    container.remove(force=True)
+            for _count in range(self.replicas(service) - len(self.containers(service))):
+                self.create(service)
+        return ""
+
+
+class FakeModule:
+    def __init__(self, check_mode=False, **params):
+        self.check_mode = check_mode
+        self.params = {
+            "timeout": 30,
+            "drain": 0,
+            "edge": None,
+            "upstreams_dir": None,
+            "routes": {},
+            "sync_command": ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"],
+            **params,
+        }
+
+
+class FakeEdge:
+    """What roll() asks of the edge, recorded among the project's events."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def point(self, service, containers):
+        self.events.append(("point", service, [c.name for c in containers]))
+        return True
+
+    def flush(self):
+        self.events.append(("flush",))
+
+    def load(self, service):
+        self.flush()
+
+
+class FakeClock:
+    """compose_rollout's time: sleep() returns at once and moves the clock on (recorded among `events`)."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.slept = []
+        self.events = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.events.append(("sleep", seconds))
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    # The module's reference to `time` only: pytest's own clock is left alone.
+    clock = FakeClock()
+    monkeypatch.setattr(compose_rollout, "time", clock)
+    return clock
+
+
+def names(containers):
+    return [c.name for c in containers]
+
+
+def api(*containers, replicas=2, **kwargs):
+    """A project whose api service, behind the edge, runs these containers."""
+    return FakeCompose({"api": {"healthcheck": HEALTHCHECK, "deploy": {"replicas": replicas}}}, containers, **kwargs)
+
+
+def roll_api(compose, check_mode=False, **params):
+    return compose_rollout.roll(FakeModule(check_mode, **params), compose, FakeEdge(compose.events), "api", NEW)
+
+
+# --- health and waits -------------------------------------------------------------------------------------------
 
 
 def test_the_upstream_names_each_container_and_is_never_empty():
@@ -29,42 +243,512 @@ def test_healthy_containers_pass():
     compose_rollout.wait_healthy([FakeContainer("p-api-2")], "api", timeout=1)
 
 
-def test_an_unhealthy_container_fails_at_once_with_what_its_check_said():
-    sick = FakeContainer("p-api-2", health="unhealthy", last="HTTP Error 503: Service Unavailable")
-    with pytest.raises(compose_rollout.RolloutError) as error:
+def test_a_running_container_without_health_check_counts_as_healthy():
+    assert compose_rollout.health(FakeContainer("p-cache-1", health=None)) == ("healthy", "running (no health check)")
+
+
+def test_an_unhealthy_container_fails_at_once_with_what_its_check_said(clock):
+    sick = FakeContainer("p-api-2", health="unhealthy", last="HTTP Error 503: Service Unavailable\n")
+    with pytest.raises(RolloutError) as error:
         compose_rollout.wait_healthy([FakeContainer("p-api-3"), sick], "api", timeout=60)
     assert str(error.value) == (
-        "service api: the new container p-api-2 is unhealthy; its health check last said: "
-        "HTTP Error 503: Service Unavailable"
+        "the container p-api-2 is unhealthy (its health check last said: HTTP Error 503: Service Unavailable)"
     )
+    assert clock.slept == []
 
 
 def test_an_exited_container_fails_with_its_exit_code():
-    with pytest.raises(compose_rollout.RolloutError, match=r"p-web-2 is exited.*exit code 1"):
+    with pytest.raises(RolloutError, match=r"^the container p-web-2 is exited \(.*container exited \(exit code 1\)"):
         compose_rollout.wait_healthy([FakeContainer("p-web-2", status="exited")], "web", timeout=60)
 
 
 def test_a_container_still_starting_at_the_deadline_fails_naming_it():
-    starting = FakeContainer("p-ai-2", health="starting", last="connection refused")
-    with pytest.raises(compose_rollout.RolloutError, match=r"did not turn healthy in 0s \(still starting\)"):
+    starting = FakeContainer("p-ai-service-2", health="starting", last="connection refused")
+    with pytest.raises(RolloutError) as error:
         compose_rollout.wait_healthy([starting], "ai-service", timeout=0)
+    assert str(error.value) == (
+        "the container p-ai-service-2 did not turn healthy in 0s "
+        "(still starting; its health check last said: connection refused)"
+    )
 
 
-class FakeExec:
-    def __init__(self, exit_codes):
-        self.exit_codes = list(exit_codes)
-        self.calls = 0
-
-    def exec_run(self, command):
-        self.calls += 1
-        return type("Result", (), {"exit_code": self.exit_codes.pop(0), "output": b"invalid PID number"})()
+def test_a_container_starting_is_waited_for_a_second_at_a_time(clock):
+    late = FakeContainer("p-api-2", health=["starting", "starting", "starting", "healthy"])
+    compose_rollout.wait_healthy([late], "api", timeout=60)
+    assert clock.slept == [1, 1, 1]
 
 
-def test_a_reload_is_tried_again_while_the_edge_starts_then_its_failure_is_kept(monkeypatch):
-    monkeypatch.setattr(compose_rollout.time, "sleep", lambda seconds: None)
+def test_wait_all_healthy_returns_only_the_services_that_failed_with_their_health_output():
+    failures = compose_rollout.wait_all_healthy(
+        {
+            "db": [FakeContainer("p-db-1")],
+            "cache": [FakeContainer("p-cache-1"), FakeContainer("p-cache-2", health="unhealthy", last="PONG missing")],
+        },
+        timeout=60,
+    )
+    assert failures == {"cache": "the container p-cache-2 is unhealthy (its health check last said: PONG missing)"}
+
+
+def test_wait_all_healthy_gives_up_on_a_starting_container_at_the_deadline_but_waits_for_the_others(clock):
+    failures = compose_rollout.wait_all_healthy(
+        {
+            "db": [FakeContainer("p-db-1", health=["starting", "starting", "healthy"])],
+            "search": [FakeContainer("p-search-1", health="starting", last="no health check has run yet")],
+        },
+        timeout=3,
+    )
+    assert failures == {
+        "search": "the container p-search-1 did not turn healthy in 3s "
+        "(still starting; its health check last said: no health check has run yet)"
+    }
+    assert clock.slept == [1, 1, 1]  # side by side: the timeout once, not once per service
+
+
+def test_a_reload_is_tried_again_while_the_edge_starts_then_its_failure_is_kept(clock):
+    class FakeExec:
+        def __init__(self, exit_codes):
+            self.exit_codes = list(exit_codes)
+            self.calls = 0
+
+        def exec_run(self, command):
+            self.calls += 1
+            return types.SimpleNamespace(exit_code=self.exit_codes.pop(0), output=b"invalid PID number")
+
     starting = FakeExec([1, 1, 0])
     assert compose_rollout.exec_with_tries(starting, ["nginx", "-s", "reload"], 5).exit_code == 0
     assert starting.calls == 3
     broken = FakeExec([1, 1])
     assert compose_rollout.exec_with_tries(broken, ["nginx", "-s", "reload"], 2).exit_code == 1
     assert broken.calls == 2
+    assert clock.slept == [1, 1, 1]  # a second between tries, none after the last
+
+
+# --- roll: the services behind the edge -------------------------------------------------------------------------
+
+
+def test_an_up_to_date_healthy_service_is_unchanged_and_no_compose_command_runs():
+    compose = api(FakeContainer("p-api-1"), FakeContainer("p-api-2"))
+    report = roll_api(compose)
+    assert (report["action"], report["reason"], report["old"]) == ("unchanged", "", [])
+    assert report["new"] == ["p-api-1", "p-api-2"]
+    assert compose.commands == []
+    assert [c.calls for c in compose.engine.containers] == [[], []]
+    # Its upstream is still written (the edge may have lost it); loading it is left to the caller.
+    assert compose.events == [("point", "api", ["p-api-1", "p-api-2"])]
+
+
+def test_a_new_definition_starts_new_containers_beside_the_old_and_retires_the_old_after_the_edge_moved(clock):
+    old = [FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-api-2", config_hash=OLD)]
+    compose = api(*old)
+    clock.events = compose.events
+    report = roll_api(compose, drain=1.5)
+    assert (report["action"], report["reason"]) == ("rolled", "a new definition")
+    assert (report["old"], report["new"]) == (["p-api-1", "p-api-2"], ["p-api-3", "p-api-4"])
+    # The old ones keep serving while the new ones start: the scale counts both.
+    assert compose.commands == ["up --detach --no-recreate --scale api=4 api"]
+    assert names(compose.containers("api")) == ["p-api-3", "p-api-4"]
+    assert [c.calls for c in old] == [["stop", "remove"], ["stop", "remove"]]
+    # The edge serves the new containers, and the drain passes, before an old one stops.
+    assert compose.events[1:] == [
+        ("point", "api", ["p-api-3", "p-api-4"]),
+        ("flush",),
+        ("sleep", 1.5),
+        ("stop", "p-api-1"),
+        ("remove", "p-api-1"),
+        ("stop", "p-api-2"),
+        ("remove", "p-api-2"),
+    ]
+
+
+def test_a_stopped_replica_is_replaced_by_one_new_container_and_the_healthy_one_kept():
+    healthy, stopped = FakeContainer("p-api-1"), FakeContainer("p-api-2", status="exited")
+    compose = api(healthy, stopped)
+    report = roll_api(compose)
+    assert (report["action"], report["reason"]) == ("repaired", "p-api-2 is exited")
+    assert compose.commands == ["up --detach --no-recreate --scale api=2 api"]  # the running one + 1
+    assert names(compose.created) == ["p-api-3"]
+    assert (report["old"], report["new"]) == (["p-api-2"], ["p-api-1", "p-api-3"])
+    assert healthy.calls == []
+    assert stopped.calls == ["remove --force"]
+
+
+def test_an_unhealthy_container_is_replaced_once_its_successor_is_healthy():
+    healthy = FakeContainer("p-api-1")
+    sick = FakeContainer("p-api-2", health="unhealthy", last="HTTP Error 503: Service Unavailable")
+    compose = api(healthy, sick)
+    report = roll_api(compose)
+    assert report["action"] == "repaired"
+    assert report["reason"] == "p-api-2 is unhealthy (HTTP Error 503: Service Unavailable)"
+    assert compose.commands == ["up --detach --no-recreate --scale api=3 api"]
+    assert (report["old"], report["new"]) == (["p-api-2"], ["p-api-1", "p-api-3"])
+    assert (healthy.calls, sick.calls) == ([], ["stop", "remove"])
+    assert compose.events.index(("point", "api", ["p-api-1", "p-api-3"])) < compose.events.index(("stop", "p-api-2"))
+
+
+def test_a_missing_replica_is_started():
+    compose = api(FakeContainer("p-api-1"))
+    report = roll_api(compose)
+    assert (report["action"], report["reason"]) == ("repaired", "1 of 2 containers missing")
+    assert compose.commands == ["up --detach --no-recreate --scale api=2 api"]
+    assert report["new"] == ["p-api-1", "p-api-2"]
+
+
+def test_an_interrupted_rollout_keeps_the_two_current_containers_and_removes_the_two_old_ones():
+    old = [FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-api-2", config_hash=OLD)]
+    current = [FakeContainer("p-api-3"), FakeContainer("p-api-4")]
+    compose = api(*old, *current)
+    report = roll_api(compose)
+    # Old containers of another definition still run: the module calls that a rollout to finish.
+    assert (report["action"], report["reason"]) == ("rolled", "a new definition")
+    assert compose.commands == []  # enough current containers: none started
+    assert (report["old"], report["new"]) == (["p-api-1", "p-api-2"], ["p-api-3", "p-api-4"])
+    assert [c.calls for c in current] == [[], []]
+    assert [c.calls for c in old] == [["stop", "remove"], ["stop", "remove"]]
+    assert names(compose.containers("api")) == ["p-api-3", "p-api-4"]
+
+
+def test_containers_beyond_the_replicas_are_retired_without_starting_any():
+    compose = api(FakeContainer("p-api-1"), FakeContainer("p-api-2"), FakeContainer("p-api-3"))
+    report = roll_api(compose)
+    assert report["action"] == "repaired"
+    assert report["reason"] == "3 containers for 2 replicas"
+    assert compose.commands == []
+    assert (report["old"], report["new"]) == (["p-api-3"], ["p-api-1", "p-api-2"])
+
+
+def test_new_containers_that_turn_unhealthy_are_removed_and_the_old_ones_keep_serving():
+    old = [FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-api-2", config_hash=OLD)]
+    compose = api(*old, new_health={"api": "unhealthy"})
+    with pytest.raises(RolloutError, match=r"^the container p-api-3 is unhealthy \(its health check last said: ok\)"):
+        roll_api(compose)
+    assert [c.calls for c in compose.created] == [["remove --force"], ["remove --force"]]
+    assert names(compose.containers("api")) == ["p-api-1", "p-api-2"]
+    assert [c.calls for c in old] == [[], []]
+    assert not [event for event in compose.events if event[0] in ("point", "flush")]  # the edge never moved
+
+
+def test_new_containers_still_starting_at_the_deadline_are_removed(clock):
+    compose = api(FakeContainer("p-api-1", config_hash=OLD), replicas=1, new_health={"api": "starting"})
+    with pytest.raises(RolloutError, match=r"^the container p-api-2 did not turn healthy in 5s \(still starting"):
+        roll_api(compose, timeout=5)
+    assert [c.calls for c in compose.created] == [["remove --force"]]
+    assert names(compose.containers("api")) == ["p-api-1"]
+    assert clock.slept == [1] * 5
+
+
+def test_containers_of_the_current_definition_still_starting_are_waited_for_not_replaced():
+    compose = api(FakeContainer("p-api-1", health=["starting", "healthy"]), replicas=1)
+    report = roll_api(compose)
+    assert (report["action"], report["reason"]) == ("started", "its containers were starting")
+    assert compose.commands == []
+    # What it reaches through the edge is loaded before it is waited for; its own upstream once it is healthy.
+    assert compose.events == [("flush",), ("health", "p-api-1", "healthy"), ("point", "api", ["p-api-1"])]
+
+
+def test_a_service_without_health_check_is_not_rolled():
+    compose = FakeCompose({"api": {"healthcheck": {"test": ["NONE"], "disable": True}}}, [FakeContainer("p-api-1")])
+    with pytest.raises(RolloutError, match="no health check"):
+        roll_api(compose)
+    assert compose.commands == []
+
+
+@pytest.mark.parametrize(
+    ("containers", "action"),
+    [
+        ([FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-api-2", config_hash=OLD)], "would roll"),
+        ([FakeContainer("p-api-1"), FakeContainer("p-api-2", status="exited")], "would repair"),
+        ([FakeContainer("p-api-1"), FakeContainer("p-api-2", health="unhealthy")], "would repair"),
+    ],
+)
+def test_check_mode_says_what_would_be_done_and_does_nothing(containers, action):
+    compose = api(*containers)
+    report = roll_api(compose, check_mode=True)
+    assert (report["action"], report["seconds"]) == (action, 0.0)
+    assert compose.commands == []
+    assert compose.events == []  # nothing stopped, removed or pointed
+    assert names(compose.containers("api")) == ["p-api-1", "p-api-2"]
+
+
+# --- describe_drift ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("containers", "reason"),
+    [
+        ([FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-api-2")], "a new definition"),
+        ([FakeContainer("p-api-1"), FakeContainer("p-api-2", status="created")], "p-api-2 is created"),
+        (
+            [FakeContainer("p-api-1"), FakeContainer("p-api-2", health="unhealthy", last="  timed out\n")],
+            "p-api-2 is unhealthy (timed out)",
+        ),
+        ([], "2 of 2 containers missing"),
+        (
+            [FakeContainer(f"p-api-{n}") for n in (1, 2, 3, 4)],
+            "4 containers for 2 replicas",
+        ),
+    ],
+)
+def test_the_reason_names_what_differs(containers, reason):
+    assert roll_api(api(*containers), check_mode=True)["reason"] == reason
+
+
+def test_describe_drift_names_every_difference_and_cuts_long_health_output():
+    running = [FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-api-2", health="unhealthy", last="x" * 300)]
+    stopped = [FakeContainer("p-api-3", status="exited")]
+    states = {c.id: compose_rollout.health(c) for c in running}
+    reason = compose_rollout.describe_drift(running, stopped, states, NEW, replicas=2, keep=[])
+    assert reason == f"a new definition; p-api-3 is exited; p-api-2 is unhealthy ({'x' * 120})"
+
+
+def test_describe_drift_counts_missing_containers_only_when_nothing_else_explains_it():
+    one = FakeContainer("p-api-1")
+    states = {one.id: compose_rollout.health(one)}
+    assert compose_rollout.describe_drift([one], [], states, NEW, replicas=3, keep=[one]) == "2 of 3 containers missing"
+    stopped = FakeContainer("p-api-2", status="exited")
+    assert compose_rollout.describe_drift([one], [stopped], states, NEW, replicas=3, keep=[one]) == "p-api-2 is exited"
+
+
+# --- converge_in_place: data services, the edge, exporters ------------------------------------------------------
+
+IN_PLACE = {
+    "db": {"healthcheck": HEALTHCHECK},
+    "cache": {},
+    "edge": {},
+    "api": {"healthcheck": HEALTHCHECK},
+    "queue": {"depends_on": {"api": {"condition": "service_healthy"}}},
+    "worker": {"depends_on": {"queue": {"condition": "service_started"}}},
+}
+
+
+def in_place(*containers, **kwargs):
+    return FakeCompose(IN_PLACE, containers, **kwargs)
+
+
+def converge(compose, services, failed=(), check_mode=False, **params):
+    module = FakeModule(check_mode, **params)
+    reports = compose_rollout.converge_in_place(module, compose, services, compose.desired, set(failed))
+    assert [r["name"] for r in reports] == services  # in order, one each
+    return {r["name"]: r for r in reports}
+
+
+def test_missing_services_are_brought_up_by_one_compose_command():
+    compose = in_place(FakeContainer("p-edge-1", health=None))
+    reports = converge(compose, ["db", "edge", "cache"])
+    assert compose.commands == ["up --detach db cache"]
+    assert [reports[s]["action"] for s in ("db", "edge", "cache")] == ["converged", "unchanged", "converged"]
+    assert reports["db"]["reason"] == reports["cache"]["reason"] == "no container"
+    assert (reports["db"]["new"], reports["edge"]["new"]) == (["p-db-1"], ["p-edge-1"])
+
+
+def test_a_service_of_a_new_definition_is_recreated():
+    compose = in_place(FakeContainer("p-db-1", config_hash=OLD))
+    reports = converge(compose, ["db"])
+    assert (reports["db"]["action"], reports["db"]["reason"]) == ("converged", "a new definition")
+    assert compose.commands == ["up --detach db"]
+    assert reports["db"]["new"] == ["p-db-2"]
+
+
+def test_an_unhealthy_container_of_the_current_definition_is_restarted_not_recreated():
+    sick = FakeContainer("p-db-1", health="unhealthy", last="pg_isready: no response")
+    compose = in_place(sick)
+    reports = converge(compose, ["db"])
+    assert (reports["db"]["action"], reports["db"]["reason"]) == (
+        "restarted",
+        "p-db-1 was unhealthy (pg_isready: no response)",
+    )
+    assert sick.calls == ["restart"]
+    assert compose.commands == []
+
+
+def test_a_service_to_converge_whose_dependency_failed_is_skipped():
+    compose = in_place()
+    # worker -> queue -> api: the dependency that failed is found through another.
+    reports = converge(compose, ["worker"], failed={"api"})
+    assert reports["worker"]["action"] == "skipped"
+    assert reports["worker"]["reason"] == "no container, but it depends on api, which could not be brought back"
+    assert (reports["worker"]["new"], compose.commands) == ([], [])
+
+
+def test_a_service_that_needs_nothing_is_not_skipped_though_its_dependency_failed():
+    compose = in_place(FakeContainer("p-worker-1", health=None))
+    reports = converge(compose, ["worker"], failed={"api"})
+    assert (reports["worker"]["action"], reports["worker"]["new"]) == ("unchanged", ["p-worker-1"])
+    assert compose.commands == []
+
+
+def test_a_failing_batch_is_tried_service_by_service_and_only_the_failing_one_fails():
+    compose = in_place(fail_up={"cache"})
+    reports = converge(compose, ["db", "cache"])
+    assert compose.commands == ["up --detach db cache", "up --detach db", "up --detach cache"]
+    assert (reports["db"]["action"], reports["db"]["new"]) == ("converged", ["p-db-1"])
+    assert reports["cache"]["action"] == "failed"
+    assert reports["cache"]["reason"].startswith("docker compose up --detach cache failed (exit 1): port is")
+
+
+def test_a_converged_service_that_does_not_turn_healthy_fails_with_what_its_check_said():
+    compose = in_place(new_health={"db": "unhealthy"})
+    reports = converge(compose, ["db", "cache"])
+    assert reports["db"]["action"] == "failed"
+    assert reports["db"]["reason"] == "the container p-db-1 is unhealthy (its health check last said: ok)"
+    assert reports["cache"]["action"] == "converged"
+
+
+def test_check_mode_converges_and_restarts_nothing():
+    sick = FakeContainer("p-cache-1", health="unhealthy", last="LOADING")
+    compose = in_place(sick)
+    reports = converge(compose, ["db", "cache"], check_mode=True)
+    assert (reports["db"]["action"], reports["cache"]["action"]) == ("would converge", "would restart")
+    assert reports["cache"]["reason"] == "p-cache-1 was unhealthy (LOADING)"
+    assert compose.commands == []
+    assert sick.calls == []
+
+
+@pytest.mark.parametrize(
+    ("containers", "reason"),
+    [
+        ([FakeContainer("p-db-1", config_hash=OLD)], "a new definition"),
+        ([FakeContainer("p-db-1", status="exited")], "p-db-1 is exited"),
+        ([FakeContainer("p-db-1"), FakeContainer("p-db-2")], "2 containers for 1 replicas"),
+    ],
+)
+def test_the_in_place_reason_names_what_differs(containers, reason):
+    reports = converge(in_place(*containers), ["db"], check_mode=True)
+    assert (reports["db"]["action"], reports["db"]["reason"]) == ("would converge", reason)
+
+
+# --- the edge's upstream files ----------------------------------------------------------------------------------
+
+
+class FakeEdgeContainer(FakeContainer):
+    """The edge's container: exec_run answers with (exit code, output), the last answer again and again."""
+
+    def __init__(self, name, answers):
+        super().__init__(name, health=None)
+        self.answers = list(answers)
+        self.commands = []
+
+    def exec_run(self, command):
+        self.commands.append(command)
+        exit_code, output = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return types.SimpleNamespace(exit_code=exit_code, output=output)
+
+
+def edge_for(tmp_path, *containers, check_mode=False, **params):
+    compose = FakeCompose({"api": {"healthcheck": HEALTHCHECK}, "web": {}, "edge": {}}, containers)
+    params = {"edge": "edge", "upstreams_dir": str(tmp_path / "edge" / "upstreams"), "routes": {"api": 3000}, **params}
+    return compose, compose_rollout.Edge(FakeModule(check_mode, **params), compose)
+
+
+def test_an_upstream_file_is_written_only_when_it_changes(tmp_path):
+    _compose, edge = edge_for(tmp_path)
+    serving = [FakeContainer("p-api-3"), FakeContainer("p-api-4")]
+    assert edge.point("api", serving) is True
+    path = tmp_path / "edge" / "upstreams" / "api.conf"
+    assert path.read_text() == compose_rollout.upstream("api", 3000, ["p-api-3", "p-api-4"])
+    assert oct(path.stat().st_mode & 0o777) == "0o644"  # the edge's nginx reads it as another user
+    assert os.listdir(path.parent) == ["api.conf"]  # no temporary file left
+    edge.pending = False
+    assert edge.point("api", serving) is False
+    assert edge.pending is False
+    assert edge.point("web", serving) is False  # not routed
+    assert not (path.parent / "web.conf").exists()
+
+
+def test_check_mode_tells_an_upstream_would_change_and_writes_nothing(tmp_path):
+    _compose, edge = edge_for(tmp_path, check_mode=True)
+    assert edge.point("api", [FakeContainer("p-api-3")]) is True
+    assert not (tmp_path / "edge").exists()
+
+
+def test_the_upstream_files_of_0_1_0_beside_the_edge_configuration_are_removed(tmp_path):
+    _compose, edge = edge_for(tmp_path)
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "edge" / "upstream-api.conf").write_text("upstream api {}\n")
+    (tmp_path / "edge" / "edge.conf").write_text("server {}\n")
+    assert edge.remove_legacy() is True
+    assert os.listdir(tmp_path / "edge") == ["edge.conf"]
+    assert edge.remove_legacy() is False
+
+
+def test_a_first_deploy_starts_the_edge_on_placeholder_upstreams(tmp_path):
+    compose, edge = edge_for(tmp_path)
+    assert edge.ensure_running() is True
+    assert compose.commands == ["up --detach --no-recreate edge"]
+    assert (tmp_path / "edge" / "upstreams" / "api.conf").read_text() == compose_rollout.upstream("api", 3000, [])
+    assert edge.pending is False  # the edge loaded them as it started
+
+
+def test_a_running_edge_is_not_started_again(tmp_path):
+    compose, edge = edge_for(tmp_path, FakeEdgeContainer("p-edge-1", [(0, b"unchanged")]))
+    assert edge.ensure_running() is True  # the placeholder upstream was written
+    assert edge.ensure_running() is False
+    assert compose.commands == []
+
+
+@pytest.mark.parametrize(
+    ("output", "acted"),
+    [(b"unchanged\n", False), (b"reloaded\n", True), (b"unchanged\nfollower started\n", True)],
+)
+def test_sync_tells_whether_the_edge_reloaded_or_its_follower_was_started(tmp_path, output, acted):
+    edge_container = FakeEdgeContainer("p-edge-1", [(0, output)])
+    _compose, edge = edge_for(tmp_path, edge_container)
+    assert edge.sync() is acted
+    assert edge_container.commands == [["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"]]
+
+
+def test_sync_forced_reloads_and_only_when_upstreams_are_pending_on_flush(tmp_path):
+    edge_container = FakeEdgeContainer("p-edge-1", [(0, b"reloaded")])
+    _compose, edge = edge_for(tmp_path, edge_container)
+    edge.flush()
+    assert edge_container.commands == []  # nothing written: nothing to load
+    edge.point("api", [FakeContainer("p-api-1")])
+    edge.flush()
+    assert (edge.reloaded, edge.pending) == (True, False)
+    assert edge.sync(force=True) is True
+    assert edge_container.commands[-1] == ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync", "--force"]
+
+
+def test_an_edge_that_refuses_its_upstreams_fails_with_what_it_said(tmp_path, clock):
+    edge_container = FakeEdgeContainer("p-edge-1", [(1, b"nginx: [emerg] host not found in upstream\n")])
+    _compose, edge = edge_for(tmp_path, edge_container)
+    with pytest.raises(RolloutError) as error:
+        edge.sync()
+    assert str(error.value) == (
+        "the edge p-edge-1 could not load its upstreams (sh /etc/nginx/conf.d/pliers-edge.sh sync): "
+        "nginx: [emerg] host not found in upstream"
+    )
+    assert len(edge_container.commands) == compose_rollout.SYNC_TRIES
+
+
+def test_check_mode_runs_nothing_in_the_edge(tmp_path):
+    edge_container = FakeEdgeContainer("p-edge-1", [(0, b"reloaded")])
+    compose, edge = edge_for(tmp_path, edge_container, check_mode=True)
+    assert (edge.sync(force=True), edge.ensure_running(), edge.remove_legacy()) == (False, False, False)
+    assert (edge_container.commands, compose.commands) == ([], [])
+
+
+# --- remove_orphans ---------------------------------------------------------------------------------------------
+
+
+def test_the_containers_of_services_no_longer_defined_are_removed_but_not_one_off_runs():
+    orphan = FakeContainer("p-old-worker-1")
+    one_off = FakeContainer("p-old-worker-run-1", service="old-worker")
+    one_off.labels[ONEOFF_LABEL] = "True"
+    compose = api(FakeContainer("p-api-1"), orphan, one_off)
+    assert compose_rollout.remove_orphans(FakeModule(check_mode=True), compose) == ["p-old-worker-1"]
+    assert orphan.calls == []
+    assert compose_rollout.remove_orphans(FakeModule(), compose) == ["p-old-worker-1"]
+    assert orphan.calls == ["remove --force"]
+    assert (one_off.calls, names(compose.engine.containers)) == ([], ["p-api-1", "p-old-worker-run-1"])
+
+
+def test_a_stopped_container_whose_network_was_removed_is_recreated_not_restarted():
+    # Compose would create the network anew, then fail to start the container still attached to the old one.
+    stranded = FakeContainer("p-db-1", status="exited", service="db")
+    stranded.attrs["NetworkSettings"] = {"Networks": {"p_backend": {"NetworkID": "net-removed"}}}
+    compose = FakeCompose({"db": {}}, [stranded])
+    reports = compose_rollout.converge_in_place(FakeModule(), compose, ["db"], compose.desired, set())
+    assert reports[0]["action"] == "converged"
+    assert "p-db-1's network p_backend is gone" in reports[0]["reason"]
+    assert stranded.calls == ["remove --force"]
+    assert "up --detach db" in compose.commands

@@ -1,0 +1,181 @@
+#!/bin/sh
+# Managed by pliers.deploy (role web): the nginx edge follows its upstream containers (compose mode).
+#
+# pliers.deploy.compose_rollout writes one upstream per routed service into $PLIERS_EDGE_SOURCE, naming the
+# service's healthy containers. nginx would resolve those names once, when it (re)loads, and keep sending
+# requests to an address a restarted container no longer holds. So this script resolves the names itself,
+# through Docker's DNS, into $PLIERS_EDGE_RUN (which the edge's configuration includes), and reloads nginx
+# gracefully whenever an address changes: a container that crashed, was restarted or recreated by hand is
+# served again within a second or two, with no deploy. A name that does not resolve (a stopped container)
+# is left out, so no request goes to an address another container may have taken meanwhile.
+#
+#   pliers-edge.sh start   render, follow in the background, then exec nginx (the container's command)
+#   pliers-edge.sh sync    render now and reload nginx if anything changed, start the follower if it does not
+#                          run, and say what it did (compose_rollout runs it on every deploy); --force: reload
+#
+# POSIX sh with getent, awk, cmp and flock: what the Debian-based official nginx image has (and the lab's).
+set -u
+
+SOURCE=${PLIERS_EDGE_SOURCE:-/etc/nginx/conf.d/upstreams}
+RUN=${PLIERS_EDGE_RUN:-/run/pliers-edge}
+INTERVAL=${PLIERS_EDGE_INTERVAL:-1}
+PIDFILE="$RUN/follow.pid"
+
+log() {
+    echo "pliers-edge: $*" >&2
+}
+
+# The upstream in $1 with each "server <name>:<port> ...;" replaced by one line per address the name resolves
+# to, and a placeholder when no server is left (nginx refuses an empty upstream; a down one answers 502).
+render() {
+    awk '
+        function flush_placeholder() { if (in_block && servers == 0) print "    server 127.0.0.1:9 down;" }
+        /^[ \t]*upstream[ \t]/ { in_block = 1; servers = 0 }
+        in_block && $1 == "server" {
+            split($2, target, ":")
+            host = target[1]
+            if (host ~ /^[0-9.]+$/) { servers++; print; next }
+            if (host !~ /^[A-Za-z0-9][A-Za-z0-9_.-]*$/) { print "    # " host ": not a container name, left out"; next }
+            rest = ""
+            for (i = 3; i <= NF; i++) rest = rest " " $i
+            found = 0
+            split("", seen)
+            # A second try: a lookup that timed out must not take a running container out of the edge.
+            for (try = 1; try <= 2 && !found; try++) {
+                command = "getent ahostsv4 " host
+                while ((command | getline answer) > 0) {
+                    split(answer, field, " ")
+                    if (!(field[1] in seen)) {
+                        seen[field[1]] = 1
+                        print "    server " field[1] ":" target[2] rest "  # " host
+                        found++
+                    }
+                }
+                close(command)
+            }
+            if (!found) print "    # " host ": no address (not running)"
+            servers += found
+            next
+        }
+        in_block && /^[ \t]*}/ { flush_placeholder(); in_block = 0 }
+        { print }
+    ' "$1"
+}
+
+# Render every upstream into $RUN; exit 0 when a rendered file changed (the previous ones are kept in
+# $RUN/previous, to be put back if nginx refuses the new ones).
+render_all() {
+    mkdir -p "$RUN/next" "$RUN/previous"
+    rm -f "$RUN"/next/*.conf "$RUN"/previous/*.conf
+    changed=1
+    for source in "$SOURCE"/*.conf; do
+        [ -e "$source" ] || continue
+        name=$(basename "$source")
+        render "$source" > "$RUN/next/$name" || return 2
+        cmp -s "$RUN/next/$name" "$RUN/$name" || changed=0
+    done
+    for rendered in "$RUN"/*.conf; do
+        [ -e "$rendered" ] || continue
+        [ -e "$RUN/next/$(basename "$rendered")" ] || changed=0
+    done
+    [ "$changed" = 0 ] || return 1
+    for rendered in "$RUN"/*.conf; do
+        [ -e "$rendered" ] && mv "$rendered" "$RUN/previous/"
+    done
+    for next in "$RUN"/next/*.conf; do
+        [ -e "$next" ] && mv "$next" "$RUN/"
+    done
+    return 0
+}
+
+restore_previous() {
+    rm -f "$RUN"/*.conf
+    for previous in "$RUN"/previous/*.conf; do
+        [ -e "$previous" ] && mv "$previous" "$RUN/"
+    done
+}
+
+reload() {
+    if ! output=$(nginx -t -q 2>&1); then
+        log "nginx refused the rendered upstreams, keeping the previous ones: $output"
+        restore_previous
+        return 1
+    fi
+    if ! output=$(nginx -s reload 2>&1); then
+        # nginx not started yet (no pid): the next round tries again.
+        restore_previous
+        log "reload failed: $output"
+        return 1
+    fi
+    log "reloaded: $(cat "$RUN"/*.conf | awk '$1 == "server" { printf "%s ", $2 }')"
+    return 0
+}
+
+# One round, under a lock shared with sync runs (compose_rollout) so two renders never interleave.
+round() {
+    force=${1:-}
+    (
+        flock -w 30 9 || { log "could not take $RUN/lock"; exit 1; }
+        render_all
+        case $? in
+            0) reload ;;
+            1) if [ -n "$force" ]; then reload; else exit 3; fi ;;
+            *) log "rendering failed"; exit 1 ;;
+        esac
+    ) 9> "$RUN/lock"
+}
+
+# Running, and not a zombie its parent has yet to reap.
+follower_alive() {
+    [ -s "$PIDFILE" ] || return 1
+    state=$(awk '{ print $3 }' "/proc/$(cat "$PIDFILE")/stat" 2>/dev/null)
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+follow() {
+    echo $$ > "$PIDFILE"
+    while sleep "$INTERVAL"; do
+        round
+    done
+}
+
+# Detached from the caller. Started by sync (through docker exec), it logs to the container's output, which is
+# PID 1's (nginx's) standard error.
+start_follower() {
+    if [ "${1:-}" = inherit ]; then
+        setsid sh "$0" follow < /dev/null &
+    elif [ -w /proc/1/fd/2 ]; then
+        setsid sh "$0" follow < /dev/null > /proc/1/fd/2 2>&1 &
+    else
+        setsid sh "$0" follow < /dev/null > /dev/null 2>&1 &
+    fi
+}
+
+mkdir -p "$RUN"
+case ${1:-} in
+    start)
+        render_all
+        start_follower inherit
+        exec nginx -g 'daemon off;'
+        ;;
+    follow)
+        follow
+        ;;
+    sync)
+        round "${2:-}"
+        status=$?
+        case $status in
+            0) echo reloaded ;;
+            3) echo unchanged; status=0 ;;
+        esac
+        if ! follower_alive; then
+            start_follower
+            echo "follower started"
+        fi
+        exit "$status"
+        ;;
+    *)
+        echo "usage: $0 start | sync [--force]" >&2
+        exit 2
+        ;;
+esac
