@@ -16,7 +16,14 @@ description:
     updating to settle, so that the message names every service that rolled back.
   - After a converged rollout, with O(prune=true), removes the stack's secrets and configs that neither the
     current nor the previous version of any service uses (Swarm rolls back to the previous one).
-  - Reports C(changed) only when it pruned something.
+  - With O(updates_since), an update that Swarm rolled back or paused before that time belongs to an earlier
+    deploy, not to this one. A service rolled back then runs its current spec and counts as converged; a service
+    whose update was left paused is resumed with a forced update.
+  - A service left half updated (tasks of an older spec still running while no update is in progress, as an
+    update that lost a node leaves it) is resumed with a forced update too, and so is an update waiting for a task
+    assigned to a node that went down (Swarm would wait for it forever). So a rerun converges what an interrupted
+    or failed deploy left half done, and a release that loses a node completes on the others.
+  - Reports C(changed) when it pruned something or resumed an update.
   - Must run on a Swarm manager.
 author:
   - Pliers team (@pliers)
@@ -48,6 +55,11 @@ options:
     description: Remove the stack's secret and config versions no current or previous service spec uses.
     type: bool
     default: false
+  updates_since:
+    description: When this deploy began (ISO 8601, with a time zone), on the managers' clock; updates that
+      started earlier are an earlier deploy's.
+    type: str
+    version_added: 0.2.0
 requirements:
   - the Python Docker SDK on the target
 """
@@ -82,6 +94,11 @@ services:
     converged:
       description: Whether it runs as desired.
       type: bool
+resumed:
+  description: The services whose update was resumed, each with why (C(api - ...)).
+  returned: always
+  type: list
+  elements: str
 pruned:
   description: Names of the secrets and configs removed.
   returned: always
@@ -93,17 +110,33 @@ elapsed:
   type: float
 """
 
+import re
 import time
+from datetime import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import DockerException, docker_client
 
 STACK_LABEL = "com.docker.stack.namespace"
 FAILED_UPDATES = ("rollback_completed", "rollback_paused", "paused")
+# A task in one of these states on a node that is down never runs; an update waiting for it never ends.
+NOT_STARTED = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting")
 IN_PROGRESS_UPDATES = ("updating", "rollback_started")
 
 
-def service_state(service, stack: str) -> dict:
+def timestamp(text: str | None) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time (Docker's carry nanoseconds), or None."""
+    if not text:
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def service_state(service, stack: str, since: float | None = None, down: dict | None = None) -> dict:
+    """What a service runs, and whether (and why) its update must be resumed: `resume` is a reason or empty."""
     attrs = service.attrs
     spec = attrs["Spec"]
     name = spec["Name"].removeprefix(f"{stack}_")
@@ -111,12 +144,36 @@ def service_state(service, stack: str) -> dict:
     tasks = service.tasks(filters={"desired-state": "running"})
     history = sorted(service.tasks(), key=lambda task: task.get("UpdatedAt", ""), reverse=True)
     current = [task for task in tasks if task["Spec"].get("ContainerSpec") == container_spec]
+    older = [t for t in tasks if t["Spec"].get("ContainerSpec") != container_spec and t["Status"]["State"] == "running"]
     running = sum(1 for task in current if task["Status"]["State"] == "running")
     replicated = spec["Mode"].get("Replicated")
     desired = replicated.get("Replicas", 1) if replicated is not None else len(tasks)
     update = attrs.get("UpdateStatus") or {}
     state = update.get("State", "none")
+    started = timestamp(update.get("StartedAt"))
+    # Tasks of this update (created since it started) waiting on a node that is down: they never run.
+    down = down or {}
+    lost = sorted(
+        {
+            down[t["NodeID"]]
+            for t in history
+            if t.get("NodeID") in down
+            and t["Status"]["State"] in NOT_STARTED
+            and (timestamp(t.get("CreatedAt")) or 0.0) >= (started or 0.0)
+        }
+    )
+    # An earlier deploy's outcome: rolled back means the current spec runs; paused is resumed by the caller.
+    stale = since is not None and started is not None and started < since
+    if stale and state == "rollback_completed":
+        state = "none"
     last_error = next((t["Status"].get("Err") for t in history if t["Status"].get("Err")), "")
+    resume = ""
+    if stale and state in ("paused", "rollback_paused"):
+        resume = f"its update was left {state} by an earlier deploy"
+    elif state in IN_PROGRESS_UPDATES and lost:
+        resume = f"its update waited for a task on {', '.join(lost)}, which is down"
+    elif state in ("none", "completed") and older:
+        resume = f"{len(older)} tasks of an older spec still ran with no update in progress"
     return {
         "name": name,
         "desired": desired,
@@ -124,7 +181,16 @@ def service_state(service, stack: str) -> dict:
         "update_state": state,
         "message": update.get("Message", "") or last_error,
         "converged": running == desired and state in ("none", "completed"),
+        "stale": stale and state in ("paused", "rollback_paused"),
+        "resume": resume,
     }
+
+
+def resume(module, service: str) -> None:
+    """Roll every task of a service to its current spec (a forced update replaces the update in progress)."""
+    rc, out, err = module.run_command(["docker", "service", "update", "--force", "--detach", service])
+    if rc != 0:
+        module.fail_json(msg=f"resuming the update of {service} failed: {(err or out).strip()}")
 
 
 def referenced(services, kind: str) -> set[str]:
@@ -158,6 +224,7 @@ def main() -> None:
         timeout=dict(type="int", default=300),
         interval=dict(type="float", default=2.0),
         prune=dict(type="bool", default=False),
+        updates_since=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     stack = module.params["stack"]
@@ -165,6 +232,12 @@ def main() -> None:
     started = time.monotonic()
     deadline = started + module.params["timeout"]
     states: list[dict] = []
+    since = timestamp(module.params["updates_since"])
+    if module.params["updates_since"] and since is None:
+        module.fail_json(msg=f"updates_since must be an ISO 8601 time, got {module.params['updates_since']!r}")
+    resumed: list[str] = []
+    done: set[str] = set()
+    suspects: dict[str, str] = {}
     try:
         while True:
             services = client.services.list(filters={"label": f"{STACK_LABEL}={stack}"})
@@ -176,8 +249,22 @@ def main() -> None:
                     module.fail_json(msg=f"stack {stack} has no service {', '.join(missing)}")
             if not services:
                 module.fail_json(msg=f"stack {stack} has no services: deploy it first")
-            states = [service_state(service, stack) for service in services]
-            rolled_back = [s for s in states if s["update_state"] in FAILED_UPDATES]
+            down = {
+                node.id: node.attrs["Description"]["Hostname"]
+                for node in client.nodes.list()
+                if node.attrs["Status"]["State"] == "down"
+            }
+            states = [service_state(service, stack, since, down) for service in services]
+            for state in states:
+                # Once per service and run; a half-updated service must be seen so twice (an update starting).
+                reason = state["resume"]
+                if reason and state["name"] not in done and (state["stale"] or reason == suspects.get(state["name"])):
+                    done.add(state["name"])
+                    resumed.append(f"{state['name']} - {reason}")
+                    if not module.check_mode:
+                        resume(module, f"{stack}_{state['name']}")
+                suspects[state["name"]] = reason
+            rolled_back = [s for s in states if s["update_state"] in FAILED_UPDATES and not s["stale"]]
             # Services roll at once: once one rolled back, wait for the others to settle, to name them all.
             settling = [s for s in states if s["update_state"] in IN_PROGRESS_UPDATES]
             if rolled_back and settling and time.monotonic() < deadline:
@@ -207,7 +294,7 @@ def main() -> None:
         pruned = prune(module, client, stack, services) if module.params["prune"] and not wanted else []
     except DockerException as exc:
         module.fail_json(msg=f"reading stack {stack} failed: {exc}")
-    module.exit_json(changed=bool(pruned), services=states, pruned=pruned, elapsed=elapsed)
+    module.exit_json(changed=bool(pruned or resumed), services=states, pruned=pruned, resumed=resumed, elapsed=elapsed)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,40 @@ def test_pruning_keeps_what_the_current_and_previous_specs_use():
     service = FakeService([task()], previous=OLD_SPEC)
     assert stack_rollout.referenced([service], "secrets") == {"s_api_db_new", "s_api_db_old"}
     assert stack_rollout.referenced([FakeService([task()])], "secrets") == {"s_api_db_new"}
+
+
+def on_node(node, state="running", spec=None, created="2026-11-29T07:40:00.123456789Z"):
+    return dict(task(state, spec), NodeID=node, CreatedAt=created)
+
+
+def test_an_update_waiting_for_a_task_on_a_lost_node_is_to_be_resumed():
+    # Swarm's updater waits for a task assigned to a node that went down: it would wait forever.
+    update = {"State": "updating", "StartedAt": "2026-11-29T07:39:52.825958181Z"}
+    service = FakeService([on_node("n1"), on_node("n3", "assigned")], update=update)
+    state = stack_rollout.service_state(service, "s", down={"n3": "worker-3"})
+    assert state["resume"] == "its update waited for a task on worker-3, which is down"
+    # A task on that node from before this update is not this update's.
+    earlier = FakeService([on_node("n1"), on_node("n3", "assigned", created="2026-11-29T07:00:00Z")], update=update)
+    assert stack_rollout.service_state(earlier, "s", down={"n3": "worker-3"})["resume"] == ""
+
+
+def test_tasks_of_an_older_spec_with_no_update_in_progress_are_to_be_resumed():
+    half = FakeService([task(), task(spec=OLD_SPEC)])
+    assert (
+        stack_rollout.service_state(half, "s")["resume"]
+        == "1 tasks of an older spec still ran with no update in progress"
+    )
+    assert stack_rollout.service_state(FakeService([task(), task()]), "s")["resume"] == ""
+
+
+def test_an_earlier_deploys_rollback_counts_as_converged_and_its_pause_is_to_be_resumed():
+    since = stack_rollout.timestamp("2026-11-29T08:00:00+00:00")
+    old = "2026-11-29T07:00:00.5Z"
+    rolled_back = FakeService([task(), task()], update={"State": "rollback_completed", "StartedAt": old})
+    assert stack_rollout.service_state(rolled_back, "s", since)["converged"] is True
+    paused = stack_rollout.service_state(
+        FakeService([task()], update={"State": "paused", "StartedAt": old}), "s", since
+    )
+    assert paused["stale"] and paused["resume"] == "its update was left paused by an earlier deploy"
+    now = FakeService([task()], update={"State": "paused", "StartedAt": "2026-11-29T08:00:01Z"})
+    assert stack_rollout.service_state(now, "s", since)["resume"] == "", "this deploy's own pause is a failure"
