@@ -100,3 +100,32 @@ def test_a_command_that_fails_says_why_in_json(tmp_path, capsys):
     config.write_text(json.dumps({"backup_dir": str(tmp_path / "none"), "environment": "x"}))
     assert pliers_backup.main(["--config", str(config), "verify"]) == 1
     assert json.loads(capsys.readouterr().out) == {"failed": True, "msg": f"no complete backup in {tmp_path / 'none'}"}
+
+
+def test_a_full_backup_disk_fails_clearly_keeps_earlier_backups_and_records_the_failure(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "backups"
+    earlier = make_backup(root, "20261127T031500Z")
+    config = tmp_path / "config.json"
+    status = tmp_path / "s.prom"
+    config.write_text(json.dumps({"backup_dir": str(root), "environment": "x", "status_file": str(status),
+                                  "postgres": {"service": "postgres", "user": "u", "database": "d"}}))  # fmt: skip
+    monkeypatch.setattr(pliers_backup, "container", lambda config, service: "c")
+
+    def disk_full(command, destination):
+        raise OSError(28, "No space left on device")
+
+    real_write = pliers_backup.write_atomically
+
+    def state_not_writable(path, content, *args):
+        if path.name == pliers_backup.STATUS_STATE:
+            raise OSError(28, "No space left on device")
+        real_write(path, content, *args)
+
+    monkeypatch.setattr(pliers_backup, "stream", disk_full)
+    monkeypatch.setattr(pliers_backup, "write_atomically", state_not_writable)
+    assert pliers_backup.main(["--config", str(config), "backup"]) == 1
+    message = json.loads(capsys.readouterr().out)["msg"]
+    assert message.startswith(f"the backup disk is full: no space left on the file system of {root}")
+    assert "the earlier backups are untouched" in message
+    assert [p.name for p in root.iterdir()] == [earlier.name], "the partial backup is removed"
+    assert 'pliers_backup_last_attempt_success{environment="x"} 0' in status.read_text()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -217,7 +218,11 @@ def update_status(config: dict, **values) -> None:
         state = {}
     state.update(values)
     state["pliers_backup_count"] = len(backups(root))
-    write_atomically(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n", 0o600)
+    try:
+        write_atomically(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n", 0o600)
+    except OSError as exc:
+        # A full backup disk must not hide the failure from the monitoring, whose file lives elsewhere.
+        print(f"pliers-backup: could not keep the status in {state_path}: {exc}", file=sys.stderr)
     if config.get("status_file"):
         write_atomically(Path(config["status_file"]), render_status(state, config["environment"]))
 
@@ -269,10 +274,16 @@ def backup(config: dict) -> dict:
             os.fsync(directory)
         finally:
             os.close(directory)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
         update_status(config, pliers_backup_last_attempt_timestamp_seconds=round(time.time()),
                       pliers_backup_last_attempt_success=0)  # fmt: skip
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            free = shutil.disk_usage(root).free
+            raise BackupError(
+                f"the backup disk is full: no space left on the file system of {root} while writing backup {name} "
+                f"({free} bytes free now that it was removed); the earlier backups are untouched"
+            ) from exc
         raise
     removed = prune(config)
     total = sum(entry["size"] for entry in files)
