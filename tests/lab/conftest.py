@@ -11,7 +11,7 @@ import pytest
 from lab import hosts as lab_hosts
 from lab.images import Builder
 
-from .support import MODES, ROOT, TEST_LAB, Target, lab_cli, output
+from .support import FAULTS, MODES, ROOT, TEST_LAB, Target, fault_line, lab_cli, output
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,6 +26,15 @@ def pytest_collection_modifyitems(config, items):
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = [item for item in items if item not in deselected]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per fault case: what was injected, what the client saw, how long recovery took."""
+    if FAULTS:
+        terminalreporter.section("faults")
+        for mode, entries in FAULTS.items():
+            for entry in entries:
+                terminalreporter.write_line(fault_line(mode, entry))
 
 
 def lab_group(item) -> str:

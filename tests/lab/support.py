@@ -125,6 +125,96 @@ class Probe:
         )
 
 
+class Client:
+    """An operator's client through the edge, in two background threads: one reads (`/api/health`, `/ai/health`,
+    `/` in turn), one writes (`POST /api/items`), each about `rate` requests a second.
+
+    Every failure is kept with its time (seconds since the client started); every write the api acknowledged
+    (a 2xx with the item's id) is kept by name, to be found again afterwards (`lost()`).
+    """
+
+    def __init__(self, base_url: str, tag: str, rate: float = 10, paths=("/api/health", "/ai/health", "/")):
+        self.base_url = base_url
+        self.tag = tag
+        self.paths = paths
+        self.interval = 1 / rate
+        self.started = time.monotonic()
+        self.reads = 0
+        self.writes = 0
+        self.read_failures: list[tuple[float, str, int, str]] = []
+        self.write_failures: list[tuple[float, int, str]] = []
+        self.acknowledged: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._write, daemon=True),
+        ]
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+    def _paced(self, step) -> None:
+        count = 0
+        while not self._stop.is_set():
+            step(count)
+            count += 1
+            time.sleep(max(0.0, self.started + count * self.interval - time.monotonic()))
+
+    def _read(self) -> None:
+        def read(count: int) -> None:
+            path = self.paths[count % len(self.paths)]
+            status, body = http(self.base_url + path, timeout=10)
+            self.reads += 1
+            if status != 200:
+                self.read_failures.append((self.now(), path, status, body[:200]))
+
+        self._paced(read)
+
+    def _write(self) -> None:
+        def write(count: int) -> None:
+            name = f"{self.tag}-{count}"
+            status, body = http(self.base_url + "/api/items", method="POST", body={"name": name}, timeout=10)
+            self.writes += 1
+            if 200 <= status < 300 and '"id"' in body:
+                self.acknowledged.append(name)
+            else:
+                self.write_failures.append((self.now(), status, body[:200]))
+
+        self._paced(write)
+
+    def __enter__(self) -> Client:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def failures(self) -> list[float]:
+        return sorted([f[0] for f in self.read_failures] + [f[0] for f in self.write_failures])
+
+    def recovery(self, since: float) -> float:
+        """Seconds from `since` to the last failed request after it (0.0 when none failed)."""
+        after = [moment for moment in self.failures() if moment >= since]
+        return round(after[-1] - since, 1) if after else 0.0
+
+    def lost(self) -> list[str]:
+        """The acknowledged writes the api no longer lists."""
+        status, body = http(self.base_url + "/api/items", timeout=30)
+        assert status == 200, f"listing the items failed: {status} {body[:300]}"
+        listed = {item["name"] for item in json.loads(body)}
+        return [name for name in self.acknowledged if name not in listed]
+
+    def summary(self) -> str:
+        return (
+            f"reads {len(self.read_failures)}/{self.reads} failed, writes {len(self.write_failures)}/{self.writes} "
+            f"failed ({len(self.acknowledged)} acknowledged)"
+            + (f"; first failures: {(self.read_failures + self.write_failures)[:4]}" if self.failures() else "")
+        )
+
+
 # --- A deployed stack on a lab of its own, in each mode (the session fixture `deployed`) -----------------
 
 PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
@@ -160,6 +250,24 @@ pliers_hosts:
     },
 }
 FIGURES: dict[str, dict] = {}
+# Each fault case's figures, by mode (tests/lab/test_resilience.py); conftest.py prints them after the run.
+FAULTS: dict[str, list[dict]] = {}
+
+
+def fault_line(mode: str, entry: dict) -> str:
+    recovery = entry.get("recovery_seconds")
+    extra = {k: v for k, v in entry.items() if k not in FAULT_KEYS}
+    return (
+        f"[{mode}] {entry['case']}: injected {entry['injected']}; reads {entry['failed_reads']}/{entry['reads']} "
+        f"failed, writes {entry['failed_writes']}/{entry['writes']} failed, {entry['lost_writes']} of "
+        f"{entry['acknowledged']} acknowledged writes lost"
+        + (f"; recovered in {recovery}s" if recovery is not None else "")
+        + (f"; {json.dumps(extra)}" if extra else "")
+    )
+
+
+FAULT_KEYS = ("case", "injected", "reads", "failed_reads", "writes", "failed_writes", "acknowledged", "lost_writes",
+              "recovery_seconds")  # fmt: skip
 
 
 class Target:
@@ -200,6 +308,19 @@ class Target:
                 command = f'docker exec {containers[0]} psql -U pliers -d pliers -tAc "{query}"'
                 return lab_hosts.ssh(node, command).stdout.strip()
         raise AssertionError("no node runs PostgreSQL")
+
+    def promql(self, query: str) -> list[dict]:
+        """An instant query, asked of the running Prometheus with its own promtool (its port need not be published)."""
+        find = (
+            "docker ps -q --filter label=com.docker.compose.service=prometheus; "
+            f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_prometheus"
+        )
+        containers = lab_hosts.ssh(self.deployer, find).stdout.split()
+        assert containers, f"no Prometheus container on {self.deployer.name}"
+        command = f"docker exec {containers[0]} promtool query instant -o json http://127.0.0.1:9090 '{query}'"
+        result = lab_hosts.ssh(self.deployer, command, check=False)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
 
     def release(self, playbook: str, *extra: str, name: str) -> tuple[subprocess.CompletedProcess, Probe]:
         """Run a playbook under the probe; keep its duration and the probe's counts."""

@@ -17,7 +17,7 @@ from lab.engine import ensure_engine
 from lab.images import Builder, catalogue
 
 from ..render import render_role
-from .support import STACK, http, wait_for
+from .support import http, wait_for
 
 RULES = ROOT / "roles/monitoring/files/rules"
 RULE_TESTS = ROOT / "tests/rules/alerts-test.yml"
@@ -79,25 +79,6 @@ def test_promtool_and_amtool_accept_the_rendered_configuration(tools, rendering,
 # --- On the deployed stack -----------------------------------------------------------------------------------
 
 
-def promql(target, query: str) -> list[dict]:
-    """An instant query, asked of the running Prometheus with its own promtool (its port need not be published)."""
-    node, container = prometheus_container(target)
-    command = f"docker exec {container} promtool query instant -o json http://127.0.0.1:9090 '{query}'"
-    result = lab_hosts.ssh(node, command, check=False)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def prometheus_container(target) -> tuple[lab_hosts.Host, str]:
-    find = (
-        "docker ps -q --filter label=com.docker.compose.service=prometheus; "
-        f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_prometheus"
-    )
-    containers = lab_hosts.ssh(target.deployer, find).stdout.split()
-    assert containers, f"no Prometheus container on {target.deployer.name}"
-    return target.deployer, containers[0]
-
-
 def test_prometheus_scrapes_every_target_on_every_node(deployed):
     expected_nodes = {
         lab_hosts.ssh(lab_hosts.Host(name, lab_hosts.host_address(deployed.lab, name)), "hostname").stdout.strip()
@@ -106,7 +87,7 @@ def test_prometheus_scrapes_every_target_on_every_node(deployed):
     }
 
     def all_up():
-        series = promql(deployed, "up")
+        series = deployed.promql("up")
         jobs = {row["metric"]["job"] for row in series}
         down = [row["metric"] for row in series if row["value"][1] != "1"]
         nodes = {row["metric"]["node"] for row in series if row["metric"]["job"] == "node"}
@@ -118,9 +99,9 @@ def test_prometheus_scrapes_every_target_on_every_node(deployed):
     for job, count in replicas.items():
         assert len([row for row in series if row["metric"]["job"] == job]) == count, job
     # The backup status file of #6 reaches Prometheus through node exporter's textfile collector.
-    assert promql(deployed, "pliers_backup_last_success_timestamp_seconds"), "no backup status in Prometheus"
+    assert deployed.promql("pliers_backup_last_success_timestamp_seconds"), "no backup status in Prometheus"
     # At least ten alert rules, loaded and evaluated.
-    rules = promql(deployed, "sum(prometheus_rule_group_rules)")
+    rules = deployed.promql("sum(prometheus_rule_group_rules)")
     assert int(float(rules[0]["value"][1])) >= 10
 
 
