@@ -51,8 +51,9 @@ def holder_is_gone(holder: dict, hostname: str, proc_root: str = "/proc") -> str
     host = holder.get("controller_host")
     if not host or host != hostname or not os.path.isdir(proc_root):
         return None
-    # Another machine of the same name, or this one since a restart: its processes cannot be judged from here.
-    if holder.get("boot_id") != boot_id(proc_root):
+    # Another machine of the same name, this one since a restart, or another container on it (another pid
+    # namespace): its processes cannot be judged from here.
+    if holder.get("boot_id") != boot_id(proc_root) or holder.get("pid_ns") != pid_namespace(proc_root):
         return None
     try:
         pid = int(holder.get("pid"))
@@ -81,11 +82,24 @@ def boot_id(proc_root: str = "/proc") -> str | None:
         return None
 
 
+def pid_namespace(proc_root: str = "/proc") -> str | None:
+    """This process's pid namespace (two containers on one machine share its boot id, not their pids)."""
+    try:
+        return os.readlink(os.path.join(proc_root, "self/ns/pid"))
+    except OSError:
+        return None
+
+
 def this_run(proc_root: str = "/proc") -> dict:
     """controller_host, pid and pid_started of the ansible-playbook process this action runs for."""
     # An action runs in a worker process forked from ansible-playbook (unless it runs in the main process).
     pid = os.getpid() if multiprocessing.current_process().name == "MainProcess" else os.getppid()
-    run = {"controller_host": socket.gethostname(), "boot_id": boot_id(proc_root), "pid": pid}
+    run = {
+        "controller_host": socket.gethostname(),
+        "boot_id": boot_id(proc_root),
+        "pid_ns": pid_namespace(proc_root),
+        "pid": pid,
+    }
     started = process_started(pid, proc_root)
     if started is not None:
         run["pid_started"] = started

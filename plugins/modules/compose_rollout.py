@@ -167,20 +167,24 @@ upstreams:
   description: The services whose upstream file was written (their containers changed, or the file was edited).
   returned: always
   type: list
+  version_added: 0.2.0
   elements: str
 waited:
   description: Seconds spent waiting for another rollout of the project to end (the module of a killed deploy).
   returned: always
   type: float
+  version_added: 0.2.0
 orphans:
   description: The containers of services the project no longer defines, removed with O(remove_orphans).
   returned: always
   type: list
+  version_added: 0.2.0
   elements: str
 failures:
   description: The services that could not be brought back, each with what it last said.
   returned: always
   type: list
+  version_added: 0.2.0
   elements: str
 """
 
@@ -406,7 +410,8 @@ class Edge:
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.path(service))
         self.pending = True
-        self.rewritten.append(service)
+        if service not in self.rewritten:
+            self.rewritten.append(service)
         return True
 
     def remove_legacy(self) -> bool:
@@ -523,6 +528,8 @@ def roll(module, compose: Compose, edge: Edge, service: str, desired_hash: str) 
     new = []
     missing = replicas - len(keep)
     if missing > 0:
+        # What the new containers reach through the edge (an earlier service) must be loaded there first.
+        edge.flush()
         before = {c.id for c in running}
         # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
         compose.run("up", "--detach", "--no-recreate", "--scale", f"{service}={len(running) + missing}", service)
@@ -697,12 +704,13 @@ def main() -> None:
             edge_started = edge.remove_legacy() | edge.ensure_running()
             # An edge serving stale addresses, or whose follower stopped, would fail the health of what reaches
             # another service through it: repaired before anything is rolled.
-            if params["services"] and not edge_started:
+            if params["services"]:
                 edge.reloaded |= edge.sync()
             for service in params["services"]:
                 try:
                     reports.append(roll(module, compose, edge, service, hashes[service]))
-                except RolloutError as exc:
+                except (RolloutError, DockerException, NotFound) as exc:
+                    # A container gone between two looks, an engine error: this service only.
                     reports.append({"name": service, "action": "failed", "reason": str(exc), "old": [], "new": []})
             edge.flush()
             failed = {r["name"] for r in reports if r["action"] == "failed"}
@@ -717,14 +725,23 @@ def main() -> None:
                 except RolloutError as exc:
                     reports.append({"name": edge.service, "action": "failed", "reason": str(exc), "old": [], "new": []})
     except (RolloutError, DockerException, NotFound) as exc:
-        module.fail_json(msg=str(exc), services=reports, reloaded=bool(edge and edge.reloaded), failures=[])
+        module.fail_json(
+            msg=str(exc),
+            services=reports,
+            reloaded=bool(edge and edge.reloaded),
+            upstreams=edge.rewritten if edge else [],
+            orphans=orphans,
+            waited=waited,
+            failures=[],
+        )
     failures = [f"{r['name']}: {r['reason']}" for r in reports if r["action"] in ("failed", "skipped")]
     changed = (
         edge_started
         or edge.reloaded
         or bool(edge.rewritten)
         or bool(orphans)
-        or any(r["action"] not in ("unchanged", "failed", "skipped") for r in reports)
+        # Waiting for containers that were starting changed nothing.
+        or any(r["action"] not in ("unchanged", "started", "failed", "skipped") for r in reports)
     )
     result = dict(
         changed=changed,

@@ -306,7 +306,12 @@ def create(path: str, record: dict) -> bool:
 def refuse(module, path: str, current: dict, prefix: str = "") -> None:
     age = age_of(path, current)
     lease = lease_of(current, module.params["lease"])
-    until = f" (its lease expires in {(lease - age) / 60:.0f} min unless renewed)" if age is not None else ""
+    if age is None:
+        until = ""
+    elif age <= lease:
+        until = f" (its lease expires in {(lease - age) / 60:.0f} min unless renewed)"
+    else:
+        until = f" (its lease ran out {(age - lease) / 60:.0f} min ago, but its process on this controller runs)"
     module.fail_json(
         msg=f"{prefix}another deploy holds the lock {path}: {describe(current)}{until}. Wait for it to finish; if "
         "no deploy is running (a run that was killed), break the stale lock with -e pliers_deploy_lock_break=true",
@@ -357,7 +362,7 @@ def judge(module, path: str, current: dict) -> tuple[str, str]:
         prefix = "the run to take over no longer holds the lock: "
     # A hold by a process on the caller's own controller (same host, same boot) is judged by that process, which
     # the action plugin can see, not by its lease: a live deploy longer than its lease still holds.
-    mine = {key: (params["holder"] or {}).get(key) for key in ("controller_host", "boot_id")}
+    mine = {key: (params["holder"] or {}).get(key) for key in ("controller_host", "boot_id", "pid_ns")}
     same_controller = (
         bool(current.get("pid"))
         and all(mine.values())

@@ -99,6 +99,7 @@ resumed:
   returned: always
   type: list
   elements: str
+  version_added: 0.2.0
 pruned:
   description: Names of the secrets and configs removed.
   returned: always
@@ -128,7 +129,8 @@ def timestamp(text: str | None) -> float | None:
     """Seconds since the epoch of an ISO 8601 time (Docker's carry nanoseconds), or None."""
     if not text:
         return None
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
+    # Six digits of fraction exactly: Python before 3.11 reads no other count (Docker drops trailing zeros).
+    text = re.sub(r"\.(\d+)", lambda m: "." + m.group(1)[:6].ljust(6, "0"), text.strip()).replace("Z", "+00:00")
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
@@ -170,7 +172,7 @@ def service_state(service, stack: str, since: float | None = None, down: dict | 
     resume = ""
     if stale and state in ("paused", "rollback_paused"):
         resume = f"its update was left {state} by an earlier deploy"
-    elif state in IN_PROGRESS_UPDATES and lost:
+    elif state == "updating" and lost:
         resume = f"its update waited for a task on {', '.join(lost)}, which is down"
     elif state in ("none", "completed") and older:
         resume = f"{len(older)} tasks of an older spec still ran with no update in progress"
@@ -263,6 +265,9 @@ def main() -> None:
                     resumed.append(f"{state['name']} - {reason}")
                     if not module.check_mode:
                         resume(module, f"{stack}_{state['name']}")
+                if module.check_mode and state["name"] in done:
+                    # Not resumed in check mode: what a real run would do is reported, not waited for.
+                    state["converged"] = True
                 suspects[state["name"]] = reason
             rolled_back = [s for s in states if s["update_state"] in FAILED_UPDATES and not s["stale"]]
             # Services roll at once: once one rolled back, wait for the others to settle, to name them all.

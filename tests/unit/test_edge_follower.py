@@ -4,6 +4,7 @@ nginx, and its follower in the background. (The edge itself runs on the lab.)"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -24,9 +25,10 @@ SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "web" / "files" / "plie
 FAKE_GETENT = r"""#!/bin/sh
 [ "$1" = ahostsv4 ] || exit 1
 printf '%s\n' "$2" >> "$FAKE_DIR/getent.log"
+case $2 in *.) ;; *) exit 3 ;; esac  # the script asks for absolute names only (a trailing dot)
 status=2
 while read -r name address; do
-    if [ "$name" = "$2" ]; then
+    if [ "$name." = "$2" ]; then
         printf '%-15s STREAM %s\n%-15s DGRAM  \n%-15s RAW    \n' "$address" "$2" "$address" "$address"
         status=0
     fi
@@ -67,6 +69,7 @@ class EdgeScript:
             os.environ,
             PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             FAKE_DIR=str(root),
+            PLIERS_EDGE_CONF=str(self.root / "conf"),
             PLIERS_EDGE_SOURCE=str(self.source),
             PLIERS_EDGE_RUN=str(self.run_dir),
             PLIERS_EDGE_INTERVAL="0.2",
@@ -87,9 +90,11 @@ class EdgeScript:
         (self.source / f"{service}.conf").write_text(text)
 
     def pretend_a_follower_runs(self) -> None:
-        # A live process's pid (this one's): sync then starts no follower, so that nothing renders behind the
-        # test's back. The fixture never kills this pid.
+        # The follower's lock held by this process (and its pid written): sync then starts no follower, so that
+        # nothing renders behind the test's back. The fixture never kills this pid.
         self.run_dir.mkdir(exist_ok=True)
+        self.follow_lock = (self.run_dir / "follow.lock").open("w")
+        fcntl.flock(self.follow_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.pidfile.write_text(f"{os.getpid()}\n")
 
     def sync(self, *args: str) -> subprocess.CompletedProcess:
@@ -111,8 +116,9 @@ class EdgeScript:
         return ["nginx " + line for line in log.read_text().splitlines()] if log.exists() else []
 
     def looked_up(self) -> list[str]:
+        """The names looked up (asked as absolute names: the trailing dot is checked by the fake getent)."""
         log = self.root / "getent.log"
-        return log.read_text().splitlines() if log.exists() else []
+        return [name.removesuffix(".") for name in log.read_text().splitlines()] if log.exists() else []
 
     def follower_pid(self, wait: float = 0.0) -> int | None:
         """The follower's pid once it wrote it (it does so as it starts, after sync returned)."""
@@ -306,6 +312,19 @@ def test_a_forced_sync_reloads_though_nothing_changed(edge_without_follower):
     assert edge.nginx_calls() == [CHECK, RELOAD, CHECK, RELOAD]
 
 
+def test_the_edges_own_configuration_changed_since_the_last_reload_is_loaded_by_the_next_sync(edge_without_follower):
+    # A deploy wrote edge.conf, then was killed before it reloaded the edge: the next sync (or follower round) does.
+    edge = edge_without_follower
+    (edge.root / "conf").mkdir()
+    (edge.root / "conf" / "edge.conf").write_text("server { listen 80; }\n")
+    edge.write_upstream("api", upstream("api", 3000, []))
+    assert edge.sync().stdout == "reloaded\n"
+    assert edge.sync().stdout == "unchanged\n"
+    (edge.root / "conf" / "edge.conf").write_text("server { listen 80; server_tokens off; }\n")
+    assert edge.sync().stdout == "reloaded\n"
+    assert edge.nginx_calls() == [CHECK, RELOAD, CHECK, RELOAD]
+
+
 def test_upstreams_nginx_refuses_are_replaced_by_the_previous_ones_and_sync_fails(edge_without_follower):
     edge = edge_without_follower
     edge.resolve({"p-api-3": "172.18.0.5"})
@@ -316,7 +335,7 @@ def test_upstreams_nginx_refuses_are_replaced_by_the_previous_ones_and_sync_fail
     result = edge.sync()
     assert result.returncode != 0
     assert "reloaded" not in result.stdout
-    assert "nginx refused the rendered upstreams" in result.stderr
+    assert "nginx refused its configuration, keeping the previous upstreams" in result.stderr
     assert "server 172.18.0.5:3000" in edge.rendered("api")  # what nginx runs on is still on disk
     assert edge.nginx_calls() == [CHECK, RELOAD, CHECK]  # no reload after the refused check
     # Tried again on the next sync once nginx accepts it.
@@ -336,7 +355,8 @@ def test_the_follower_picks_up_a_changed_address_without_another_sync(edge):
     assert edge.follower_pid(wait=5.0) is not None
     edge.resolve({"p-api-3": "172.18.0.9"})  # recreated by hand, outside a deploy
     deadline = time.monotonic() + 5.0
-    while "172.18.0.9" not in edge.rendered("api") and time.monotonic() < deadline:
+    # The follower renders, then reloads: both are waited for.
+    while edge.nginx_calls().count(RELOAD) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "server 172.18.0.9:3000 max_fails=3 fail_timeout=10s;  # p-api-3" in edge.rendered("api")
     assert edge.nginx_calls().count(RELOAD) == 2

@@ -174,12 +174,16 @@ def retained(names: list[str], daily: int, weekly: int) -> set[str]:
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 # --- the status the monitoring scrapes -----------------------------------------------------------
@@ -240,8 +244,8 @@ def backup(config: dict) -> dict:
     final = root / name
     if final.exists():
         raise BackupError(f"backup {name} already exists: one backup per second at most")
-    partial.mkdir(mode=0o700)
     try:
+        partial.mkdir(mode=0o700)
         pgc = config["postgres"]
         pg = container(config, pgc["service"])
         files = []
@@ -278,7 +282,7 @@ def backup(config: dict) -> dict:
         shutil.rmtree(partial, ignore_errors=True)
         update_status(config, pliers_backup_last_attempt_timestamp_seconds=round(time.time()),
                       pliers_backup_last_attempt_success=0)  # fmt: skip
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(root).free
             raise BackupError(
                 f"the backup disk is full: no space left on the file system of {root} while writing backup {name} "

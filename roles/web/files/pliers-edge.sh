@@ -9,14 +9,18 @@
 # served again within a second or two, with no deploy. A name that does not resolve (a stopped container)
 # is left out, so no request goes to an address another container may have taken meanwhile.
 #
+# It also reloads nginx when the edge's own configuration ($PLIERS_EDGE_CONF/*.conf) differs from what nginx
+# last loaded, so a configuration written by a deploy that was then killed is not left unloaded.
+#
 #   pliers-edge.sh start   render, follow in the background, then exec nginx (the container's command)
 #   pliers-edge.sh sync    render now and reload nginx if anything changed, start the follower if it does not
 #                          run, and say what it did (compose_rollout runs it on every deploy); --force: reload
 #
-# POSIX sh with getent, awk, cmp and flock: what the Debian-based official nginx image has (and the lab's).
+# POSIX sh with getent, awk, cksum and flock: what the Debian-based official nginx image has (and the lab's).
 set -u
 
-SOURCE=${PLIERS_EDGE_SOURCE:-/etc/nginx/conf.d/upstreams}
+CONF=${PLIERS_EDGE_CONF:-/etc/nginx/conf.d}
+SOURCE=${PLIERS_EDGE_SOURCE:-$CONF/upstreams}
 RUN=${PLIERS_EDGE_RUN:-/run/pliers-edge}
 INTERVAL=${PLIERS_EDGE_INTERVAL:-1}
 PIDFILE="$RUN/follow.pid"
@@ -42,7 +46,8 @@ render() {
             split("", seen)
             # A second try: a lookup that timed out must not take a running container out of the edge.
             for (try = 1; try <= 2 && !found; try++) {
-                command = "getent ahostsv4 " host
+                # The trailing dot: that name alone, never completed with one of the search domains of the host.
+                command = "getent ahostsv4 " host "."
                 while ((command | getline answer) > 0) {
                     split(answer, field, " ")
                     if (!(field[1] in seen)) {
@@ -79,34 +84,55 @@ render_all() {
         [ -e "$RUN/next/$(basename "$rendered")" ] || changed=0
     done
     [ "$changed" = 0 ] || return 1
+    # Each file replaced by a rename: nothing reading $RUN ever finds one missing or half written.
     for rendered in "$RUN"/*.conf; do
-        [ -e "$rendered" ] && mv "$rendered" "$RUN/previous/"
+        [ -e "$rendered" ] && cp -p "$rendered" "$RUN/previous/"
     done
     for next in "$RUN"/next/*.conf; do
         [ -e "$next" ] && mv "$next" "$RUN/"
     done
+    for rendered in "$RUN"/*.conf; do
+        [ -e "$rendered" ] && [ ! -e "$SOURCE/$(basename "$rendered")" ] && rm -f "$rendered"
+    done
     return 0
 }
 
+# What nginx would load now: its configuration and the rendered upstreams.
+config_sum() {
+    cat "$CONF"/*.conf "$RUN"/*.conf 2>/dev/null | cksum
+}
+
 restore_previous() {
-    rm -f "$RUN"/*.conf
+    for rendered in "$RUN"/*.conf; do
+        [ -e "$rendered" ] && [ ! -e "$RUN/previous/$(basename "$rendered")" ] && rm -f "$rendered"
+    done
     for previous in "$RUN"/previous/*.conf; do
         [ -e "$previous" ] && mv "$previous" "$RUN/"
     done
 }
 
+# Logged once per distinct error: the follower tries again every second.
+complain() {
+    if [ "$*" != "$(cat "$RUN/last-error" 2>/dev/null)" ]; then
+        log "$*"
+        echo "$*" > "$RUN/last-error"
+    fi
+}
+
 reload() {
     if ! output=$(nginx -t -q 2>&1); then
-        log "nginx refused the rendered upstreams, keeping the previous ones: $output"
+        complain "nginx refused its configuration, keeping the previous upstreams: $output"
         restore_previous
         return 1
     fi
     if ! output=$(nginx -s reload 2>&1); then
         # nginx not started yet (no pid): the next round tries again.
         restore_previous
-        log "reload failed: $output"
+        complain "reload failed: $output"
         return 1
     fi
+    config_sum > "$RUN/loaded"
+    rm -f "$RUN/last-error"
     log "reloaded: $(cat "$RUN"/*.conf | awk '$1 == "server" { printf "%s ", $2 }')"
     return 0
 }
@@ -119,20 +145,27 @@ round() {
         render_all
         case $? in
             0) reload ;;
-            1) if [ -n "$force" ]; then reload; else exit 3; fi ;;
+            1)
+                if [ -n "$force" ] || [ "$(config_sum)" != "$(cat "$RUN/loaded" 2>/dev/null)" ]; then
+                    reload
+                else
+                    exit 3
+                fi
+                ;;
             *) log "rendering failed"; exit 1 ;;
         esac
     ) 9> "$RUN/lock"
 }
 
-# Running, and not a zombie its parent has yet to reap.
+# The follower holds $RUN/follow.lock for as long as it runs: a lock nobody holds means no follower (a pid
+# file could name a pid another process has taken since).
 follower_alive() {
-    [ -s "$PIDFILE" ] || return 1
-    state=$(awk '{ print $3 }' "/proc/$(cat "$PIDFILE")/stat" 2>/dev/null)
-    [ -n "$state" ] && [ "$state" != Z ]
+    ! (flock -n 8) 8> "$RUN/follow.lock"
 }
 
 follow() {
+    exec 8> "$RUN/follow.lock"
+    flock -n 8 || exit 0 # another follower runs
     echo $$ > "$PIDFILE"
     while sleep "$INTERVAL"; do
         round
@@ -154,7 +187,12 @@ start_follower() {
 mkdir -p "$RUN"
 case ${1:-} in
     start)
-        render_all
+        (
+            flock -w 30 9
+            render_all
+            # What nginx loads as it starts.
+            config_sum > "$RUN/loaded"
+        ) 9> "$RUN/lock"
         start_follower inherit
         exec nginx -g 'daemon off;'
         ;;

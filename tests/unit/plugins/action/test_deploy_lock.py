@@ -164,3 +164,13 @@ def test_a_holder_of_the_same_name_but_another_boot_is_left_to_its_lease(proc, t
     assert deploy_lock.holder_is_gone(dict(holder(DEAD), boot_id="boot-before"), "ops-1", proc.root) is None
     reason = deploy_lock.holder_is_gone(dict(holder(DEAD), boot_id="boot-now"), "ops-1", proc.root)
     assert reason == f"its deploy process (pid {DEAD} on ops-1) is gone"
+
+
+def test_a_holder_in_another_pid_namespace_of_this_machine_is_left_to_its_lease(proc, tmp_path):
+    # Two controllers in containers on one machine: same boot id, and maybe the same host name; not the same pids.
+    (tmp_path / "proc" / "self" / "ns").mkdir(parents=True)
+    os.symlink("pid:[4026532001]", tmp_path / "proc" / "self" / "ns" / "pid")
+    other = dict(holder(DEAD), pid_ns="pid:[4026532999]")
+    assert deploy_lock.holder_is_gone(other, "ops-1", proc.root) is None
+    same = dict(holder(DEAD), pid_ns="pid:[4026532001]")
+    assert deploy_lock.holder_is_gone(same, "ops-1", proc.root) == f"its deploy process (pid {DEAD} on ops-1) is gone"

@@ -288,10 +288,10 @@ def test_the_history_accepts_an_interrupted_run(tmp_path):
 
 def test_a_hold_on_the_callers_own_controller_is_judged_by_its_process_not_its_lease(tmp_path, lock):
     # A live deploy that runs longer than its lease: its controller's action plugin sees the process alive.
-    same = {"controller_host": "ops-1", "boot_id": "b1"}
+    same = {"controller_host": "ops-1", "boot_id": "b1", "pid_ns": "pid:[4026531836]"}
     write_lock(lock, user="alice", pid=4242, since=ago(3600), renewed=ago(3600), lease=60, token="t1", **same)  # noqa: S106 - a lock token
     refused = run("deploy_lock", tmp_path, path=lock, holder={"user": "bob", **same})
     assert refused["failed"] and refused["held"] and refused["holder_token"] == "t1"
-    elsewhere = {"user": "carol", "controller_host": "ops-2", "boot_id": "b2"}
+    elsewhere = {"user": "carol", "controller_host": "ops-2", "boot_id": "b2", "pid_ns": "pid:[4026531836]"}
     other = run("deploy_lock", tmp_path, path=lock, holder=elsewhere)
     assert not other.get("failed") and other["taken_over"]["user"] == "alice"
