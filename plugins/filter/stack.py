@@ -22,7 +22,7 @@ SERVICE_KEYS = frozenset(
 FILE_KEYS = frozenset(("name", "file", "target", "mode", "uid", "gid", "version"))
 PORT_KEYS = frozenset(("published", "target", "host_ip", "protocol"))
 VOLUME_KEYS = frozenset(("source", "target", "type", "read_only"))
-HEALTHCHECK_KEYS = frozenset(("test", "interval", "timeout", "retries", "start_period"))
+HEALTHCHECK_KEYS = frozenset(("test", "interval", "timeout", "retries", "start_period", "start_interval"))
 UPDATE_ORDERS = ("start-first", "stop-first")
 ENDPOINT_MODES = ("vip", "dnsrr")
 
@@ -283,7 +283,8 @@ def swarm_stack(
         if encrypted:
             network["driver_opts"] = {"encrypted": "true"}
         overlay[net] = network
-    stack: dict = {"version": "3.9", "services": rendered, "networks": overlay}
+    # 3.12: the first stack file schema with a health check's start_interval (Docker 25).
+    stack: dict = {"version": "3.12", "services": rendered, "networks": overlay}
     if top["volumes"]:
         stack["volumes"] = dict(sorted(top["volumes"].items()))
     for kind in ("secrets", "configs"):

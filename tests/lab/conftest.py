@@ -26,6 +26,8 @@ def pytest_collection_modifyitems(config, items):
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = [item for item in items if item not in deselected]
+    # The node-loss lab (four engines) first: it is gone before the test lab comes up, never beside it.
+    items.sort(key=lambda item: "/tests/lab/" not in str(item.path) or lab_group(item) != "node-loss")
 
 
 def pytest_terminal_summary(terminalreporter):

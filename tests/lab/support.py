@@ -127,17 +127,19 @@ class Probe:
 
 class Client:
     """An operator's client through the edge, in two background threads: one reads (`/api/health`, `/ai/health`,
-    `/` in turn), one writes (`POST /api/items`), each about `rate` requests a second.
+    `/` in turn, `read_rate` a second), one writes (`POST /api/items`, `write_rate` a second).
 
     Every failure is kept with its time (seconds since the client started); every write the api acknowledged
     (a 2xx with the item's id) is kept by name, to be found again afterwards (`lost()`).
     """
 
-    def __init__(self, base_url: str, tag: str, rate: float = 10, paths=("/api/health", "/ai/health", "/")):
+    def __init__(self, base_url: str, tag: str, read_rate: float = 5, write_rate: float = 10,
+                 paths=("/api/health", "/ai/health", "/")):  # fmt: skip
         self.base_url = base_url
         self.tag = tag
         self.paths = paths
-        self.interval = 1 / rate
+        self.read_interval = 1 / read_rate
+        self.write_interval = 1 / write_rate
         self.started = time.monotonic()
         self.reads = 0
         self.writes = 0
@@ -153,12 +155,15 @@ class Client:
     def now(self) -> float:
         return round(time.monotonic() - self.started, 2)
 
-    def _paced(self, step) -> None:
+    def _paced(self, step, interval: float) -> None:
+        """`step` every `interval` seconds; after a request that hung, the next one goes at once (no burst)."""
         count = 0
+        due = time.monotonic()
         while not self._stop.is_set():
             step(count)
             count += 1
-            time.sleep(max(0.0, self.started + count * self.interval - time.monotonic()))
+            due = max(due + interval, time.monotonic())
+            time.sleep(max(0.0, due - time.monotonic()))
 
     def _read(self) -> None:
         def read(count: int) -> None:
@@ -168,7 +173,7 @@ class Client:
             if status != 200:
                 self.read_failures.append((self.now(), path, status, body[:200]))
 
-        self._paced(read)
+        self._paced(read, self.read_interval)
 
     def _write(self) -> None:
         def write(count: int) -> None:
@@ -180,7 +185,7 @@ class Client:
             else:
                 self.write_failures.append((self.now(), status, body[:200]))
 
-        self._paced(write)
+        self._paced(write, self.write_interval)
 
     def __enter__(self) -> Client:
         for thread in self._threads:

@@ -125,6 +125,12 @@ def converged(target) -> None:
         assert deploy(target).returncode == 0, "the stack must be converged before a fault is injected"
 
 
+def the_other_release(target) -> tuple[str, str]:
+    """(what runs, the release to roll to): a release case rolls whichever way needs no deploy to set it up."""
+    running = target.version()
+    return running, "1.0.0" if running == "1.1.0" else "1.1.0"
+
+
 def at_release(target, release: str) -> None:
     if http(f"{target.edge}/api/health")[0] != 200 or target.version() != release:
         assert deploy(target, "-e", f"pliers_release={release}").returncode == 0
@@ -261,11 +267,12 @@ class Deploy:
 
 def test_a_deploy_killed_mid_rollout_is_taken_over_and_converged_by_the_rerun(deployed):
     target = deployed
-    at_release(target, "1.1.0")
+    converged(target)
+    running, release = the_other_release(target)
     service = "api" if target.mode == "compose" else f"{STACK}_api"
     with Client(target.edge, f"kill-{target.mode}") as client:
         time.sleep(2)
-        run = Deploy(target, "-e", "pliers_release=1.0.0")
+        run = Deploy(target, "-e", f"pliers_release={release}")
         if target.mode == "compose":
             # Mid-rollout: the new api containers run beside the old one.
             wait_for(lambda: len(containers(target, "api")) > 1 or run.process.poll() is not None, timeout=300,
@@ -283,21 +290,22 @@ def test_a_deploy_killed_mid_rollout_is_taken_over_and_converged_by_the_rerun(de
         run.wait()
         holder = on(target, "cat /var/lib/pliers/local/deploy.lock", check=False)
         assert '"pid"' in holder, f"the killed run left no lock behind: {holder!r}"
-        rerun = deploy(target, "-e", "pliers_release=1.0.0")
+        rerun = deploy(target, "-e", f"pliers_release={release}")
         converged_at = client.now()
         time.sleep(2)
     assert rerun.returncode == 0, output(rerun)
     said = rerun.stdout + rerun.stderr  # the takeover is a warning
     assert "took over the deploy lock" in said and "is gone" in said, output(rerun)
-    assert version(target) == "1.0.0"
+    assert version(target) == release
     if target.mode == "compose":
         assert len(containers(target, "api")) == 1, containers(target, "api")
     history = target.play("releases.yml")
     assert "interrupted" in history.stdout and "never finished" in history.stdout, history.stdout[-3000:]
     outside = [moment for moment in client.failures() if not killed_at - 1 <= moment <= killed_at + 5]
     assert not outside, client.summary()
-    report(target, "deploy killed mid-rollout", "SIGINT then SIGKILL to ansible-playbook during 1.1.0 -> 1.0.0",
-           client, recovery=round(converged_at - killed_at, 1))  # fmt: skip
+    report(target, "deploy killed mid-rollout",
+           f"SIGINT then SIGKILL to ansible-playbook during {running} -> {release}", client,
+           recovery=round(converged_at - killed_at, 1))  # fmt: skip
     assert not client.lost(), client.lost()[:10]
 
 
@@ -338,10 +346,10 @@ def test_postgres_stopped_before_the_migrations_fails_the_release_before_any_app
 
 def test_a_routed_container_crashed_during_a_release_does_not_stop_it(compose_stack):
     target = compose_stack
-    at_release(target, "1.1.0")
+    running, release = the_other_release(target)
     with Client(target.edge, "crash-during-release") as client:
         time.sleep(2)
-        run = Deploy(target, "-e", "pliers_release=1.0.0")
+        run = Deploy(target, "-e", f"pliers_release={release}")
         # While the api rolls, the web (rolled last) crashes.
         wait_for(lambda: len(containers(target, "api")) > 1 or run.process.poll() is not None, timeout=300,
                  interval=0.3, what="the rollout to start new api containers")  # fmt: skip
@@ -353,13 +361,14 @@ def test_a_routed_container_crashed_during_a_release_does_not_stop_it(compose_st
         time.sleep(2)
     if code != 0:
         assert "web" in run.text(), f"the release failed without naming the crashed web:\n{run.text()}"
-        assert deploy(target, "-e", "pliers_release=1.0.0").returncode == 0
-    assert version(target) == "1.0.0"
+        assert deploy(target, "-e", f"pliers_release={release}").returncode == 0
+    assert version(target) == release
     assert healthy(target, "web"), on(target, "docker ps -a --filter label=com.docker.compose.service=web")
-    rerun = deploy(target, "-e", "pliers_release=1.0.0")
+    rerun = deploy(target, "-e", f"pliers_release={release}")
     assert rerun.returncode == 0 and recap_changed(rerun) == [0], output(rerun)
-    report(target, "routed container crashed during a release", "web killed while 1.1.0 -> 1.0.0 rolled the api",
-           client, recovery=client.recovery(crashed_at), release_rc=code,
+    report(target, "routed container crashed during a release",
+           f"web killed while {running} -> {release} rolled the api", client,
+           recovery=client.recovery(crashed_at), release_rc=code,
            release_seconds=round(done_at - crashed_at, 1))  # fmt: skip
     assert not client.lost(), client.lost()[:10]
 
@@ -433,13 +442,13 @@ def test_swarm_tasks_replaced_outside_a_deploy_are_served_again_within_10_s(swar
 
 def test_a_node_stopped_during_a_release_leaves_the_release_completed_or_rolled_back(swarm_stack):
     target = swarm_stack
-    at_release(target, "1.1.0")
+    running, release = the_other_release(target)
     lost = MODES["swarm"]["offsite"]  # pliers-relsw-3: a worker that is neither the edge nor the database
     tasks = on(target, f"docker service ps {STACK}_api --filter desired-state=running --format '{{{{.Node}}}}'")
     assert lost in tasks.split(), f"no api task on {lost}: {tasks}"
     with Client(target.edge, "swarm-node-lost") as client:
         time.sleep(2)
-        run = Deploy(target, "-e", "pliers_release=1.0.0")
+        run = Deploy(target, "-e", f"pliers_release={release}")
         wait_for(lambda: run.reached("Swarm | deploy the stack") or run.process.poll() is not None, timeout=600,
                  interval=0.3, what="the release to deploy the stack")  # fmt: skip
         stopped_at = client.now()
@@ -449,17 +458,17 @@ def test_a_node_stopped_during_a_release_leaves_the_release_completed_or_rolled_
         time.sleep(2)
     released = version(target)
     if code == 0:
-        assert released == "1.0.0"
+        assert released == release
     else:
         assert re.search(r"rolled back|did not converge", run.text()), run.text()
-        assert released in ("1.0.0", "1.1.0")
+        assert released in (running, release)
     # The node stays down (a lab host restarted may come back on another address): the rerun leaves it out.
     wait_for(lambda: on(target, f"docker node inspect {lost} --format '{{{{.Status.State}}}}'") == "down",
              timeout=120, interval=3, what=f"the managers to see {lost} down")  # fmt: skip
-    rerun = deploy(target, "--limit", f"all:!{lost}", "-e", "pliers_release=1.0.0")
+    rerun = deploy(target, "--limit", f"all:!{lost}", "-e", f"pliers_release={release}")
     assert rerun.returncode == 0, output(rerun)
-    assert version(target) == "1.0.0"
-    report(target, "node stopped during a release", f"{lost} stopped while 1.1.0 -> 1.0.0 rolled", client,
+    assert version(target) == release
+    report(target, "node stopped during a release", f"{lost} stopped while {running} -> {release} rolled", client,
            recovery=client.recovery(stopped_at), release_rc=code,
            release_seconds=round(done_at - stopped_at, 1))  # fmt: skip
     assert not client.lost(), client.lost()[:10]

@@ -60,15 +60,19 @@ def manager() -> lab_hosts.Host:
 
 
 def services() -> dict[str, tuple[str, int, int, set[str]]]:
-    """Each service's (mode, running, desired, nodes running it), as the first manager sees them."""
+    """Each service's (mode, running, desired, nodes running it), as the first manager sees them.
+
+    Running counts the tasks Swarm wants running that run: `docker service ls` also counts a replaced task on a
+    node that went down, whose last known state stays "running" (api 4/3 while one of its 3 tasks was lost).
+    """
     listing = lab_hosts.ssh(manager(), "docker service ls --format '{{json .}}'").stdout.splitlines()
     state = {}
     for row in map(json.loads, listing):
-        running, desired = (int(n) for n in row["Replicas"].split()[0].split("/"))
+        desired = int(row["Replicas"].split()[0].split("/")[1])
         tasks = lab_hosts.ssh(manager(), f"docker service ps {row['Name']} --filter desired-state=running "
                                          "--format '{{.Node}} {{.CurrentState}}'").stdout.splitlines()  # fmt: skip
-        nodes = {line.split()[0] for line in tasks if " Running " in f"{line} "}
-        state[row["Name"].removeprefix(f"{STACK}_")] = (row["Mode"], running, desired, nodes)
+        running = [line.split()[0] for line in tasks if " Running " in f"{line} "]
+        state[row["Name"].removeprefix(f"{STACK}_")] = (row["Mode"], len(running), desired, set(running))
     return state
 
 
