@@ -24,7 +24,7 @@ LAB := python3 -m lab
 PYTHON_FOR_VENV ?= $(shell for p in python3.12 python3.13 $(wildcard /root/.pyenv/versions/3.12*/bin/python3.12); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help setup bench collection test-collection demo rollback releases backup restore demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-molecule lint clean
+.PHONY: help setup bench collection test-collection demo rollback releases backup restore demo-down lab-up lab-down lab-status lab-images lab-clean test test-unit test-lab test-faults test-molecule lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -129,6 +129,10 @@ test-lab: setup $(CORE_PREVIOUS_VENV)/.installed ## tests against the real lab (
 bench: setup ## measure deploys against raw Docker on a lab of its own: bench/results.{json,md} (about 30 min; not in make test)
 	$(LAB) images > /dev/null
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+test-faults: setup $(CORE_PREVIOUS_VENV)/.installed ## the fault suite (tests/lab/test_resilience.py) on the deployed labs, alone; not in make test yet
+	$(LAB) images > /dev/null
+	PLIERS_LAB_GROUPS=faults $(VENV)/bin/pytest -m lab -p no:cacheprovider tests/lab/test_resilience.py --durations=10
 
 test-molecule: setup ## the Molecule scenarios (default: compose on one host; swarm: three nodes)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name default

@@ -42,6 +42,9 @@ def pytest_terminal_summary(terminalreporter):
 def lab_group(item) -> str:
     """Which lab a test runs on (make test-lab runs the groups side by side)."""
     params = getattr(item, "callspec", None) and item.callspec.params
+    if item.path.name == "test_resilience.py":
+        # make test-faults: beside the other labs, on two cores, its recovery bounds measured the load.
+        return "faults"
     if params and "deployed" in params:
         return f"deployed-{params['deployed']}"
     if item.path.name == "test_swarm_node_loss.py":

@@ -188,6 +188,8 @@ def test_a_container_restarted_outside_a_deploy_is_served_again_within_10_s(comp
 def test_every_drifted_state_is_repaired_by_one_rerun_which_says_what_it_repaired(compose_stack):
     target = compose_stack
     compose_file = "/opt/pliers/local/compose.yaml"
+    # The rerun deploys what runs (an earlier case may have left the other release): only the drift changes.
+    release = ("-e", f"pliers_release={target.version()}")
     with Client(target.edge, "drift") as client:
         time.sleep(2)
         injected_at = client.now()
@@ -210,7 +212,7 @@ def test_every_drifted_state_is_repaired_by_one_rerun_which_says_what_it_repaire
         on(target, f"docker stop {monitored} && docker network rm {STACK}_monitoring")
         wait_for(lambda: on(target, f"docker inspect --format '{{{{.State.Health.Status}}}}' {ai}") == "unhealthy",
                  timeout=90, what="the frozen ai-service to turn unhealthy")  # fmt: skip
-        repair = deploy(target)
+        repair = deploy(target, *release)
         repaired_at = client.now()
         time.sleep(3)
     assert repair.returncode == 0, output(repair)
@@ -224,7 +226,7 @@ def test_every_drifted_state_is_repaired_by_one_rerun_which_says_what_it_repaire
     assert "nowhere" not in on(target, "cat /opt/pliers/local/configs/edge/upstreams/web.conf")
     for service in ("api", "ai-service", "web", "redis", "prometheus", "edge-exporter"):
         assert healthy(target, service), f"{service} is not back"
-    again = deploy(target)
+    again = deploy(target, *release)
     assert again.returncode == 0 and recap_changed(again) == [0], output(again)
     late = [moment for moment in client.failures() if moment > repaired_at]
     assert not late, client.summary()
@@ -237,6 +239,20 @@ def test_every_drifted_state_is_repaired_by_one_rerun_which_says_what_it_repaire
 # --- Compose: faults during a deploy ---------------------------------------------------------------------
 
 
+# The background deploys a case started: one left running by a failed case would hold the lock for the next.
+BACKGROUND: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_deploy_left_running():
+    yield
+    while BACKGROUND:
+        process = BACKGROUND.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 class Deploy:
     """deploy.yml in the background, its output read line by line (to act on a task's start)."""
 
@@ -245,6 +261,7 @@ class Deploy:
             target.command("deploy.yml", *extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True,
         )  # fmt: skip
+        BACKGROUND.append(self.process)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -275,12 +292,12 @@ def test_a_deploy_killed_mid_rollout_is_taken_over_and_converged_by_the_rerun(de
         run = Deploy(target, "-e", f"pliers_release={release}")
         if target.mode == "compose":
             # Mid-rollout: the new api containers run beside the old one.
-            wait_for(lambda: len(containers(target, "api")) > 1 or run.process.poll() is not None, timeout=300,
+            wait_for(lambda: len(containers(target, "api")) > 1 or run.process.poll() is not None, timeout=900,
                      interval=0.3, what="the rollout to start new api containers")  # fmt: skip
         else:
             wait_for(lambda: "updating" in on(target, f"docker service inspect {service} --format "
                                                       "'{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}'")
-                     or run.process.poll() is not None, timeout=300, interval=0.3,
+                     or run.process.poll() is not None, timeout=900, interval=0.3,
                      what="Swarm to start updating the api")  # fmt: skip
         assert run.process.poll() is None, f"the deploy ended before it could be killed:\n{run.text()}"
         killed_at = client.now()
@@ -318,7 +335,7 @@ def test_postgres_stopped_before_the_migrations_fails_the_release_before_any_app
         time.sleep(2)
         run = Deploy(target, "-e", "pliers_release=1.1.0")
         wait_for(lambda: run.reached("stop before the migrations") or run.process.poll() is not None,
-                 timeout=300, interval=0.05, what="the release to reach its migrations")  # fmt: skip
+                 timeout=900, interval=0.05, what="the release to reach its migrations")  # fmt: skip
         assert run.process.poll() is None, f"the release ended before its migrations:\n{run.text()}"
         # Frozen while PostgreSQL stops, so that the migrations, next, meet it stopped.
         os.killpg(run.process.pid, signal.SIGSTOP)
@@ -351,7 +368,7 @@ def test_a_routed_container_crashed_during_a_release_does_not_stop_it(compose_st
         time.sleep(2)
         run = Deploy(target, "-e", f"pliers_release={release}")
         # While the api rolls, the web (rolled last) crashes.
-        wait_for(lambda: len(containers(target, "api")) > 1 or run.process.poll() is not None, timeout=300,
+        wait_for(lambda: len(containers(target, "api")) > 1 or run.process.poll() is not None, timeout=900,
                  interval=0.3, what="the rollout to start new api containers")  # fmt: skip
         assert run.process.poll() is None, f"the release ended before the crash:\n{run.text()}"
         crashed_at = client.now()
@@ -449,7 +466,7 @@ def test_a_node_stopped_during_a_release_leaves_the_release_completed_or_rolled_
     with Client(target.edge, "swarm-node-lost") as client:
         time.sleep(2)
         run = Deploy(target, "-e", f"pliers_release={release}")
-        wait_for(lambda: run.reached("Swarm | deploy the stack") or run.process.poll() is not None, timeout=600,
+        wait_for(lambda: run.reached("Swarm | deploy the stack") or run.process.poll() is not None, timeout=900,
                  interval=0.3, what="the release to deploy the stack")  # fmt: skip
         stopped_at = client.now()
         docker("stop", lost)

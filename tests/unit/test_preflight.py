@@ -120,6 +120,7 @@ EDGE, DB, PLAIN = "{edge: 'true'}", "{db: 'true'}", "{}"
         ({"m1": EDGE}, {"w1": DB}, ("-e", "ai_service_replicas=0"), "ai_service_replicas must be 1 or more"),
         ({"m1": EDGE, "m2": DB, "w1": PLAIN}, {"w1": PLAIN}, (), "listed in both swarm_managers and swarm_workers: w1"),
         ({"m1": DB}, {"w1": PLAIN}, (), "the nginx edge runs on nodes labelled edge=true"),
+        ({"m1": EDGE}, {"w1": DB}, ("--limit", "w1"), "that this run reaches (--limit left out every manager?)"),
     ],
 )
 def test_bad_swarm_shapes_fail_in_preflight(tmp_path, managers, workers, extra, named):
@@ -159,3 +160,12 @@ def test_restore_rollback_and_backup_check_their_inputs_before_anything_stops(tm
     assert result.returncode != 0
     assert named in output, output[-3000:]
     assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch the host"
+
+
+@pytest.mark.parametrize("playbook", ["restore.yml", "rollback.yml", "backup.yml"])
+def test_restore_rollback_and_backup_pass_preflight_with_their_defaults(tmp_path, playbook):
+    """No backup name, no rollback target: the defaults (latest, previous) pass; the run goes on to the host."""
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, playbook=playbook)
+    output = result.stdout + result.stderr
+    assert "UNREACHABLE" in output, output[-3000:]
+    assert "is undefined" not in output, output[-3000:]
