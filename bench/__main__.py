@@ -86,7 +86,7 @@ class Bench:
 
     def host(self, index: int) -> lab_hosts.Host:
         name = LAB.host_name(index)
-        return lab_hosts.Host(name, lab_hosts.host_address(LAB, name))
+        return lab_hosts.lab_host(LAB, name)
 
     def reset(self, count: int, image: str) -> None:
         """Hosts 1..count recreated from image (bare, or with the engine installed); the lab's inventory follows."""

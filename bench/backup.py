@@ -28,7 +28,7 @@ def timed(host: lab_hosts.Host, command: str) -> float:
 
 def measure(lab: Lab, *, rows: int, runs: int) -> dict:
     """Median seconds of each side and the ratios, on a table of rows filled for the purpose (dropped after)."""
-    host = lab_hosts.Host(f"{lab.name}-1", lab_hosts.host_address(lab, f"{lab.name}-1"))
+    host = lab_hosts.lab_host(lab, f"{lab.name}-1")
     pg = lab_hosts.ssh(host, FIND).stdout.split()[0]
     psql = f"docker exec {pg} psql -U pliers -d pliers -Atc"
     lab_hosts.ssh(host, f"{psql} 'DROP TABLE IF EXISTS bench_rows'")

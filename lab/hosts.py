@@ -101,6 +101,11 @@ def host_address(lab: Lab, name: str) -> str:
     return address
 
 
+def lab_host(lab: Lab, name: str) -> Host:
+    """The running host `name` of the lab, at its current address (a host restarted may get another)."""
+    return Host(name, host_address(lab, name))
+
+
 def ssh(host: Host, command: str, *, check: bool = True, timeout: float = 600, input: str | None = None):
     return run(
         [
@@ -142,7 +147,7 @@ def _wait_ready(lab: Lab, name: str) -> Host:
         "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys",
         input=public_key,
     )
-    host = Host(name, host_address(lab, name))
+    host = lab_host(lab, name)
     last = ""
     while time.monotonic() < deadline:
         result = ssh(host, "true", check=False, timeout=15)
@@ -199,7 +204,7 @@ def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...]
         list(pool.map(lambda name: _wait_ready(lab, name), names))
     # Every host that runs (a stopped one has no address).
     up = set(docker_lines("ps", "--filter", f"label={lab.label}", "--format", "{{.Names}}"))
-    return [Host(name, host_address(lab, name)) for name in running_hosts(lab) if name in up]
+    return [lab_host(lab, name) for name in running_hosts(lab) if name in up]
 
 
 def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:

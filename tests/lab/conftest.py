@@ -69,7 +69,7 @@ def images(test_lab) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def hosts(test_lab) -> list[lab_hosts.Host]:
-    return [lab_hosts.Host(name, lab_hosts.host_address(test_lab, name)) for name in lab_hosts.running_hosts(test_lab)]
+    return [lab_hosts.lab_host(test_lab, name) for name in lab_hosts.running_hosts(test_lab)]
 
 
 @pytest.fixture(scope="session")

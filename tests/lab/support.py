@@ -282,9 +282,9 @@ class Target:
         self.mode = mode
         self.lab: Lab = MODES[mode]["lab"]
         self.inventory = inventory
-        self.deployer = lab_hosts.Host(f"{self.lab.name}-1", lab_hosts.host_address(self.lab, f"{self.lab.name}-1"))
+        self.deployer = lab_hosts.lab_host(self.lab, f"{self.lab.name}-1")
         self.edge = f"http://{self.deployer.address}:80"
-        self.db = lab_hosts.Host(MODES[mode]["db"], lab_hosts.host_address(self.lab, MODES[mode]["db"]))
+        self.db = lab_hosts.lab_host(self.lab, MODES[mode]["db"])
 
     def command(self, playbook: str, *extra: str) -> list[str]:
         return [
@@ -307,7 +307,7 @@ class Target:
             f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_postgres"
         )
         for host in lab_hosts.running_hosts(self.lab):
-            node = lab_hosts.Host(host, lab_hosts.host_address(self.lab, host))
+            node = lab_hosts.lab_host(self.lab, host)
             containers = lab_hosts.ssh(node, find).stdout.split()
             if containers:
                 command = f'docker exec {containers[0]} psql -U pliers -d pliers -tAc "{query}"'

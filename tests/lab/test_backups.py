@@ -116,9 +116,7 @@ def test_the_timer_schedules_the_backup_and_its_drill(deployed):
 
 
 def test_an_offsite_copy_lands_in_restic_on_another_host_over_sftp(deployed, tmp_path):
-    server = lab_hosts.Host(
-        MODES[deployed.mode]["offsite"], lab_hosts.host_address(deployed.lab, MODES[deployed.mode]["offsite"])
-    )
+    server = lab_hosts.lab_host(deployed.lab, MODES[deployed.mode]["offsite"])
     key = tmp_path / "offsite_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pliers-offsite", "-f", str(key)], check=True)
     # The SFTP server, as an operator would prepare it: an account that holds the repository.

@@ -81,7 +81,7 @@ def test_promtool_and_amtool_accept_the_rendered_configuration(tools, rendering,
 
 def test_prometheus_scrapes_every_target_on_every_node(deployed):
     expected_nodes = {
-        lab_hosts.ssh(lab_hosts.Host(name, lab_hosts.host_address(deployed.lab, name)), "hostname").stdout.strip()
+        lab_hosts.ssh(lab_hosts.lab_host(deployed.lab, name), "hostname").stdout.strip()
         for name in lab_hosts.running_hosts(deployed.lab)
         if deployed.mode == "swarm" or name == deployed.deployer.name
     }

@@ -447,7 +447,7 @@ def test_swarm_tasks_replaced_outside_a_deploy_are_served_again_within_10_s(swar
         killed_at = client.now()
         # Every api task's container, on every node: Swarm replaces them with new tasks, on new addresses.
         for name in lab_hosts.running_hosts(target.lab):
-            node = lab_hosts.Host(name, lab_hosts.host_address(target.lab, name))
+            node = lab_hosts.lab_host(target.lab, name)
             on(target, f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_api | xargs -r docker kill",
                host=node)  # fmt: skip
         recovery = served_again(client, killed_at, window=25)

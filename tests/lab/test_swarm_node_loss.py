@@ -57,7 +57,7 @@ def deploy(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def manager() -> lab_hosts.Host:
-    return lab_hosts.Host("pliers-loss-1", lab_hosts.host_address(LAB, "pliers-loss-1"))
+    return lab_hosts.lab_host(LAB, "pliers-loss-1")
 
 
 def services() -> dict[str, tuple[str, int, int, set[str]]]:
@@ -92,8 +92,8 @@ def recovered_without(lost: str, before: dict) -> bool:
 
 def history(node: str) -> str:
     """The release history on a node (where the deploys it led recorded themselves)."""
-    host = lab_hosts.Host(node, lab_hosts.host_address(LAB, node))
-    return lab_hosts.ssh(host, "cat /var/lib/pliers/local/releases.log 2>/dev/null || true").stdout
+    read = "cat /var/lib/pliers/local/releases.log 2>/dev/null || true"
+    return lab_hosts.ssh(lab_hosts.lab_host(LAB, node), read).stdout
 
 
 def edge(path: str = "/api/health") -> tuple[int, str]:
