@@ -51,8 +51,11 @@ def main(argv: list[str]) -> int:
         thread.join()
         if process.returncode != 0:
             failed.append(f"{groups} (exit {process.returncode}, log {log})")
-    summary = [log.read_text().strip().splitlines()[-1] for _, _, _, log in running]
-    print("\n".join(f"{groups}: {line}" for (groups, *_), line in zip(running, summary, strict=True)))
+    for groups, _, _, log in running:
+        # pytest's last line, and the one line per failed test of its short summary: a CI log's tail names them.
+        lines = log.read_text().strip().splitlines()
+        for line in [line for line in lines if line.startswith(("FAILED ", "ERROR "))] + lines[-1:]:
+            print(f"{groups}: {line}")
     if failed:
         print("lab tests failed: " + "; ".join(failed), file=sys.stderr)
         return 1
