@@ -97,7 +97,12 @@ lab-images: ## build (or reuse) the lab's images only
 lab-clean: lab-down ## lab-down, then drop the cached images too
 	@$(LAB) clean-cache
 
-test: setup lint test-unit test-collection test-lab test-molecule ## everything CI runs
+test: setup $(CORE_PREVIOUS_VENV)/.installed ## everything CI runs
+	@# The offline checks side by side (each keeps about one core busy), the lab's images built meanwhile;
+	@# then the labs, then Molecule. --output-sync: each check's output comes whole, when it ends.
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint test-unit test-collection lab-images
+	$(MAKE) --no-print-directory test-lab
+	$(MAKE) --no-print-directory test-molecule
 
 test-unit: setup ## fast tests that need no engine
 	$(VENV)/bin/pytest -m "not lab"
