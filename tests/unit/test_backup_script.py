@@ -129,3 +129,39 @@ def test_a_full_backup_disk_fails_clearly_keeps_earlier_backups_and_records_the_
     assert "the earlier backups are untouched" in message
     assert [p.name for p in root.iterdir()] == [earlier.name], "the partial backup is removed"
     assert 'pliers_backup_last_attempt_success{environment="x"} 0' in status.read_text()
+
+
+@pytest.mark.parametrize("rename_fails", [False, True])
+def test_the_live_database_refuses_connections_from_before_its_sessions_end_until_it_is_swapped(
+    tmp_path, monkeypatch, rename_fails
+):
+    """An exporter reconnected between the sessions' end and the rename, and failed the restore (seen on the lab):
+    the live database stops accepting connections first; when the swap fails, it accepts them again."""
+    root = tmp_path / "backups"
+    make_backup(root, "20261127T031500Z")
+    config = {"backup_dir": str(root), "postgres": {"service": "postgres", "user": "u", "database": "pliers"}}
+    statements = []
+
+    def psql(config, pg, query, database=None):
+        statements.append(query)
+        if rename_fails and query == 'ALTER DATABASE "pliers" RENAME TO "pliers_before_restore"':
+            raise pliers_backup.BackupError('database "pliers" is being accessed by other users')
+        return ""
+
+    monkeypatch.setattr(pliers_backup, "container", lambda config, service: "c")
+    monkeypatch.setattr(pliers_backup, "restore_into", lambda *args: None)
+    monkeypatch.setattr(pliers_backup, "psql", psql)
+    if rename_fails:
+        with pytest.raises(pliers_backup.BackupError, match="being accessed"):
+            pliers_backup.restore_postgres(config, None)
+    else:
+        pliers_backup.restore_postgres(config, None)
+    refuse = statements.index('ALTER DATABASE "pliers" WITH ALLOW_CONNECTIONS false')
+    terminate = next(i for i, query in enumerate(statements) if "pg_terminate_backend" in query)
+    assert refuse < terminate < statements.index('ALTER DATABASE "pliers" RENAME TO "pliers_before_restore"')
+    if rename_fails:
+        assert statements[-2:] == ['ALTER DATABASE "pliers" WITH ALLOW_CONNECTIONS true',
+                                   'DROP DATABASE IF EXISTS "pliers_restoring" WITH (FORCE)']  # fmt: skip
+    else:
+        assert statements[-2:] == ['ALTER DATABASE "pliers_restoring" RENAME TO "pliers"',
+                                   'DROP DATABASE "pliers_before_restore" WITH (FORCE)']  # fmt: skip

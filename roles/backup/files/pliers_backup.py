@@ -486,10 +486,17 @@ def restore_postgres(config: dict, name: str | None) -> dict:
         psql(config, pg, f'DROP DATABASE IF EXISTS "{restoring}" WITH (FORCE)', "postgres")
         raise
     psql(config, pg, f'DROP DATABASE IF EXISTS "{previous}" WITH (FORCE)', "postgres")
-    # The writers are stopped; whatever is still connected (an exporter) is disconnected for the rename.
+    # The writers are stopped; whatever is still connected (an exporter) is disconnected for the rename. The live
+    # database refuses new connections first: the exporter reconnected between the two and failed the rename.
     disconnect = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{live}'"  # noqa: S608
-    psql(config, pg, disconnect, "postgres")
-    psql(config, pg, f'ALTER DATABASE "{live}" RENAME TO "{previous}"', "postgres")
+    psql(config, pg, f'ALTER DATABASE "{live}" WITH ALLOW_CONNECTIONS false', "postgres")
+    try:
+        psql(config, pg, disconnect, "postgres")
+        psql(config, pg, f'ALTER DATABASE "{live}" RENAME TO "{previous}"', "postgres")
+    except BackupError:
+        psql(config, pg, f'ALTER DATABASE "{live}" WITH ALLOW_CONNECTIONS true', "postgres")
+        psql(config, pg, f'DROP DATABASE IF EXISTS "{restoring}" WITH (FORCE)', "postgres")
+        raise
     psql(config, pg, f'ALTER DATABASE "{restoring}" RENAME TO "{live}"', "postgres")
     psql(config, pg, f'DROP DATABASE "{previous}" WITH (FORCE)', "postgres")
     return {"changed": True, "name": chosen.name, "seconds": round(time.time() - started, 2)}
