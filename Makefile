@@ -99,10 +99,9 @@ lab-clean: lab-down ## lab-down, then drop the cached images too
 
 test: setup $(CORE_PREVIOUS_VENV)/.installed ## everything CI runs
 	@# The offline checks side by side (each keeps about one core busy), the lab's images built meanwhile;
-	@# then the labs, then Molecule. --output-sync: each check's output comes whole, when it ends.
+	@# then the labs and Molecule, side by side. --output-sync: each check's output comes whole, when it ends.
 	$(MAKE) --no-print-directory -j4 --output-sync=target lint test-unit test-collection lab-images
 	$(MAKE) --no-print-directory test-lab
-	$(MAKE) --no-print-directory test-molecule
 
 test-unit: setup ## fast tests that need no engine
 	$(VENV)/bin/pytest -m "not lab"
@@ -126,8 +125,9 @@ test-collection: collection $(CORE_PREVIOUS_VENV)/.installed ## Galaxy's importe
 	tools/ansible_test.sh $(VENV) $(INSTALLED)
 	tools/ansible_test.sh $(CORE_PREVIOUS_VENV) $(INSTALLED)
 
-test-lab: setup $(CORE_PREVIOUS_VENV)/.installed ## tests against the real lab (starts the engine and a lab of its own)
-	@# What the labs share (images, CA, SSH key) first; then each lab's tests in a process of its own, side by side.
+test-lab: setup $(CORE_PREVIOUS_VENV)/.installed ## tests against the real lab and Molecule, side by side (starts the engine and labs of its own)
+	@# What the labs share (images, CA, SSH key) first; then each lab's tests in a process of its own, and the
+	@# Molecule scenarios, side by side.
 	$(LAB) images > /dev/null
 	$(VENV)/bin/python -m tests.lab.parallel --durations=10
 

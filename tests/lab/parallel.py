@@ -1,10 +1,11 @@
-"""make test-lab: the lab tests in one pytest process per lab, side by side (most of their time is spent
-waiting on health checks and rolling updates, not on this machine's CPU).
+"""make test-lab: the lab tests in one pytest process per lab, and the Molecule scenarios, side by side (much
+of their time is spent waiting on health checks and rolling updates, which the others fill).
 
     python3 -m tests.lab.parallel [pytest options]
 
-Each process runs the groups PLIERS_LAB_GROUPS names (tests/lab/conftest.py deselects the others); its output
-goes to .lab/reports/lab-<groups>.log and, prefixed, to this output. Exits non-zero when any process did.
+Each pytest process runs the groups PLIERS_LAB_GROUPS names (tests/lab/conftest.py deselects the others); each
+process's output goes to .lab/reports/lab-<name>.log and, prefixed, to this output. Exits non-zero when any
+process did.
 (pytest-xdist's loadgroup would, but with pytest 9 it cannot tag the tests: it sets an attribute pytest 9 dropped.)
 """
 
@@ -18,8 +19,10 @@ from pathlib import Path
 
 from lab.common import ROOT
 
-# Two long labs on their own, the short ones one after the other.
-PROCESSES = ("deployed-swarm", "deployed-compose", "test-lab,node-loss")
+# The deployed stacks' labs (releases, backups) on their own, the short labs one after
+# the other, Molecule's scenarios (make test-molecule) beside them.
+PYTEST_GROUPS = ("deployed-swarm", "deployed-compose", "test-lab,node-loss")
+MOLECULE = ("make", "--no-print-directory", "test-molecule")
 REPORTS = ROOT / ".lab" / "reports"
 
 
@@ -35,27 +38,29 @@ def relay(name: str, process: subprocess.Popen, log: Path) -> None:
 def main(argv: list[str]) -> int:
     REPORTS.mkdir(parents=True, exist_ok=True)
     pytest = Path(sys.executable).parent / "pytest"
+    commands = {groups: [str(pytest), "-m", "lab", "-p", "no:cacheprovider", *argv] for groups in PYTEST_GROUPS}
+    commands["molecule"] = list(MOLECULE)
     running = []
-    for groups in PROCESSES:
-        command = [str(pytest), "-m", "lab", "-p", "no:cacheprovider", *argv]
-        environment = {**os.environ, "PLIERS_LAB_GROUPS": groups, "PYTHONUNBUFFERED": "1"}
+    for name, command in commands.items():
+        environment = {**os.environ, "PLIERS_LAB_GROUPS": name, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        log = REPORTS / f"lab-{groups.replace(',', '+')}.log"
-        thread = threading.Thread(target=relay, args=(groups, process, log), daemon=True)
+        log = REPORTS / f"lab-{name.replace(',', '+')}.log"
+        thread = threading.Thread(target=relay, args=(name, process, log), daemon=True)
         thread.start()
-        running.append((groups, process, thread, log))
+        running.append((name, process, thread, log))
     failed = []
-    for groups, process, thread, log in running:
+    for name, process, thread, log in running:
         process.wait()
         thread.join()
         if process.returncode != 0:
-            failed.append(f"{groups} (exit {process.returncode}, log {log})")
-    for groups, _, _, log in running:
-        # pytest's last line, and the one line per failed test of its short summary: a CI log's tail names them.
-        lines = log.read_text().strip().splitlines()
-        for line in [line for line in lines if line.startswith(("FAILED ", "ERROR "))] + lines[-1:]:
-            print(f"{groups}: {line}")
+            failed.append(f"{name} (exit {process.returncode}, log {log})")
+    for name, _, _, log in running:
+        # pytest's last line and one line per failed test, Molecule's scenario recaps: a CI log's tail names them.
+        lines = [line for line in log.read_text().strip().splitlines() if line.strip()]
+        summary = [line for line in lines if line.startswith(("FAILED ", "ERROR ")) or "failed=" in line]
+        for line in summary + lines[-1:]:
+            print(f"{name}: {line}")
     if failed:
         print("lab tests failed: " + "; ".join(failed), file=sys.stderr)
         return 1

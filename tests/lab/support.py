@@ -129,7 +129,8 @@ class Client:
     """An operator's client through the edge, in two background threads: one reads (`/api/health`, `/ai/health`,
     `/` in turn, `read_rate` a second), one writes (`POST /api/items`, `write_rate` a second).
 
-    Every failure is kept with its time (seconds since the client started); every write the api acknowledged
+    Every failure is kept with the time its request was sent (seconds since the client started: a request sent
+    once the service was back succeeds, however long an earlier one hung); every write the api acknowledged
     (a 2xx with the item's id) is kept by name, to be found again afterwards (`lost()`).
     """
 
@@ -168,22 +169,24 @@ class Client:
     def _read(self) -> None:
         def read(count: int) -> None:
             path = self.paths[count % len(self.paths)]
+            sent = self.now()
             status, body = http(self.base_url + path, timeout=10)
             self.reads += 1
             if status != 200:
-                self.read_failures.append((self.now(), path, status, body[:200]))
+                self.read_failures.append((sent, path, status, body[:200]))
 
         self._paced(read, self.read_interval)
 
     def _write(self) -> None:
         def write(count: int) -> None:
             name = f"{self.tag}-{count}"
+            sent = self.now()
             status, body = http(self.base_url + "/api/items", method="POST", body={"name": name}, timeout=10)
             self.writes += 1
             if 200 <= status < 300 and '"id"' in body:
                 self.acknowledged.append(name)
             else:
-                self.write_failures.append((self.now(), status, body[:200]))
+                self.write_failures.append((sent, status, body[:200]))
 
         self._paced(write, self.write_interval)
 
