@@ -12,6 +12,7 @@ process did.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from lab.common import ROOT
 PYTEST_GROUPS = ("deployed-swarm", "deployed-compose", "test-lab,node-loss")
 MOLECULE = ("make", "--no-print-directory", "test-molecule")
 REPORTS = ROOT / ".lab" / "reports"
+RECAP = re.compile(r"actions=|(failed|unreachable)=[1-9]")
 
 
 def relay(name: str, process: subprocess.Popen, log: Path) -> None:
@@ -33,6 +35,14 @@ def relay(name: str, process: subprocess.Popen, log: Path) -> None:
             sink.flush()
             sys.stdout.write(f"[{name}] {line}")
             sys.stdout.flush()
+
+
+def summary(output: str) -> list[str]:
+    """What a CI log's tail shows of a process: one line per failed test and pytest's last line; Molecule's
+    scenario recaps and any host that failed or was unreachable."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    kept = [line for line in lines if line.startswith(("FAILED ", "ERROR ")) or RECAP.search(line)]
+    return kept + [line for line in lines[-1:] if line not in kept]
 
 
 def main(argv: list[str]) -> int:
@@ -56,10 +66,7 @@ def main(argv: list[str]) -> int:
         if process.returncode != 0:
             failed.append(f"{name} (exit {process.returncode}, log {log})")
     for name, _, _, log in running:
-        # pytest's last line and one line per failed test, Molecule's scenario recaps: a CI log's tail names them.
-        lines = [line for line in log.read_text().strip().splitlines() if line.strip()]
-        summary = [line for line in lines if line.startswith(("FAILED ", "ERROR ")) or "failed=" in line]
-        for line in summary + lines[-1:]:
+        for line in summary(log.read_text()):
             print(f"{name}: {line}")
     if failed:
         print("lab tests failed: " + "; ".join(failed), file=sys.stderr)
