@@ -189,6 +189,12 @@ def _swarm_service(name: str, model: dict, networks: dict, edge: str, top: dict,
     order = model.get("update_order", "start-first")
     if order not in UPDATE_ORDERS:
         raise AnsibleFilterError(f"{where}: update_order must be one of {', '.join(UPDATE_ORDERS)}, got {order!r}")
+    max_per_node = int(model.get("max_replicas_per_node") or 0)
+    # A hard per-node cap can leave a start-first update no room once a node is lost: its next new task waits for
+    # a place no node has, beside the old task it should replace, and the update never ends. Such a service
+    # updates stop-first, one task at a time, while its other replicas serve.
+    if max_per_node > 0:
+        order = "stop-first"
     endpoint_mode = model.get("endpoint_mode", defaults["endpoint_mode"])
     if endpoint_mode not in ENDPOINT_MODES:
         raise AnsibleFilterError(f"{where}: endpoint_mode must be vip or dnsrr, got {endpoint_mode!r}")
@@ -217,8 +223,8 @@ def _swarm_service(name: str, model: dict, networks: dict, edge: str, top: dict,
     placement: dict = {}
     if model.get("placement"):
         placement["constraints"] = list(model["placement"])
-    if int(model.get("max_replicas_per_node") or 0) > 0:
-        placement["max_replicas_per_node"] = int(model["max_replicas_per_node"])
+    if max_per_node > 0:
+        placement["max_replicas_per_node"] = max_per_node
     if placement:
         deploy["placement"] = placement
     if edge == "traefik" and model.get("http"):

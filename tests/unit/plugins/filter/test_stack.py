@@ -104,9 +104,12 @@ def test_swarm_branch_renders_deploy_blocks_placement_and_versioned_secrets():
     stack = swarm_stack(services, name="pliers-prod", networks=SWARM_NETWORKS)
     api = stack["services"]["api"]
     assert api["deploy"]["replicas"] == 3 and api["deploy"]["endpoint_mode"] == "dnsrr"
-    assert api["deploy"]["update_config"]["order"] == "start-first"
+    # Capped per node: stop-first, or a lost node leaves the update no room to start its next task.
+    assert api["deploy"]["update_config"]["order"] == api["deploy"]["rollback_config"]["order"] == "stop-first"
     assert api["deploy"]["update_config"]["failure_action"] == "rollback"
     assert api["deploy"]["placement"] == {"max_replicas_per_node": 2}
+    uncapped = swarm_stack({"api": swarm_model(replicas=3)}, name="p", networks=SWARM_NETWORKS)["services"]["api"]
+    assert uncapped["deploy"]["update_config"]["order"] == "start-first" and "placement" not in uncapped["deploy"]
     assert api["deploy"]["resources"] == {"limits": {"cpus": "0.5"}, "reservations": {"memory": "64M"}}
     assert "depends_on" not in api and "restart" not in api, "Swarm ignores them: the renderer leaves them out"
     assert api["secrets"] == [
