@@ -6,7 +6,7 @@ on :3001. Commands:
     pliers serve               run the HTTP server of this role
     pliers migrate status      print applied and pending migrations (JSON)
     pliers migrate up          apply pending migrations, print what was applied (JSON)
-    pliers healthcheck         exit 0 when this container's /health answers 200
+    pliers healthcheck         exit 0 when this container's /health answers 200 (lab/app/pliers, in bash)
 
 Secrets come from *_FILE variables (the plain variable is accepted as a
 fallback for development). Version "broken" starts but never reports healthy.
@@ -377,21 +377,10 @@ def serve() -> int:
     return 0
 
 
-def healthcheck() -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=3) as response:  # noqa: S310
-            return 0 if response.status == 200 else 1
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"unhealthy: {exc}", file=sys.stderr)
-        return 1
-
-
 def main(argv: list[str]) -> int:
     command = argv[1:] or ["serve"]
     if command == ["serve"]:
         return serve()
-    if command == ["healthcheck"]:
-        return healthcheck()
     if command[0] == "migrate" and command[1:] in (["status"], ["up"]):
         if ROLE != "api":
             print("migrations belong to the api image", file=sys.stderr)
