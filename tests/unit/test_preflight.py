@@ -73,6 +73,18 @@ def test_bad_inputs_fail_in_preflight_naming_the_variable(tmp_path, extra, named
     assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch the host"
 
 
+def test_every_problem_of_a_role_is_named_in_one_run(tmp_path):
+    bad = ("-e", "monitoring_prometheus_port=99999", "-e", "monitoring_bind_address=localhost",
+           "-e", "monitoring_scrape_interval=often", "-e", "monitoring_grafana_port=0080")  # fmt: skip
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, *bad)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    for named in ("monitoring_prometheus_port must be a port number", "monitoring_bind_address must be an IPv4",
+                  "monitoring_scrape_interval (like 15s)"):  # fmt: skip
+        assert named in output, output[-3000:]
+    assert "monitoring_grafana_port" not in output, "a port with a leading zero is still a port"
+
+
 def test_a_missing_vault_secret_fails_naming_it(tmp_path):
     # staging ships no vault.yml: nothing defines vault_postgres_password and its friends.
     result = deploy(tmp_path, "staging")
