@@ -125,9 +125,8 @@ test-collection: collection $(CORE_PREVIOUS_VENV)/.installed ## Galaxy's importe
 	tools/ansible_test.sh $(VENV) $(INSTALLED)
 	tools/ansible_test.sh $(CORE_PREVIOUS_VENV) $(INSTALLED)
 
-test-lab: setup $(CORE_PREVIOUS_VENV)/.installed ## tests against the real lab and Molecule, side by side (starts the engine and labs of its own)
-	@# What the labs share (images, CA, SSH key) first; then each lab's tests in a process of its own, and the
-	@# Molecule scenarios, side by side.
+test-lab: setup $(CORE_PREVIOUS_VENV)/.installed ## tests against the real lab, side by side: each mode's Molecule scenario, then its release, backup, monitoring and fault tests on the same hosts; the test lab
+	@# What the labs share (images, CA, SSH key) first; then each lab's tests in a process of its own, side by side.
 	$(LAB) images > /dev/null
 	$(VENV)/bin/python -m tests.lab.parallel --durations=10
 
@@ -135,11 +134,11 @@ bench: setup ## measure deploys against raw Docker on a lab of its own: bench/re
 	$(LAB) images > /dev/null
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
-test-faults: setup $(CORE_PREVIOUS_VENV)/.installed ## the fault suite (tests/lab/test_resilience.py) on the deployed labs, alone; not in make test yet
+test-faults: setup $(CORE_PREVIOUS_VENV)/.installed ## the fault suite (tests/lab/test_resilience.py) alone, both modes, on the Molecule scenarios' stacks (make test runs it too)
 	$(LAB) images > /dev/null
-	PLIERS_LAB_GROUPS=faults $(VENV)/bin/pytest -m lab -p no:cacheprovider tests/lab/test_resilience.py --durations=10
+	$(VENV)/bin/pytest -m lab -p no:cacheprovider tests/lab/test_resilience.py --durations=10
 
-test-molecule: setup ## the Molecule scenarios (default: compose on one host; swarm: three nodes)
+test-molecule: setup ## the Molecule scenarios alone (default: compose on one host; swarm: four nodes, three of them managers)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name default
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test --scenario-name swarm
 

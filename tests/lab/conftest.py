@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from lab import hosts as lab_hosts
 from lab.images import Builder
 
-from .support import FAULTS, MODES, ROOT, TEST_LAB, Target, fault_line, lab_cli, output
+from .support import FAULTS, MODES, ROOT, TEST_LAB, Target, fault_line, lab_cli
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,12 +30,20 @@ def pytest_collection_modifyitems(config, items):
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = [item for item in items if item not in deselected]
-    # The node-loss lab (four engines) first: it is gone before the test lab comes up, never beside it.
-    items.sort(key=lambda item: "/tests/lab/" not in str(item.path) or lab_group(item) != "node-loss")
+
+
+# Each Molecule scenario's recap, by scenario (the `deployed` fixture runs them).
+MOLECULE: dict[str, list[str]] = {}
 
 
 def pytest_terminal_summary(terminalreporter):
-    """One line per fault case: what was injected, what the client saw, how long recovery took."""
+    """The Molecule scenarios' recaps; one line per fault case: what was injected, what the client saw, how long
+    recovery took."""
+    if MOLECULE:
+        terminalreporter.section("molecule")
+        for lines in MOLECULE.values():
+            for line in lines:
+                terminalreporter.write_line(line)
     if FAULTS:
         terminalreporter.section("faults")
         for mode, entries in FAULTS.items():
@@ -40,15 +52,11 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def lab_group(item) -> str:
-    """Which lab a test runs on (make test-lab runs the groups side by side)."""
+    """Which lab a test runs on (make test-lab runs the groups side by side): each mode's deployed stack, or the
+    test lab."""
     params = getattr(item, "callspec", None) and item.callspec.params
-    if item.path.name == "test_resilience.py":
-        # make test-faults: beside the other labs, on two cores, its recovery bounds measured the load.
-        return "faults"
     if params and "deployed" in params:
         return f"deployed-{params['deployed']}"
-    if item.path.name == "test_swarm_node_loss.py":
-        return "node-loss"
     return "test-lab"
 
 
@@ -92,18 +100,39 @@ def docker_hosts(hosts) -> list[lab_hosts.Host]:
 
 @pytest.fixture(scope="session", params=list(MODES))
 def deployed(request, tmp_path_factory):
-    """The stack deployed at 1.0.0 on a lab of its own, in each mode; shared by the release and backup tests."""
+    """Each mode's stack as its Molecule scenario leaves it: created on bare hosts, converged at 1.0.0, idempotent,
+    checked and verified (molecule test, without its final destroy). The release, backup and fault tests go on
+    from there on the same hosts, then the lab is removed: one lab and one first deploy per mode."""
     mode = request.param
     spec = MODES[mode]
-    lab_cli("down", name=spec["lab"].name)
-    lab_cli("up", "--hosts", str(spec["hosts"]), name=spec["lab"].name)
+    # Bare hosts, whatever an earlier run left behind (the scenario's own destroy: its lab and Molecule's state).
+    assert run_molecule("destroy", spec["scenario"]).returncode == 0
+    scenario = run_molecule("test", spec["scenario"], "--destroy", "never")
+    assert scenario.returncode == 0, f"molecule test -s {spec['scenario']} failed:\n{scenario.stdout[-6000:]}"
+    # The scenario's inventory, its symlinked group_vars copied as files (the node tests edit the hosts).
     inventory = tmp_path_factory.mktemp(f"inventory-{mode}")
-    shutil.copytree(ROOT / "inventories" / spec["inventory"] / "group_vars", inventory / "group_vars")
-    shutil.copy(ROOT / "molecule/default/inventory/group_vars/pliers_hosts.yml", inventory / "group_vars")
-    (inventory / "hosts.yml").write_text(spec["layout"])
+    shutil.copytree(ROOT / "molecule" / spec["scenario"] / "inventory", inventory, dirs_exist_ok=True)
     target = Target(mode, inventory)
-    first = target.play("deploy.yml", "-e", "pliers_release=1.0.0")
-    assert first.returncode == 0, output(first)
     assert target.version() == "1.0.0"
     yield target
-    lab_cli("down", name=spec["lab"].name)
+    run_molecule("destroy", spec["scenario"])
+
+
+def run_molecule(command: str, scenario: str, *options: str) -> subprocess.CompletedProcess:
+    """molecule COMMAND on the scenario; its output in .lab/reports/molecule-<scenario>-<command>.log, and the
+    recap of a test in the terminal summary."""
+    venv_bin = Path(sys.executable).parent
+    environment = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(venv_bin / "molecule"), command, "--scenario-name", scenario, *options],
+        cwd=ROOT, env=environment, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    log = ROOT / ".lab" / "reports" / f"molecule-{scenario}-{command}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(text)
+    if command == "test":
+        MOLECULE[scenario] = [line.strip() for line in text.splitlines() if "actions=" in line] or [
+            f"{scenario}: no recap (exit {result.returncode}, log {log})"
+        ]
+    return subprocess.CompletedProcess(result.args, result.returncode, text, "")

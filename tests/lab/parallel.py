@@ -1,11 +1,12 @@
-"""make test-lab: the lab tests in one pytest process per lab, and the Molecule scenarios, side by side (much
-of their time is spent waiting on health checks and rolling updates, which the others fill).
+"""make test-lab: the lab tests in one pytest process per lab, side by side (much of their time is spent waiting
+on health checks and rolling updates, which the others fill).
 
     python3 -m tests.lab.parallel [pytest options]
 
-Each pytest process runs the groups PLIERS_LAB_GROUPS names (tests/lab/conftest.py deselects the others); each
-process's output goes to .lab/reports/lab-<name>.log and, prefixed, to this output. Exits non-zero when any
-process did.
+Each pytest process runs the groups PLIERS_LAB_GROUPS names (tests/lab/conftest.py deselects the others): each
+mode's deployed stack (its Molecule scenario, then the release, backup, monitoring and fault tests on the hosts the
+scenario converged, and in swarm mode the node-loss tests last), and the test lab. Each process's output goes to
+.lab/reports/lab-<name>.log and, prefixed, to this output. Exits non-zero when any process did.
 (pytest-xdist's loadgroup would, but with pytest 9 it cannot tag the tests: it sets an attribute pytest 9 dropped.)
 """
 
@@ -20,10 +21,8 @@ from pathlib import Path
 
 from lab.common import ROOT
 
-# The deployed stacks' labs (releases, backups) on their own, the short labs one after
-# the other, Molecule's scenarios (make test-molecule) beside them.
-PYTEST_GROUPS = ("deployed-swarm", "deployed-compose", "test-lab,node-loss")
-MOLECULE = ("make", "--no-print-directory", "test-molecule")
+# The longest first: the Swarm's lane.
+PYTEST_GROUPS = ("deployed-swarm", "deployed-compose", "test-lab")
 REPORTS = ROOT / ".lab" / "reports"
 RECAP = re.compile(r"actions=|(failed|unreachable)=[1-9]")
 
@@ -49,7 +48,6 @@ def main(argv: list[str]) -> int:
     REPORTS.mkdir(parents=True, exist_ok=True)
     pytest = Path(sys.executable).parent / "pytest"
     commands = {groups: [str(pytest), "-m", "lab", "-p", "no:cacheprovider", *argv] for groups in PYTEST_GROUPS}
-    commands["molecule"] = list(MOLECULE)
     running = []
     for name, command in commands.items():
         environment = {**os.environ, "PLIERS_LAB_GROUPS": name, "PYTHONUNBUFFERED": "1"}

@@ -223,38 +223,33 @@ class Client:
         )
 
 
-# --- A deployed stack on a lab of its own, in each mode (the session fixture `deployed`) -----------------
+# --- A deployed stack in each mode (the session fixture `deployed`) ---------------------------------------
 
 PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
 VAULT = "inventories/local/vault-password-dev-only.txt"
 STACK = "pliers-local"  # both local inventories deploy the environment "local"
+# Each mode's stack is the one its Molecule scenario converged and verified (molecule/<scenario>): the release,
+# backup and fault tests go on from there, on the scenario's hosts and with its inventory.
 MODES = {
     "compose": {
-        "lab": Lab("pliers-rel"),
-        # pliers-rel-2 is not deployed to: it is the SFTP server of the offsite backup copy.
-        "hosts": 2,
-        "inventory": "local",
-        "db": "pliers-rel-1",
-        "offsite": "pliers-rel-2",
-        "layout": "pliers_hosts:\n  hosts:\n    pliers-rel-1:\n",
+        "scenario": "default",
+        "lab": Lab("pliers-molecule"),
+        "deployer": "pliers-molecule-1",
+        "edge": "pliers-molecule-1",
+        "db": "pliers-molecule-1",
+        # Not deployed to: it looks in from outside (Molecule), and serves the offsite backup copy over SFTP.
+        "offsite": "pliers-molecule-2",
     },
     "swarm": {
-        "lab": Lab("pliers-relsw"),
-        "hosts": 3,
-        "inventory": "local-swarm",
-        "db": "pliers-relsw-2",
-        "offsite": "pliers-relsw-3",
-        "layout": """\
-pliers_hosts:
-  children:
-    swarm_managers:
-      hosts:
-        pliers-relsw-1: {docker_host_node_labels: {edge: "true"}}
-    swarm_workers:
-      hosts:
-        pliers-relsw-2: {docker_host_node_labels: {db: "true"}}
-        pliers-relsw-3: {docker_host_node_labels: {}}
-""",
+        "scenario": "swarm",
+        "lab": Lab("pliers-mswarm"),
+        # Three managers (the first leads every deploy and runs Prometheus; the others are the edge and the
+        # database's node) and one worker, which the node-loss tests stop.
+        "deployer": "pliers-mswarm-1",
+        "edge": "pliers-mswarm-2",
+        "db": "pliers-mswarm-3",
+        "offsite": "pliers-mswarm-2",
+        "worker": "pliers-mswarm-4",
     },
 }
 FIGURES: dict[str, dict] = {}
@@ -285,8 +280,9 @@ class Target:
         self.mode = mode
         self.lab: Lab = MODES[mode]["lab"]
         self.inventory = inventory
-        self.deployer = lab_hosts.lab_host(self.lab, f"{self.lab.name}-1")
-        self.edge = f"http://{self.deployer.address}:80"
+        # The deployer holds the lock and the release history; in swarm mode it is the leading manager.
+        self.deployer = lab_hosts.lab_host(self.lab, MODES[mode]["deployer"])
+        self.edge = f"http://{lab_hosts.lab_host(self.lab, MODES[mode]['edge']).address}:80"
         self.db = lab_hosts.lab_host(self.lab, MODES[mode]["db"])
 
     def command(self, playbook: str, *extra: str) -> list[str]:

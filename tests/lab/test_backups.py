@@ -1,13 +1,16 @@
-"""Backups and restores on the real lab, in both modes (the `deployed` stacks the release tests use too):
+"""Backups and restores on the real lab (the `deployed` stacks the release tests use too): in both modes,
 items written through the api survive a backup, their deletion and a restore byte for byte, and so does
-Redis's data; a backup with one flipped byte is refused by restore (naming the file) and live data is not
-touched; the restore drill passes on a good backup and fails on a corrupted one; with an offsite
-repository, each backup also lands in restic on another lab host over SFTP."""
+Redis's data. On the Compose stack only (the backup script and its checks are the same in both modes): a
+backup with one flipped byte is refused by restore (naming the file) and live data is not touched; the restore
+drill passes on a good backup and fails on a corrupted one; the timer runs both; with an offsite repository,
+each backup also lands in restic on another lab host over SFTP."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+
+import pytest
 
 from lab import hosts as lab_hosts
 
@@ -70,6 +73,7 @@ def test_a_restore_brings_back_the_items_and_redis_data_byte_for_byte(deployed):
     assert redis(deployed, "GET", "pliers:test:restore") == "kept"
 
 
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes
 def test_a_corrupted_backup_is_refused_naming_the_file_and_live_data_is_untouched(deployed):
     backup = deployed.play("backup.yml")
     assert backup.returncode == 0, output(backup)
@@ -86,6 +90,7 @@ def test_a_corrupted_backup_is_refused_naming_the_file_and_live_data_is_untouche
     assert deployed.version()  # the api kept serving
 
 
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes
 def test_the_drill_passes_on_a_good_backup_and_fails_on_a_corrupted_one(deployed):
     good = deployed.play("backup.yml", "-e", "drill=true")
     assert good.returncode == 0, output(good)
@@ -105,6 +110,7 @@ def test_the_drill_passes_on_a_good_backup_and_fails_on_a_corrupted_one(deployed
     assert "pliers_drill" not in databases, "the scratch database must be dropped"
 
 
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes
 def test_the_timer_schedules_the_backup_and_its_drill(deployed):
     # After the drill test above, the last drill failed: the scheduled run's own drill must pass.
     assert lab_hosts.ssh(deployed.db, "systemctl is-active pliers-backup-local.timer").stdout.strip() == "active"
@@ -115,6 +121,7 @@ def test_the_timer_schedules_the_backup_and_its_drill(deployed):
     assert DRILL_PASSED in status and 'pliers_backup_last_attempt_success{environment="local"} 1' in status, status
 
 
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes
 def test_an_offsite_copy_lands_in_restic_on_another_host_over_sftp(deployed, tmp_path):
     server = lab_hosts.lab_host(deployed.lab, MODES[deployed.mode]["offsite"])
     key = tmp_path / "offsite_key"

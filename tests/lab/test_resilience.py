@@ -13,7 +13,8 @@ the api acknowledged is still listed.
 - the backup disk full during a backup: a clear failure, the earlier backups intact and verified, the failure in
   the backup status metric (BackupFailed's expression turns true);
 - Swarm: the node holding a routed replica stopped during a release: the release completes on the other nodes
-  or rolls back cleanly, and a rerun without the lost node converges.
+  or rolls back cleanly, and a rerun without the lost node converges (tests/lab/test_swarm_node_loss.py goes on
+  from there, with that node still down).
 
 One line per case (what was injected, what the client saw, how long recovery took) is printed at the end of the
 run and written to .lab/reports/faults-<mode>.json.
@@ -393,6 +394,7 @@ def test_a_routed_container_crashed_during_a_release_does_not_stop_it(compose_st
 # --- Both modes: the backup disk full ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes
 def test_a_full_backup_disk_fails_the_backup_clearly_and_keeps_the_earlier_ones(deployed):
     target = deployed
     assert target.play("backup.yml").returncode == 0
@@ -460,9 +462,13 @@ def test_swarm_tasks_replaced_outside_a_deploy_are_served_again_within_10_s(swar
 def test_a_node_stopped_during_a_release_leaves_the_release_completed_or_rolled_back(swarm_stack):
     target = swarm_stack
     running, release = the_other_release(target)
-    lost = MODES["swarm"]["offsite"]  # pliers-relsw-3: a worker that is neither the edge nor the database
-    tasks = on(target, f"docker service ps {STACK}_api --filter desired-state=running --format '{{{{.Node}}}}'")
-    assert lost in tasks.split(), f"no api task on {lost}: {tasks}"
+    lost = MODES["swarm"]["worker"]  # neither the leading manager, the edge nor the database's node
+    tasks = "docker service ps {} --filter desired-state=running --format '{{{{.Node}}}}'"
+    routed = {
+        service: on(target, tasks.format(f"{STACK}_{service}")).split() for service in ("api", "ai-service", "web")
+    }
+    held = sorted(service for service, nodes in routed.items() if lost in nodes)
+    assert held, f"no routed task on {lost}: {routed}"
     with Client(target.edge, "swarm-node-lost") as client:
         time.sleep(2)
         run = Deploy(target, "-e", f"pliers_release={release}")
@@ -485,7 +491,8 @@ def test_a_node_stopped_during_a_release_leaves_the_release_completed_or_rolled_
     rerun = deploy(target, "--limit", f"all:!{lost}", "-e", f"pliers_release={release}")
     assert rerun.returncode == 0, output(rerun)
     assert version(target) == release
-    report(target, "node stopped during a release", f"{lost} stopped while {running} -> {release} rolled", client,
+    report(target, "node stopped during a release",
+           f"{lost} (running {', '.join(held)}) stopped while {running} -> {release} rolled", client,
            recovery=client.recovery(stopped_at), release_rc=code,
            release_seconds=round(done_at - stopped_at, 1))  # fmt: skip
     assert not client.lost(), client.lost()[:10]

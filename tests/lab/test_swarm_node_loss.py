@@ -1,152 +1,126 @@
-"""Node loss on a real four-node Swarm (three managers, one worker): when the worker stops, every
-service returns to its desired replicas on the other nodes and the edge keeps answering; with the
-first manager of the inventory (the one that created the Swarm and led every deploy) stopped too, a
-deploy (an upgrade to 1.1.0) still succeeds, led by the next manager. Then the lost worker leaves the
-inventory: it is only reported, until the guard variable allows its removal."""
+"""Node loss on the deployed Swarm (three managers, one worker), the last tests of the swarm lane since they stop
+nodes for good: with the worker lost (the fault suite's last case stops it during a release), every service runs
+its desired replicas on the other nodes and the edge keeps answering; with the first manager (the one that created
+the Swarm and led every deploy) stopped too, a deploy (an upgrade) still succeeds, led by the next manager. Then
+the lost worker leaves the inventory: it is only reported, until the guard variable allows its removal."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from lab import hosts as lab_hosts
-from lab.common import ROOT, docker
-from lab.topology import Lab
+from lab.common import docker
 
-from .support import http, lab_cli, wait_for
+from .support import MODES, STACK, http, output, wait_for
 
-LAB = Lab("pliers-loss")
-STACK = "pliers-local"
-HOSTS = """\
-pliers_hosts:
-  children:
-    swarm_managers:
-      hosts:
-        pliers-loss-3: {docker_host_node_labels: {}}
-        pliers-loss-1: {docker_host_node_labels: {edge: "true"}}
-        pliers-loss-2: {docker_host_node_labels: {db: "true"}}
-    swarm_workers:
-      hosts:
-        pliers-loss-4: {docker_host_node_labels: {}}
-"""
+SWARM = MODES["swarm"]
+FIRST_MANAGER = SWARM["deployer"]
+NEXT_MANAGER = SWARM["edge"]  # the second of swarm_managers
+WORKER = SWARM["worker"]
 
 
-@pytest.fixture(scope="module")
-def swarm(tmp_path_factory):
-    lab_cli("down", name=LAB.name)
-    lab_cli("up", "--hosts", "4", name=LAB.name)
-    inventory = tmp_path_factory.mktemp("inventory")
-    shutil.copytree(ROOT / "inventories" / "local-swarm" / "group_vars", inventory / "group_vars")
-    shutil.copy(ROOT / "molecule/default/inventory/group_vars/pliers_hosts.yml", inventory / "group_vars")
-    (inventory / "hosts.yml").write_text(HOSTS)
-    yield inventory
-    lab_cli("down", name=LAB.name)
+@pytest.fixture
+def swarm(deployed):
+    if deployed.mode != "swarm":
+        pytest.skip("a swarm case")
+    return deployed
 
 
-def deploy(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [
-        str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/deploy.yml", "-i", str(inventory),
-        "-i", str(LAB.inventory), "--vault-password-file", "inventories/local/vault-password-dev-only.txt", *extra,
-    ]  # fmt: skip
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+def manager(target) -> lab_hosts.Host:
+    """A manager that stays up through these tests."""
+    return lab_hosts.lab_host(target.lab, NEXT_MANAGER)
 
 
-def manager() -> lab_hosts.Host:
-    return lab_hosts.lab_host(LAB, "pliers-loss-1")
-
-
-def services() -> dict[str, tuple[str, int, int, set[str]]]:
-    """Each service's (mode, running, desired, nodes running it), as the first manager sees them.
+def services(target) -> dict[str, tuple[str, int, int, set[str]]]:
+    """Each service's (mode, running, desired, nodes running it), as a manager sees them.
 
     Running counts the tasks Swarm wants running that run: `docker service ls` also counts a replaced task on a
     node that went down, whose last known state stays "running" (api 4/3 while one of its 3 tasks was lost).
     """
-    listing = lab_hosts.ssh(manager(), "docker service ls --format '{{json .}}'").stdout.splitlines()
+    host = manager(target)
+    listing = lab_hosts.ssh(host, "docker service ls --format '{{json .}}'").stdout.splitlines()
     state = {}
     for row in map(json.loads, listing):
         desired = int(row["Replicas"].split()[0].split("/")[1])
-        tasks = lab_hosts.ssh(manager(), f"docker service ps {row['Name']} --filter desired-state=running "
-                                         "--format '{{.Node}} {{.CurrentState}}'").stdout.splitlines()  # fmt: skip
+        tasks = lab_hosts.ssh(host, f"docker service ps {row['Name']} --filter desired-state=running "
+                                    "--format '{{.Node}} {{.CurrentState}}'").stdout.splitlines()  # fmt: skip
         running = [line.split()[0] for line in tasks if " Running " in f"{line} "]
         state[row["Name"].removeprefix(f"{STACK}_")] = (row["Mode"], len(running), desired, set(running))
     return state
 
 
-def recovered_without(lost: str, before: dict) -> bool:
-    """Every replicated service at its replicas, none on the lost node; every global one (node exporter,
-    one per node) still on every other node it ran on. (A global task on a lost node stays listed until
-    the node is removed: Swarm cannot reschedule it elsewhere.)"""
-    for name, (mode, running, desired, nodes) in services().items():
+def recovered_without(target, lost: str) -> bool:
+    """Every replicated service at its replicas, none on the lost node; every global one (node exporter, one per
+    node) on every other node. (A global task on a lost node stays listed until the node is removed: Swarm cannot
+    reschedule it elsewhere.)"""
+    others = {name for name in lab_hosts.running_hosts(target.lab) if name != lost}
+    for mode, running, desired, nodes in services(target).values():
         if mode == "global":
-            if not (before[name][3] - {lost}) <= nodes:
+            if not others <= nodes:
                 return False
         elif running != desired or lost in nodes:
             return False
     return True
 
 
-def history(node: str) -> str:
+def node_state(target, node: str, field: str = "{{.Status.State}}") -> str:
+    return lab_hosts.ssh(manager(target), f"docker node inspect {node} --format '{field}'").stdout.strip()
+
+
+def history(target, node: str) -> str:
     """The release history on a node (where the deploys it led recorded themselves)."""
     read = "cat /var/lib/pliers/local/releases.log 2>/dev/null || true"
-    return lab_hosts.ssh(lab_hosts.lab_host(LAB, node), read).stdout
+    return lab_hosts.ssh(lab_hosts.lab_host(target.lab, node), read).stdout
 
 
-def edge(path: str = "/api/health") -> tuple[int, str]:
-    return http(f"http://{manager().address}:80{path}", timeout=15)
+def edge(target, path: str = "/api/health") -> tuple[int, str]:
+    return http(f"{target.edge}{path}", timeout=15)
 
 
 def test_the_stack_survives_a_lost_worker_and_deploys_with_its_first_manager_lost(swarm):
-    first = deploy(swarm)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-    assert edge()[0] == 200
-    before = services()
-    assert any("pliers-loss-4" in nodes for _, _, _, nodes in before.values()), "the worker should run some tasks"
-
-    docker("stop", "pliers-loss-4")
+    if docker("inspect", "--format", "{{.State.Running}}", WORKER).stdout.strip() == "true":
+        docker("stop", WORKER)  # run alone: the fault suite did not stop it
     answers = []
 
     def recovered() -> bool:
-        answers.append(edge()[0])
-        return recovered_without("pliers-loss-4", before)
+        answers.append(edge(swarm)[0])
+        return recovered_without(swarm, WORKER)
 
-    wait_for(recovered, timeout=240, interval=3, what="every service back at its replicas without pliers-loss-4")
-    assert answers and all(status == 200 for status in answers), f"the edge failed while the worker was lost: {answers}"
-    status = lab_hosts.ssh(manager(), "docker node inspect pliers-loss-4 --format '{{.Status.State}}'").stdout.strip()
-    assert status == "down"
+    wait_for(recovered, timeout=240, interval=3, what=f"every service back at its replicas without {WORKER}")
+    assert answers and all(status == 200 for status in answers), f"the edge failed while {WORKER} was lost: {answers}"
+    wait_for(lambda: node_state(swarm, WORKER) == "down", timeout=60, what=f"the managers to see {WORKER} down")
 
-    # The first manager created the Swarm and led the deploy above: the release history is on it.
-    assert '"release": "1.0.0"' in history("pliers-loss-3"), "the first manager did not lead the deploy"
-    docker("stop", "pliers-loss-3")
-
-    def manager_lost() -> bool:
-        reachability = "docker node inspect pliers-loss-3 --format '{{.ManagerStatus.Reachability}}'"
-        return lab_hosts.ssh(manager(), reachability).stdout.strip() == "unreachable"
-
-    wait_for(manager_lost, timeout=60, what="the other managers to see pliers-loss-3 unreachable")  # 2 of 3 keep quorum
-    upgrade = deploy(swarm, "--limit", "all:!pliers-loss-3:!pliers-loss-4", "-e", "pliers_release=1.1.0")
-    assert upgrade.returncode == 0, upgrade.stdout[-4000:] + upgrade.stderr[-2000:]
-    status, body = edge()
-    assert status == 200 and json.loads(body)["version"] == "1.1.0"
-    assert '"release": "1.1.0"' in history("pliers-loss-1"), "the next manager did not lead the upgrade"
+    # The first manager created the Swarm and led every deploy so far: the release history is on it.
+    running = swarm.version()
+    assert f'"release": "{running}"' in history(swarm, FIRST_MANAGER), "the first manager did not lead the deploys"
+    docker("stop", FIRST_MANAGER)
+    # Two managers of three keep the quorum.
+    wait_for(lambda: node_state(swarm, FIRST_MANAGER, "{{.ManagerStatus.Reachability}}") == "unreachable",
+             timeout=60, what=f"the other managers to see {FIRST_MANAGER} unreachable")  # fmt: skip
+    release = "1.0.0" if running == "1.1.0" else "1.1.0"
+    upgrade = swarm.play("deploy.yml", "--limit", f"all:!{FIRST_MANAGER}:!{WORKER}", "-e", f"pliers_release={release}")
+    assert upgrade.returncode == 0, output(upgrade)
+    status, body = edge(swarm)
+    assert status == 200 and json.loads(body)["version"] == release
+    assert f'"release": "{release}"' in history(swarm, NEXT_MANAGER), "the next manager did not lead the deploy"
 
 
 def test_a_node_that_left_the_inventory_is_removed_only_when_asked(swarm):
-    # After the test above: pliers-loss-3 and -4 are stopped. Drop -4 from the inventory.
-    (swarm / "hosts.yml").write_text(HOSTS.replace("        pliers-loss-4: {docker_host_node_labels: {}}\n", ""))
-    live = ("--limit", "all:!pliers-loss-3", "-e", "pliers_release=1.1.0")
+    # After the test above: the first manager and the worker are stopped. The worker leaves the inventory.
+    hosts = swarm.inventory / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace(f"        {WORKER}:\n          docker_host_node_labels: {{}}\n", ""))
+    assert WORKER not in hosts.read_text()
+    live = ("--limit", f"all:!{FIRST_MANAGER}", "-e", f"pliers_release={swarm.version()}")
 
-    reported = deploy(swarm, *live)
-    assert reported.returncode == 0, reported.stdout[-4000:] + reported.stderr[-2000:]
-    assert "In the Swarm but not in the inventory: pliers-loss-4" in reported.stdout
+    reported = swarm.play("deploy.yml", *live)
+    assert reported.returncode == 0, output(reported)
+    assert f"In the Swarm but not in the inventory: {WORKER}" in reported.stdout
     nodes = "docker node ls --format '{{.Hostname}}'"
-    assert "pliers-loss-4" in lab_hosts.ssh(manager(), nodes).stdout.split(), "removed without being asked"
+    assert WORKER in lab_hosts.ssh(manager(swarm), nodes).stdout.split(), "removed without being asked"
 
-    removed = deploy(swarm, *live, "-e", "docker_host_swarm_remove_absent_nodes=true")
-    assert removed.returncode == 0, removed.stdout[-4000:] + removed.stderr[-2000:]
-    remaining = lab_hosts.ssh(manager(), nodes).stdout.split()
-    assert "pliers-loss-4" not in remaining and "pliers-loss-3" in remaining
+    removed = swarm.play("deploy.yml", *live, "-e", "docker_host_swarm_remove_absent_nodes=true")
+    assert removed.returncode == 0, output(removed)
+    remaining = lab_hosts.ssh(manager(swarm), nodes).stdout.split()
+    assert WORKER not in remaining and FIRST_MANAGER in remaining

@@ -1,6 +1,6 @@
-"""A converged Swarm: every node Ready, every service at its desired replicas, the api spread over
-nodes, PostgreSQL on the db node, secrets only as Swarm secrets (never in an environment), and the
-database network out of the edge's reach."""
+"""A converged Swarm: every node Ready, three managers in quorum, every service at its desired replicas, the api
+spread over nodes, PostgreSQL on the db node, the edge on the edge node, secrets only as Swarm secrets (never in
+an environment), and the database network out of the edge's reach."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import testinfra
 
 STACK = "pliers-local"
 INVENTORY = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".lab/labs/pliers-mswarm/inventory.yml")
-NODES = ("pliers-mswarm-1", "pliers-mswarm-2", "pliers-mswarm-3")
+NODES = ("pliers-mswarm-1", "pliers-mswarm-2", "pliers-mswarm-3", "pliers-mswarm-4")
+MANAGERS = NODES[:3]
+EDGE_NODE = "pliers-mswarm-2"
+DB_NODE = "pliers-mswarm-3"
 
 
 def node(name: str):
@@ -37,15 +40,18 @@ def container_of(service: str) -> tuple[object, str]:
     raise AssertionError(f"no running container of {service}")
 
 
-def test_every_node_is_ready(host):
+def test_every_node_is_ready_and_the_managers_are_in_quorum(host):
     nodes = host.check_output("docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}'").splitlines()
     assert sorted(nodes) == [f"{name} Ready Active" for name in NODES]
+    managers = host.check_output("docker node ls --filter role=manager --format '{{.Hostname}} {{.ManagerStatus}}'")
+    assert sorted(line.split()[0] for line in managers.splitlines()) == list(MANAGERS)
+    assert all(line.split()[1] in ("Leader", "Reachable") for line in managers.splitlines()), managers
 
 
 @pytest.mark.parametrize(
     ("service", "replicas"),
     [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 1), ("edge", 1), ("prometheus", 1),
-     ("alertmanager", 1), ("node-exporter", 3), ("postgres-exporter", 1), ("redis-exporter", 1), ("edge-exporter", 1)],
+     ("alertmanager", 1), ("node-exporter", 4), ("postgres-exporter", 1), ("redis-exporter", 1), ("edge-exporter", 1)],
 )  # fmt: skip
 def test_every_service_runs_its_desired_replicas(host, service, replicas):
     assert len(running_tasks(host, service)) == replicas
@@ -62,13 +68,15 @@ def test_api_replicas_are_spread_over_nodes(host):
 
 
 def test_postgres_and_redis_run_on_the_db_node(host):
-    assert running_tasks(host, "postgres") == ["pliers-mswarm-2"]
-    assert running_tasks(host, "redis") == ["pliers-mswarm-2"]
+    assert running_tasks(host, "postgres") == [DB_NODE]
+    assert running_tasks(host, "redis") == [DB_NODE]
 
 
 def test_the_edge_routes_through_the_edge_node(host):
-    assert '"version": "1.0.0"' in host.check_output("curl -fsS http://127.0.0.1/api/health")
-    assert '"service": "ai-service"' in host.check_output("curl -fsS http://127.0.0.1/ai/health")
+    assert running_tasks(host, "edge") == [EDGE_NODE]
+    edge = node(EDGE_NODE)
+    assert '"version": "1.0.0"' in edge.check_output("curl -fsS http://127.0.0.1/api/health")
+    assert '"service": "ai-service"' in edge.check_output("curl -fsS http://127.0.0.1/ai/health")
 
 
 def test_secrets_are_swarm_secrets_never_in_the_environment(host):
