@@ -107,6 +107,8 @@ def deployed(request, tmp_path_factory):
     spec = MODES[mode]
     # Bare hosts, whatever an earlier run left behind (the scenario's own destroy: its lab and Molecule's state).
     assert run_molecule("destroy", spec["scenario"]).returncode == 0
+    # Removed at the end whatever happens (--destroy never skips the scenario's own final destroy).
+    request.addfinalizer(lambda: run_molecule("destroy", spec["scenario"]))
     scenario = run_molecule("test", spec["scenario"], "--destroy", "never")
     assert scenario.returncode == 0, f"molecule test -s {spec['scenario']} failed:\n{scenario.stdout[-6000:]}"
     # The scenario's inventory, its symlinked group_vars copied as files (the node tests edit the hosts).
@@ -114,8 +116,7 @@ def deployed(request, tmp_path_factory):
     shutil.copytree(ROOT / "molecule" / spec["scenario"] / "inventory", inventory, dirs_exist_ok=True)
     target = Target(mode, inventory)
     assert target.version() == "1.0.0"
-    yield target
-    run_molecule("destroy", spec["scenario"])
+    return target
 
 
 def run_molecule(command: str, scenario: str, *options: str) -> subprocess.CompletedProcess:

@@ -248,8 +248,9 @@ MODES = {
         "deployer": "pliers-mswarm-1",
         "edge": "pliers-mswarm-2",
         "db": "pliers-mswarm-3",
-        "offsite": "pliers-mswarm-2",
         "worker": "pliers-mswarm-4",
+        # The second of swarm_managers: it leads a run that leaves the first out.
+        "next_manager": "pliers-mswarm-2",
     },
 }
 FIGURES: dict[str, dict] = {}

@@ -1,8 +1,9 @@
 """Releases on the real lab, in both modes, under a probe of about 20 requests/second through the edge:
 an upgrade (1.0.0 -> 1.1.0) and a rollback fail no request, a broken release fails the play naming the
-api while the old release keeps serving, a concurrent deploy is refused, and the history records it all.
+api while the old release keeps serving, a concurrent deploy is refused (on the Compose stack: the lock is the
+same in both modes), and the history records it all.
 
-The tests of a mode run in order on one lab (compose: one host; swarm: three nodes). Each rollout's
+The tests of a mode run in order on its Molecule scenario's lab (compose: one host; swarm: four nodes). Each rollout's
 duration and the probe's counts are written to .lab/reports/releases-<mode>.json."""
 
 from __future__ import annotations

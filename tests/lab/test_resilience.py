@@ -10,8 +10,9 @@ the api acknowledged is still listed.
 - PostgreSQL stopped while a release waits for its migrations: the play fails before any app container changes,
   the old release serves once PostgreSQL is back, and a rerun completes;
 - a routed container crashed while a release runs: the release completes (or fails naming it), a rerun converges;
-- the backup disk full during a backup: a clear failure, the earlier backups intact and verified, the failure in
-  the backup status metric (BackupFailed's expression turns true);
+- the backup disk full during a backup (on the Compose stack: the backup script is the same in both modes): a
+  clear failure, the earlier backups intact and verified, the failure in the backup status metric (BackupFailed's
+  expression turns true);
 - Swarm: the node holding a routed replica stopped during a release: the release completes on the other nodes
   or rolls back cleanly, and a rerun without the lost node converges (tests/lab/test_swarm_node_loss.py goes on
   from there, with that node still down).
@@ -391,7 +392,7 @@ def test_a_routed_container_crashed_during_a_release_does_not_stop_it(compose_st
     assert not client.lost(), client.lost()[:10]
 
 
-# --- Both modes: the backup disk full ---------------------------------------------------------------------
+# --- The backup disk full (the same script in both modes) ---------------------------------------------
 
 
 @pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes

@@ -17,7 +17,7 @@ from .support import MODES, STACK, http, output, wait_for
 
 SWARM = MODES["swarm"]
 FIRST_MANAGER = SWARM["deployer"]
-NEXT_MANAGER = SWARM["edge"]  # the second of swarm_managers
+NEXT_MANAGER = SWARM["next_manager"]
 WORKER = SWARM["worker"]
 
 
@@ -33,8 +33,8 @@ def manager(target) -> lab_hosts.Host:
     return lab_hosts.lab_host(target.lab, NEXT_MANAGER)
 
 
-def services(target) -> dict[str, tuple[str, int, int, set[str]]]:
-    """Each service's (mode, running, desired, nodes running it), as a manager sees them.
+def services(target) -> dict[str, tuple[str, int, int, set[str], set[str]]]:
+    """Each service's (mode, running, desired, nodes running it, nodes it ever ran on), as a manager sees them.
 
     Running counts the tasks Swarm wants running that run: `docker service ls` also counts a replaced task on a
     node that went down, whose last known state stays "running" (api 4/3 while one of its 3 tasks was lost).
@@ -44,35 +44,55 @@ def services(target) -> dict[str, tuple[str, int, int, set[str]]]:
     state = {}
     for row in map(json.loads, listing):
         desired = int(row["Replicas"].split()[0].split("/")[1])
-        tasks = lab_hosts.ssh(host, f"docker service ps {row['Name']} --filter desired-state=running "
-                                    "--format '{{.Node}} {{.CurrentState}}'").stdout.splitlines()  # fmt: skip
-        running = [line.split()[0] for line in tasks if " Running " in f"{line} "]
-        state[row["Name"].removeprefix(f"{STACK}_")] = (row["Mode"], len(running), desired, set(running))
+        tasks = lab_hosts.ssh(host, f"docker service ps {row['Name']} "
+                                    "--format '{{.Node}} {{.DesiredState}} {{.CurrentState}}'").stdout  # fmt: skip
+        tasks = [line.split() for line in tasks.splitlines() if line.strip()]
+        running = [task[0] for task in tasks if task[1:3] == ["Running", "Running"]]
+        ever = {task[0] for task in tasks}
+        state[row["Name"].removeprefix(f"{STACK}_")] = (row["Mode"], len(running), desired, set(running), ever)
     return state
 
 
-def recovered_without(target, lost: str) -> bool:
-    """Every replicated service at its replicas, none on the lost node; every global one (node exporter, one per
-    node) on every other node. (A global task on a lost node stays listed until the node is removed: Swarm cannot
-    reschedule it elsewhere.)"""
-    others = {name for name in lab_hosts.running_hosts(target.lab) if name != lost}
-    for mode, running, desired, nodes in services(target).values():
-        if mode == "global":
-            if not others <= nodes:
-                return False
-        elif running != desired or lost in nodes:
-            return False
-    return True
+def not_recovered_without(target, lost: str) -> list[str]:
+    """What is not yet back without the lost node: a replicated service below its replicas or with a task on the
+    lost node; a global one missing from a node it ran on, other than the lost one (the node exporter on every
+    other node, the nginx edge on the edge-labelled ones; whether Swarm still lists the lost node's global task
+    as wanted varies, so it is not counted)."""
+    lagging = []
+    for service, (mode, running, desired, nodes, ever) in services(target).items():
+        if mode == "global" and not ever - {lost} <= nodes:
+            lagging.append(f"{service} (global) not on {', '.join(sorted(ever - {lost} - nodes))}")
+        elif mode != "global" and (running != desired or lost in nodes):
+            lagging.append(f"{service} {running}/{desired} running, on {', '.join(sorted(nodes)) or 'no node'}")
+    return lagging
+
+
+def wait_recovered_without(target, lost: str, *, timeout: float, also=None) -> None:
+    """Wait until every service is back without the lost node (calling also() at each poll); fail naming what
+    was not."""
+    lagging: list[str] = []
+
+    def recovered() -> bool:
+        if also:
+            also()
+        lagging[:] = not_recovered_without(target, lost)
+        return not lagging
+
+    try:
+        wait_for(recovered, timeout=timeout, interval=3, what=f"every service back at its replicas without {lost}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; still: {'; '.join(lagging)}") from None
 
 
 def node_state(target, node: str, field: str = "{{.Status.State}}") -> str:
     return lab_hosts.ssh(manager(target), f"docker node inspect {node} --format '{field}'").stdout.strip()
 
 
-def history(target, node: str) -> str:
-    """The release history on a node (where the deploys it led recorded themselves)."""
-    read = "cat /var/lib/pliers/local/releases.log 2>/dev/null || true"
-    return lab_hosts.ssh(lab_hosts.lab_host(target.lab, node), read).stdout
+def last_release(target, node: str) -> str | None:
+    """The release of the last deploy a node led (each leader records its deploys in its own history)."""
+    read = "tail -n 1 /var/lib/pliers/local/releases.log 2>/dev/null || true"
+    last = lab_hosts.ssh(lab_hosts.lab_host(target.lab, node), read).stdout.strip()
+    return json.loads(last)["release"] if last else None
 
 
 def edge(target, path: str = "/api/health") -> tuple[int, str]:
@@ -80,21 +100,18 @@ def edge(target, path: str = "/api/health") -> tuple[int, str]:
 
 
 def test_the_stack_survives_a_lost_worker_and_deploys_with_its_first_manager_lost(swarm):
+    # The fault suite's node case stopped the worker, its client measured the edge meanwhile (What survives
+    # what); run alone, this test stops it and watches the edge until the services are back.
     if docker("inspect", "--format", "{{.State.Running}}", WORKER).stdout.strip() == "true":
-        docker("stop", WORKER)  # run alone: the fault suite did not stop it
+        docker("stop", WORKER)
     answers = []
-
-    def recovered() -> bool:
-        answers.append(edge(swarm)[0])
-        return recovered_without(swarm, WORKER)
-
-    wait_for(recovered, timeout=240, interval=3, what=f"every service back at its replicas without {WORKER}")
+    wait_recovered_without(swarm, WORKER, timeout=240, also=lambda: answers.append(edge(swarm)[0]))
     assert answers and all(status == 200 for status in answers), f"the edge failed while {WORKER} was lost: {answers}"
     wait_for(lambda: node_state(swarm, WORKER) == "down", timeout=60, what=f"the managers to see {WORKER} down")
 
     # The first manager created the Swarm and led every deploy so far: the release history is on it.
     running = swarm.version()
-    assert f'"release": "{running}"' in history(swarm, FIRST_MANAGER), "the first manager did not lead the deploys"
+    assert last_release(swarm, FIRST_MANAGER) == running, "the first manager did not lead the last deploy"
     docker("stop", FIRST_MANAGER)
     # Two managers of three keep the quorum.
     wait_for(lambda: node_state(swarm, FIRST_MANAGER, "{{.ManagerStatus.Reachability}}") == "unreachable",
@@ -104,7 +121,7 @@ def test_the_stack_survives_a_lost_worker_and_deploys_with_its_first_manager_los
     assert upgrade.returncode == 0, output(upgrade)
     status, body = edge(swarm)
     assert status == 200 and json.loads(body)["version"] == release
-    assert f'"release": "{release}"' in history(swarm, NEXT_MANAGER), "the next manager did not lead the deploy"
+    assert last_release(swarm, NEXT_MANAGER) == release, "the next manager did not lead the deploy"
 
 
 def test_a_node_that_left_the_inventory_is_removed_only_when_asked(swarm):
