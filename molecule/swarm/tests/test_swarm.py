@@ -50,7 +50,7 @@ def test_every_node_is_ready_and_the_managers_are_in_quorum(host):
 
 @pytest.mark.parametrize(
     ("service", "replicas"),
-    [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 1), ("edge", 1), ("prometheus", 1),
+    [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 2), ("edge", 1), ("prometheus", 1),
      ("alertmanager", 1), ("node-exporter", 4), ("postgres-exporter", 1), ("redis-exporter", 1), ("edge-exporter", 1)],
 )  # fmt: skip
 def test_every_service_runs_its_desired_replicas(host, service, replicas):
@@ -63,8 +63,9 @@ def test_prometheus_lives_on_the_first_manager_and_publishes_nothing(host):
     assert ports in ("null", "[]")
 
 
-def test_api_replicas_are_spread_over_nodes(host):
-    assert len(set(running_tasks(host, "api"))) >= 2
+@pytest.mark.parametrize("service", ["api", "web"])
+def test_routed_replicas_are_spread_over_nodes(host, service):
+    assert len(set(running_tasks(host, service))) >= 2
 
 
 def test_postgres_and_redis_run_on_the_db_node(host):
