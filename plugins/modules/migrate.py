@@ -14,6 +14,8 @@ description:
   - Always reports the pending migrations first; applies them only outside check mode.
   - Reports C(changed) only when a migration was applied (in check mode, when one would be).
   - Idempotent; the API serialises concurrent runs with a database lock.
+  - A start that fails because the container's attachment to a Swarm overlay timed out (a busy manager) is tried
+    again with a new container, up to three times, with a warning; no other failure is retried.
 author:
   - Pliers team (@pliers)
 attributes:
@@ -126,6 +128,7 @@ version:
 
 import json
 import posixpath
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
@@ -135,6 +138,30 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     docker_client,
 )
 
+# A container joining a Swarm's attachable overlay asks the managers for an address; a busy manager lets the
+# request time out ("attaching to network failed ... context deadline exceeded"), and the same start succeeds
+# moments later. Only that failure is retried: the container never ran, so nothing was applied.
+NETWORK_ATTACH_FAILED = "attaching to network failed"
+START_ATTEMPTS = 3
+START_RETRY_SECONDS = 3.0
+
+
+def started_container(module, client, create: dict):
+    """A one-off container, created and started; a start whose network attachment timed out is tried again."""
+    attempt = 1
+    while True:
+        container = client.containers.create(**create)
+        try:
+            container.start()
+            return container
+        except DockerException as exc:
+            container.remove(force=True)
+            if NETWORK_ATTACH_FAILED not in str(exc) or attempt == START_ATTEMPTS:
+                raise
+            module.warn(f"starting the one-off container failed (attempt {attempt} of {START_ATTEMPTS}): {exc}")
+        time.sleep(START_RETRY_SECONDS * attempt)
+        attempt += 1
+
 
 def run_once(module, client, command: list[str]) -> dict:
     """Run command in a one-off container; its stdout must be one JSON document."""
@@ -143,16 +170,16 @@ def run_once(module, client, command: list[str]) -> dict:
         secret["file"]: {"bind": posixpath.join("/run/secrets", secret["target"]), "mode": "ro"}
         for secret in params["secrets"]
     }
-    container = client.containers.create(
-        params["image"],
+    create = dict(
+        image=params["image"],
         command=command,
         environment={str(k): str(v) for k, v in params["env"].items()},
         network=params["network"],
         volumes=volumes,
         labels={"pliers.deploy.role": "migrate"},
     )
+    container = started_container(module, client, create)
     try:
-        container.start()
         outcome = container.wait(timeout=params["timeout"])
         stdout = container.logs(stdout=True, stderr=False).decode(errors="replace").strip()
         stderr = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()
