@@ -98,11 +98,10 @@ lab-clean: lab-down ## lab-down, then drop the cached images too
 	@$(LAB) clean-cache
 
 test: setup $(CORE_PREVIOUS_VENV)/.installed ## everything CI runs
-	@# The lab's images first, which every lab needs; then the offline checks and the labs side by side: the
-	@# labs spend their first minutes installing hosts, which the checks fill. --output-sync: each output
-	@# comes whole, when it ends (the labs' also goes to .lab/reports as it comes).
-	$(MAKE) --no-print-directory lab-images
-	$(MAKE) --no-print-directory -j4 --output-sync=target lint test-unit test-collection test-lab
+	@# The offline checks side by side (each keeps about one core busy), the lab's images built meanwhile;
+	@# then the labs and Molecule, side by side. --output-sync: each check's output comes whole, when it ends.
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint test-unit test-collection lab-images
+	$(MAKE) --no-print-directory test-lab
 
 test-unit: setup ## fast tests that need no engine
 	$(VENV)/bin/pytest -m "not lab"
