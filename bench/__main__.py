@@ -32,11 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lab import hosts as lab_hosts
-from lab.common import ROOT, LabError, docker
+from lab.common import PLAYBOOK_BIN, ROOT, VAULT, LabError, docker
 from lab.images import Builder
 from lab.registry import CA_DIR
 from lab.topology import Lab
-from tests.lab.support import PLAYBOOK_BIN, VAULT, Probe
+from lab.traffic import Probe
 
 from . import backup as backup_bench
 

@@ -10,6 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".lab"
 LABEL = "pliers.lab"
+# What the lab tests and the bench deploy with: the controller venv's ansible-playbook (beside the Python that
+# runs them; the lab itself runs on any python3 and never calls it), and the local inventories' dev-only vault
+# password file, relative to ROOT.
+PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
+VAULT = "inventories/local/vault-password-dev-only.txt"
 
 
 class LabError(Exception):

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from lab import hosts as lab_hosts
-from lab.common import ROOT
+from lab.common import ROOT, VAULT
 
-from .support import VAULT, output
+from .support import output
 
 VENV = Path(sys.executable).parent.parent
 # The ansible-core before the newest, in its own venv (make test-lab and make test-collection create it).

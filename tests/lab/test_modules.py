@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.common import ROOT, docker
+from lab.common import PLAYBOOK_BIN, ROOT, docker
 
 from .support import TEST_LAB, published, run_container, wait_for, wait_http, write_secret
 
@@ -33,7 +33,7 @@ def run_module(tmp_path: Path, module: str, args: dict, *, check: bool = False) 
     }]  # fmt: skip
     playbook = tmp_path / "play.yml"
     playbook.write_text(yaml.safe_dump(play))
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-i", "localhost,"]
+    command = [str(PLAYBOOK_BIN), str(playbook), "-i", "localhost,"]
     result = subprocess.run(command + (["--check"] if check else []), cwd=ROOT, capture_output=True, text=True)
     assert out.exists(), result.stdout + result.stderr
     return json.loads(out.read_text())

@@ -1,5 +1,5 @@
 """Faults, injected as production would, on the deployed stacks of both modes (after the release tests), each
-under a client that reads and writes through the edge (tests/lab/support.py's Client): afterwards every write
+under a client that reads and writes through the edge (lab/traffic.py's Client): afterwards every write
 the api acknowledged is still listed.
 
 - a restarted, crashed, recreated or re-addressed container is served again within 10 s, with no deploy;
@@ -35,8 +35,9 @@ import pytest
 
 from lab import hosts as lab_hosts
 from lab.common import ROOT, docker
+from lab.traffic import Client
 
-from .support import FAULTS, MODES, STACK, Client, http, output, wait_for
+from .support import FAULTS, MODES, STACK, http, output, wait_for
 
 BACKUPS = "/var/backups/pliers/local"
 BACKUP_CONFIG = "/etc/pliers/backup-local.json"
