@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from lab.common import ROOT
+from ..paths import ROOT
 
 SPEC = importlib.util.spec_from_file_location("pliers_backup", ROOT / "roles/backup/files/pliers_backup.py")
 pliers_backup = importlib.util.module_from_spec(SPEC)

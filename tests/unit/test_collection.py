@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from lab.common import ROOT
+from ..paths import ROOT
 
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
 EE = yaml.safe_load((ROOT / "execution-environment.yml").read_text())

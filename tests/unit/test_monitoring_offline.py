@@ -17,8 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from lab.common import ROOT
-
+from ..paths import ROOT
 from ..render import render_role
 
 SCHEMAS = ROOT.parent / "shared" / "schemas"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.common import ROOT
+from ..paths import ROOT
 
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
 FILTERS = sorted(p.stem for p in (ROOT / "plugins" / "filter").glob("*.yml"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.common import ROOT
+from ..paths import ROOT
 
 FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 GOOD_SECRET = "a-real-looking-secret-0123456789"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lab.common import ROOT
+from ..paths import ROOT
 
 
 @pytest.fixture

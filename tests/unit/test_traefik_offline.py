@@ -12,8 +12,7 @@ import pytest
 import yaml
 from ansible_collections.pliers.deploy.plugins.filter.stack import compose_project
 
-from lab.common import ROOT
-
+from ..paths import ROOT
 from ..render import render_role
 
 SCHEMAS = ROOT.parent / "shared" / "schemas"
