@@ -17,10 +17,9 @@ import jsonschema
 import pytest
 import yaml
 
-from ..paths import ROOT
 from ..render import render_role
+from .schemas import schema_file
 
-SCHEMAS = ROOT.parent / "shared" / "schemas"
 SECRET = "s3cret-value-for-tests-0123456789"
 WEBHOOK = "https://hooks.example.net/T0KEN-abcdef"
 # The stack the monitoring role sees after the api and ai-service roles (it reads their HTTP ports).
@@ -30,7 +29,6 @@ CASES = {
     "compose": ("development", {"pliers_project_name": "pliers-development"}),
     "swarm": ("production", {"pliers_project_name": "pliers-production", "vault_alert_webhook_url": WEBHOOK}),
 }
-needs_schemas = pytest.mark.skipif(not SCHEMAS.is_dir(), reason=f"no published schemas at {SCHEMAS} (CI has them)")
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -49,7 +47,7 @@ def config(rendered, name: str):
 
 
 def validate(document, schema_name: str) -> None:
-    schema = json.loads((SCHEMAS / schema_name).read_text())
+    schema = json.loads(schema_file(schema_name).read_text())
     jsonschema.validators.validator_for(schema)(schema).validate(document)
 
 
@@ -79,7 +77,6 @@ def test_prometheus_scrapes_every_part_of_the_stack(rendered):
     )
 
 
-@needs_schemas
 def test_alertmanager_configuration_is_valid_and_routes_to_the_inventorys_receiver(rendered):
     project, _ = rendered
     alertmanager = yaml.safe_load((project / "secrets/monitoring/alertmanager.yml").read_text())
@@ -93,14 +90,12 @@ def test_alertmanager_configuration_is_valid_and_routes_to_the_inventorys_receiv
     assert (project / "secrets/monitoring/alertmanager.yml").stat().st_mode & 0o777 == 0o400
 
 
-@needs_schemas
 def test_loki_configuration_is_valid(rendered):
     loki = config(rendered, "loki.yaml")
     validate(loki, "loki.json")
     assert loki["limits_config"]["retention_period"] == "168h" and loki["compactor"]["retention_enabled"] is True
 
 
-@needs_schemas
 def test_dashboards_are_valid_and_name_only_provisioned_data_sources(rendered):
     project, _ = rendered
     sources = {source["uid"]: source["type"] for source in config(rendered, "grafana-datasources.yml")["datasources"]}
