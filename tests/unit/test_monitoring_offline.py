@@ -24,19 +24,27 @@ SECRET = "s3cret-value-for-tests-0123456789"
 WEBHOOK = "https://hooks.example.net/T0KEN-abcdef"
 # The stack the monitoring role sees after the api and ai-service roles (it reads their HTTP ports).
 APP_SERVICES = {"api": {"http": {"port": 3000}}, "ai-service": {"http": {"port": 3001}}}
+# Each mode with the inventory rendered for it: compose, development's (nginx edge, no alert receiver); swarm,
+# production's (Traefik edge, the webhook receiver). Both with Grafana and the logs.
 CASES = {
-    # development: compose, nginx edge; production: swarm, Traefik edge. Both with Grafana and the logs.
     "compose": ("development", {"pliers_project_name": "pliers-development"}),
     "swarm": ("production", {"pliers_project_name": "pliers-production", "vault_alert_webhook_url": WEBHOOK}),
 }
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def rendered(request, tmp_path_factory) -> tuple[Path, dict]:
-    inventory, overrides = CASES[request.param]
-    project = tmp_path_factory.mktemp(f"monitoring-{request.param}")
+def mode(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def rendered(mode, tmp_path_factory) -> tuple[Path, dict]:
+    """The monitoring role rendered in that mode (passed to the role, whatever the inventory says)."""
+    inventory, overrides = CASES[mode]
+    project = tmp_path_factory.mktemp(f"monitoring-{mode}")
     secrets = {f"vault_{name}": SECRET for name in ("postgres_password", "redis_password", "grafana_admin_password")}
-    services = render_role(project, "monitoring", inventory, {**secrets, **overrides}, services=APP_SERVICES)
+    overrides = {**secrets, **overrides, "pliers_mode": mode}
+    services = render_role(project, "monitoring", inventory, overrides, services=APP_SERVICES)
     return project, services
 
 
@@ -51,11 +59,11 @@ def validate(document, schema_name: str) -> None:
     jsonschema.validators.validator_for(schema)(schema).validate(document)
 
 
-def test_prometheus_scrapes_every_part_of_the_stack(rendered):
+def test_prometheus_scrapes_every_part_of_the_stack(mode, rendered):
     prometheus = config(rendered, "prometheus.yml")
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
     assert {"prometheus", "node", "postgres", "redis", "api", "ai-service", "edge", "alertmanager", "loki"} <= set(jobs)
-    swarm = "swarm" in str(rendered[0])
+    swarm = mode == "swarm"
     for name, job in jobs.items():
         if name == "prometheus":
             continue
@@ -77,13 +85,13 @@ def test_prometheus_scrapes_every_part_of_the_stack(rendered):
     )
 
 
-def test_alertmanager_configuration_is_valid_and_routes_to_the_inventorys_receiver(rendered):
+def test_alertmanager_configuration_is_valid_and_routes_to_the_inventorys_receiver(mode, rendered):
     project, _ = rendered
     alertmanager = yaml.safe_load((project / "secrets/monitoring/alertmanager.yml").read_text())
     validate(alertmanager, "prometheus-alertmanager.json")
     (receiver,) = alertmanager["receivers"]
     assert alertmanager["route"]["receiver"] == receiver["name"]
-    if "swarm" in str(project):
+    if mode == "swarm":  # production's webhook
         assert receiver["webhook_configs"] == [{"url": WEBHOOK, "send_resolved": True}]
     else:
         assert "webhook_configs" not in receiver  # development configures no receiver
@@ -119,7 +127,7 @@ def test_a_bad_dashboard_is_caught_by_the_schema():
         validate({"dashboard": {"uid": "short", "panels": []}}, "grafana-dashboard-5.x.json")  # uid: 8-40 characters
 
 
-def test_alloy_configuration_wires_every_component_it_names(rendered):
+def test_alloy_configuration_wires_every_component_it_names(mode, rendered):
     project, _ = rendered
     text = (project / "configs/monitoring/config.alloy").read_text()
     code = re.sub(r"^\s*//[^\n]*", "", text, flags=re.MULTILINE)  # whole-line comments (URLs hold //)
@@ -138,11 +146,11 @@ def test_alloy_configuration_wires_every_component_it_names(rendered):
     assert references
     for reference in references:
         assert any(reference.startswith(component + ".") for component in components), reference
-    label = "com.docker.stack.namespace" if "swarm" in str(project) else "com.docker.compose.project"
+    label = "com.docker.stack.namespace" if mode == "swarm" else "com.docker.compose.project"
     assert f'"{label}=pliers-' in code and 'url = "http://loki:3100/loki/api/v1/push"' in code
 
 
-def test_nothing_is_published_but_to_loopback_and_never_in_swarm(rendered):
+def test_nothing_is_published_but_to_loopback_and_never_in_swarm(mode, rendered):
     _, services = rendered
     monitoring = {name: svc for name, svc in services.items() if name not in APP_SERVICES}
     assert {"prometheus", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter", "grafana", "loki",
@@ -151,7 +159,7 @@ def test_nothing_is_published_but_to_loopback_and_never_in_swarm(rendered):
     for name in ("node-exporter", "postgres-exporter", "redis-exporter", "loki", "alloy"):
         assert set(monitoring[name]["networks"]) <= {"monitoring", "backend", "database"}, name
     published = {name: svc["ports"] for name, svc in monitoring.items() if svc.get("ports")}
-    if "swarm" in str(rendered[0]):
+    if mode == "swarm":
         assert published == {}
         assert services["node-exporter"]["mode"] == "global" and services["alloy"]["mode"] == "global"
     else:

@@ -20,11 +20,16 @@ KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
 
 
 @pytest.fixture(scope="module", params=["compose", "swarm"])
-def rendered(request, tmp_path_factory) -> Path:
-    """The traefik role's configure step, run on this machine into a scratch project directory, per mode."""
-    project = tmp_path_factory.mktemp(f"project-{request.param}")
+def mode(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def rendered(mode, tmp_path_factory) -> Path:
+    """The traefik role's configure step, run on this machine into a scratch project directory, in that mode."""
+    project = tmp_path_factory.mktemp(f"project-{mode}")
     overrides = {"pliers_project_name": "pliers-production", "vault_tls_certificate": CERT, "vault_tls_key": KEY,
-                 "pliers_mode": request.param}  # fmt: skip
+                 "pliers_mode": mode}  # fmt: skip
     render_role(project, "traefik", "production", overrides)
     return project
 
@@ -34,12 +39,12 @@ def validate(document: dict, schema_name: str) -> None:
     jsonschema.validate(document, schema, cls=jsonschema.Draft7Validator)
 
 
-def test_static_configuration_is_valid_traefik_v3(rendered):
+def test_static_configuration_is_valid_traefik_v3(mode, rendered):
     static = yaml.safe_load((rendered / "configs/traefik/traefik.yml").read_text())
     validate(static, "traefik-v3.json")
     assert static["api"] == {"dashboard": False, "insecure": False}, "the dashboard is off and never insecure"
     # Compose: the docker provider; Swarm: Traefik v3's swarm provider (never both).
-    provider = "swarm" if "swarm" in rendered.name else "docker"
+    provider = "swarm" if mode == "swarm" else "docker"
     assert set(static["providers"]) == {provider, "file"}
     assert static["providers"][provider]["exposedByDefault"] is False
     assert static["providers"][provider]["network"] == "pliers-production_backend"
