@@ -4,6 +4,7 @@ when validated, before any fact exists)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,43 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def test_every_role_of_the_design_exists():
-    for role in ("docker_host", "postgres", "redis", "api", "ai_service", "web", "traefik", "monitoring", "backup"):
-        assert role in ROLES
+def role_names(task: dict, name: str) -> list[str]:
+    """The roles a task's include_role or import_role names: `name`, or each item of the task's loop when `name`
+    holds the loop variable (pliers.deploy.{{ pliers_role }}). From a loop that is no list, the template itself:
+    no role is named that, so the test below names it."""
+    variable = (task.get("loop_control") or {}).get("loop_var", "item")
+    template = re.compile(r"\{\{\s*" + re.escape(variable) + r"\s*\}\}")
+    loop = task.get("loop")
+    if template.search(name) and isinstance(loop, list):
+        return [template.sub(str(item), name) for item in loop]
+    return [name]
+
+
+def included_roles() -> set[str]:
+    """The roles the playbooks and the roles run: include_role, import_role, a play's roles."""
+    named: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key.removeprefix("ansible.builtin.") in ("include_role", "import_role"):
+                    named.update(role_names(node, value["name"]))
+                elif key == "roles" and isinstance(value, list):
+                    named.update(role if isinstance(role, str) else role["role"] for role in value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for path in [*(ROOT / "playbooks").rglob("*.yml"), *(ROOT / "roles").glob("*/tasks/*.yml")]:
+        walk(load(path))
+    return {name.removeprefix("pliers.deploy.") for name in named}
+
+
+def test_the_playbooks_run_every_role_and_no_role_that_is_missing():
+    included = included_roles()
+    assert included - set(ROLES) == set(), "included but not in roles/ (with a tasks/main.yml)"
+    assert set(ROLES) - included == set(), "roles that no playbook or role runs"
 
 
 @pytest.mark.parametrize("role", ROLES)
