@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import shutil
 
+import yaml
+
 from lab import images
 from lab.images import Builder, Image, catalogue
+
+from ..paths import ROOT
 
 
 def builder_for(image: Image, base_tag: str = "base:1") -> Builder:
@@ -43,19 +47,38 @@ def test_catalogue_bases_come_first_and_names_are_unique():
     assert len(pushed) == len(set(pushed))
 
 
-def test_the_registry_holds_every_service_and_app_version():
+# The images the lab's inventories (local, local-swarm) do not deploy, each with the setting of theirs that leaves
+# it out (the test checks they hold it).
+NOT_IN_THE_LAB = {
+    "traefik_image": ("pliers_edge", "nginx"),
+    "monitoring_grafana_image": ("monitoring_grafana_enabled", False),
+    "monitoring_loki_image": ("monitoring_logs_enabled", False),
+    "monitoring_alloy_image": ("monitoring_logs_enabled", False),
+}
+REGISTRY = "{{ pliers_registry }}/"
+
+
+def role_images() -> dict[str, str]:
+    """Each role default `*_image` pulled from the registry, by variable: its name in the registry (pliers/x:tag)."""
+    found = {}
+    for defaults in sorted(ROOT.glob("roles/*/defaults/main.yml")):
+        for variable, value in (yaml.safe_load(defaults.read_text()) or {}).items():
+            if variable.endswith("_image") and isinstance(value, str) and value.startswith(REGISTRY):
+                found[variable] = value.removeprefix(REGISTRY)
+    return found
+
+
+def test_the_registry_holds_every_image_the_lab_inventories_deploy():
     pushed = set(images.reference_names())
-    for name in (
-        "postgres:15",
-        "redis:7.0",
-        "nginx:1.22",
-        "prometheus:2.42",
-        "alertmanager:0.25",
-        "node-exporter:1.5",
-        "postgres-exporter:0.11",
-        "redis-exporter:1.45",
-    ):
-        assert f"pliers/{name}" in pushed
+    for inventory in ("local", "local-swarm"):
+        settings = yaml.safe_load((ROOT / "inventories" / inventory / "group_vars/all/main.yml").read_text())
+        for variable, (setting, value) in NOT_IN_THE_LAB.items():
+            assert settings[setting] == value, f"{inventory} deploys {variable}: the lab must hold its image"
+    deployed = role_images()
+    # The app images follow the release (api:{{ api_version }}): every version the lab tests deploy.
+    fixed = {name for variable, name in deployed.items() if variable not in NOT_IN_THE_LAB and "{{" not in name}
+    assert fixed, f"no image of a fixed tag among the roles' defaults: {deployed}"
+    assert fixed - pushed == set(), "images the lab's inventories deploy that the lab registry does not hold"
     for version in images.APP_VERSIONS:
         for repo in ("api", "ai-service", "web"):
             assert f"pliers/{repo}:{version}" in pushed
