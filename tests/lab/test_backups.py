@@ -110,15 +110,26 @@ def test_the_drill_passes_on_a_good_backup_and_fails_on_a_corrupted_one(deployed
     assert "pliers_drill" not in databases, "the scratch database must be dropped"
 
 
+def status_values(target) -> dict[str, float]:
+    """The backup status file's metrics (all of environment "local"), by name."""
+    lines = lab_hosts.ssh(target.db, f"cat {STATUS}").stdout.splitlines()
+    return {line.split("{")[0]: float(line.split()[-1]) for line in lines if line and not line.startswith("#")}
+
+
 @pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes
 def test_the_timer_schedules_the_backup_and_its_drill(deployed):
-    # After the drill test above, the last drill failed: the scheduled run's own drill must pass.
     assert lab_hosts.ssh(deployed.db, "systemctl is-active pliers-backup-local.timer").stdout.strip() == "active"
+    # The host's clock: the scheduled run's backup and drill must both be stamped from now on, and both pass,
+    # whatever an earlier backup or drill left in the status.
+    started = int(lab_hosts.ssh(deployed.db, "date +%s").stdout.strip())
     run = lab_hosts.ssh(deployed.db, "systemctl start pliers-backup-local.service", check=False)
     journal = lab_hosts.ssh(deployed.db, "journalctl -u pliers-backup-local.service --no-pager | tail -5").stdout
     assert run.returncode == 0, run.stderr + journal
     status = lab_hosts.ssh(deployed.db, f"cat {STATUS}").stdout
     assert DRILL_PASSED in status and 'pliers_backup_last_attempt_success{environment="local"} 1' in status, status
+    values = status_values(deployed)
+    assert values["pliers_backup_last_attempt_timestamp_seconds"] >= started, status
+    assert values["pliers_restore_drill_last_timestamp_seconds"] >= started, status
 
 
 @pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes
