@@ -17,7 +17,7 @@ from lab.engine import ensure_engine
 from lab.images import Builder, catalogue
 
 from ..render import render_role
-from .support import http, wait_for
+from .support import http, output, wait_for
 
 RULES = ROOT / "roles/monitoring/files/rules"
 RULE_TESTS = ROOT / "tests/rules/alerts-test.yml"
@@ -98,8 +98,13 @@ def test_prometheus_scrapes_every_target_on_every_node(deployed):
     replicas = {"compose": {"api": 1, "ai-service": 1}, "swarm": {"api": 3, "ai-service": 2}}[deployed.mode]
     for job, count in replicas.items():
         assert len([row for row in series if row["metric"]["job"] == job]) == count, job
-    # The backup status file of #6 reaches Prometheus through node exporter's textfile collector.
-    assert deployed.promql("pliers_backup_last_success_timestamp_seconds"), "no backup status in Prometheus"
+    # The backup status file of #6 reaches Prometheus through node exporter's textfile collector: that of a backup
+    # taken now (a first deploy takes none).
+    taken = int(lab_hosts.ssh(deployed.db, "date +%s").stdout.strip())
+    backup = deployed.play("backup.yml")
+    assert backup.returncode == 0, output(backup)
+    wait_for(lambda: deployed.promql(f"pliers_backup_last_success_timestamp_seconds >= {taken}"), timeout=90,
+             interval=3, what="the status of the backup just taken in Prometheus")  # fmt: skip
     # At least ten alert rules, loaded and evaluated.
     rules = deployed.promql("sum(prometheus_rule_group_rules)")
     assert int(float(rules[0]["value"][1])) >= 10
