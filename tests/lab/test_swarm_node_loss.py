@@ -99,23 +99,41 @@ def edge(target, path: str = "/api/health") -> tuple[int, str]:
     return http(f"{target.edge}{path}", timeout=15)
 
 
+def host_running(node: str) -> bool:
+    return docker("inspect", "--format", "{{.State.Running}}", node).stdout.strip() == "true"
+
+
+def worker_lost(target) -> list[int]:
+    """The worker stopped (unless a test before has stopped it), every service back at its replicas without it and
+    the managers seeing it down; the edge's answers while the services came back. (With the first manager up: the
+    services could not all come back without it too.)"""
+    if host_running(WORKER):
+        docker("stop", WORKER)
+    answers: list[int] = []
+    wait_recovered_without(target, WORKER, timeout=240, also=lambda: answers.append(edge(target)[0]))
+    wait_for(lambda: node_state(target, WORKER) == "down", timeout=60, what=f"the managers to see {WORKER} down")
+    return answers
+
+
+def first_manager_lost(target) -> None:
+    """The first manager stopped (unless a test before has stopped it), and unreachable for the two others, which
+    keep the quorum."""
+    if host_running(FIRST_MANAGER):
+        docker("stop", FIRST_MANAGER)
+    wait_for(lambda: node_state(target, FIRST_MANAGER, "{{.ManagerStatus.Reachability}}") == "unreachable",
+             timeout=60, what=f"the other managers to see {FIRST_MANAGER} unreachable")  # fmt: skip
+
+
 def test_the_stack_survives_a_lost_worker_and_deploys_with_its_first_manager_lost(swarm):
     # The fault suite's node case stopped the worker, its client measured the edge meanwhile (What survives
     # what); run alone, this test stops it and watches the edge until the services are back.
-    if docker("inspect", "--format", "{{.State.Running}}", WORKER).stdout.strip() == "true":
-        docker("stop", WORKER)
-    answers = []
-    wait_recovered_without(swarm, WORKER, timeout=240, also=lambda: answers.append(edge(swarm)[0]))
+    answers = worker_lost(swarm)
     assert answers and all(status == 200 for status in answers), f"the edge failed while {WORKER} was lost: {answers}"
-    wait_for(lambda: node_state(swarm, WORKER) == "down", timeout=60, what=f"the managers to see {WORKER} down")
 
     # The first manager created the Swarm and led every deploy so far: the release history is on it.
     running = swarm.version()
     assert last_release(swarm, FIRST_MANAGER) == running, "the first manager did not lead the last deploy"
-    docker("stop", FIRST_MANAGER)
-    # Two managers of three keep the quorum.
-    wait_for(lambda: node_state(swarm, FIRST_MANAGER, "{{.ManagerStatus.Reachability}}") == "unreachable",
-             timeout=60, what=f"the other managers to see {FIRST_MANAGER} unreachable")  # fmt: skip
+    first_manager_lost(swarm)
     release = "1.0.0" if running == "1.1.0" else "1.1.0"
     upgrade = swarm.play("deploy.yml", "--limit", f"all:!{FIRST_MANAGER}:!{WORKER}", "-e", f"pliers_release={release}")
     assert upgrade.returncode == 0, output(upgrade)
@@ -125,7 +143,12 @@ def test_the_stack_survives_a_lost_worker_and_deploys_with_its_first_manager_los
 
 
 def test_a_node_that_left_the_inventory_is_removed_only_when_asked(swarm):
-    # After the test above: the first manager and the worker are stopped. The worker leaves the inventory.
+    # The worker and the first manager lost, as the test above leaves them. Run alone, this test loses them the same
+    # way: the worker first, until the services are back without it, then the first manager.
+    if host_running(FIRST_MANAGER):
+        worker_lost(swarm)
+    first_manager_lost(swarm)
+    # The worker leaves the inventory.
     hosts = swarm.inventory / "hosts.yml"
     hosts.write_text(hosts.read_text().replace(f"        {WORKER}:\n          docker_host_node_labels: {{}}\n", ""))
     assert WORKER not in hosts.read_text()
