@@ -19,6 +19,8 @@ def test_a_host_logs_in_over_tls_and_is_refused_without_credentials(test_lab, do
     user, password = credentials(test_lab)
     image = f"{registry}/pliers/redis:7.0"
 
+    # The lab CA untrusted to begin with, whatever an earlier test installed (test_swarm.py's fixture trusts it).
+    ssh(host, f"rm -rf /etc/docker/certs.d/{registry}")
     untrusted = ssh(host, f"docker login {registry} -u {user} --password-stdin", input=password, check=False)
     assert untrusted.returncode != 0
     assert "certificate signed by unknown authority" in untrusted.stderr, untrusted.stderr
