@@ -33,18 +33,21 @@ description:
     deploy with nothing to do reports nothing changed.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.action
 attributes:
   check_mode:
     support: full
-    description: Reports whether the lock is free, or would be taken over; takes, renews, breaks and releases
+    details: Reports whether the lock is free, or would be taken over; takes, renews, breaks and releases
       nothing.
   diff_mode:
     support: none
-    description: Reports no diff.
   action:
     support: full
-    description: An action plugin on the controller records the controller process in O(holder) and takes
-      over a hold whose process on this controller is gone.
+    details: The action plugin records the controller process in O(holder) and takes over a hold whose process
+      on this controller is gone.
+    version_added: 0.2.0
 options:
   path:
     description: The lock file. Its directory is created (mode 0700) when missing.

@@ -18,13 +18,14 @@ description:
   - On failure the message names each failing target and what it last saw.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
 attributes:
   check_mode:
     support: full
-    description: Runs the checks in check mode too; it changes nothing either way.
+    details: Runs the checks in check mode too; it changes nothing either way.
   diff_mode:
     support: none
-    description: Reports no diff.
 options:
   targets:
     description: What to check.

@@ -20,13 +20,14 @@ description:
     with nothing to do reports nothing changed.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
 attributes:
   check_mode:
     support: full
-    description: Reads; records nothing.
+    details: Reads; records nothing.
   diff_mode:
     support: none
-    description: Reports no diff.
 options:
   path:
     description: The history file. Its directory is created (mode 0700) when missing.
