@@ -19,6 +19,18 @@ attributes:
       diff mode.
 """
 
+    # Every module in meta/runtime.yml's action group. A module that joined the group after its own
+    # version_added says when, under attributes: action_group: version_added.
+    ACTIONGROUP_DEPLOY = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/pliers.deploy.deploy) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - pliers.deploy.deploy
+"""
+
     # A module with an action plugin of the same name. The module says its support and what runs on the controller.
     ACTION = r"""
 options: {}

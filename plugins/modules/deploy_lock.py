@@ -36,6 +36,7 @@ author:
 extends_documentation_fragment:
   - pliers.deploy._attributes
   - pliers.deploy._attributes.action
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
@@ -47,6 +48,8 @@ attributes:
     support: full
     details: The action plugin records the controller process in O(holder) and takes over a hold whose process
       on this controller is gone.
+    version_added: 0.2.0
+  action_group:
     version_added: 0.2.0
 options:
   path:

@@ -20,12 +20,15 @@ author:
   - Pliers team (@pliers)
 extends_documentation_fragment:
   - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
     details: Runs the checks in check mode too; it changes nothing either way.
   diff_mode:
     support: none
+  action_group:
+    version_added: 0.2.0
 options:
   targets:
     description: What to check.

@@ -22,12 +22,15 @@ author:
   - Pliers team (@pliers)
 extends_documentation_fragment:
   - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
     details: Reads; records nothing.
   diff_mode:
     support: none
+  action_group:
+    version_added: 0.2.0
 options:
   path:
     description: The history file. Its directory is created (mode 0700) when missing.
