@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: deploy_lock
 short_description: Take, renew or release an environment's deploy lock on its target
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - With O(state=present), takes the lock file O(path) atomically, recording who holds it (O(holder)), since
     when, when the hold was last renewed and for how long it lasts (O(lease)), and returns a token. When another
