@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: deploy_lock
 short_description: Take, renew or release an environment's deploy lock on its target
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - With O(state=present), takes the lock file O(path) atomically, recording who holds it (O(holder)), since
     when, when the hold was last renewed and for how long it lasts (O(lease)), and returns a token. When another
@@ -33,18 +33,24 @@ description:
     deploy with nothing to do reports nothing changed.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.action
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
-    description: Reports whether the lock is free, or would be taken over; takes, renews, breaks and releases
+    details: Reports whether the lock is free, or would be taken over; takes, renews, breaks and releases
       nothing.
   diff_mode:
     support: none
-    description: Reports no diff.
   action:
     support: full
-    description: An action plugin on the controller records the controller process in O(holder) and takes
-      over a hold whose process on this controller is gone.
+    details: The action plugin records the controller process in O(holder) and takes over a hold whose process
+      on this controller is gone.
+    version_added: 0.2.0
+  action_group:
+    version_added: 0.2.0
 options:
   path:
     description: The lock file. Its directory is created (mode 0700) when missing.
@@ -167,6 +173,8 @@ from ansible.module_utils.basic import AnsibleModule
 # Targets may run Python 3.9 or 3.10, which have no datetime.UTC.
 UTC = timezone.utc  # noqa: UP017
 GUARD_TIMEOUT = 60
+# The lock file's mode: only its owner (the deploying user) reads it.
+LOCK_MODE = 0o600
 
 
 def now() -> str:
@@ -264,7 +272,7 @@ def guard(module, path: str):
 
 
 def written(path: str, record: dict) -> str:
-    """A temp file beside path holding record (mode 0600), flushed to disk: its name."""
+    """A temp file beside path holding record (mode 0600, mkstemp's), flushed to disk: its name."""
     directory, name = os.path.split(path)
     fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
@@ -278,12 +286,26 @@ def written(path: str, record: dict) -> str:
     return temp
 
 
-def replace(path: str, record: dict) -> None:
+def move(module, temp: str, path: str) -> None:
+    """Rename temp over path with AnsibleModule.atomic_move. The lock file keeps the temp file's mode (0600) and
+    owner, not those of the file it replaces (keep_dest_attrs=False, as a plain rename); a lock file that did not
+    exist gets 0600 too, where atomic_move would apply the umask."""
+    module.atomic_move(temp, path, keep_dest_attrs=False)
+    if os.stat(path).st_mode & 0o7777 != LOCK_MODE:
+        os.chmod(path, LOCK_MODE)
+
+
+def replace(module, path: str, record: dict) -> None:
     """Write record to path atomically: a reader sees the old record or the new one, never half of one."""
-    os.replace(written(path, record), path)
+    temp = written(path, record)
+    try:
+        move(module, temp, path)
+    finally:
+        if os.path.lexists(temp):
+            os.unlink(temp)
 
 
-def create(path: str, record: dict) -> bool:
+def create(module, path: str, record: dict) -> bool:
     """Write record to path atomically if path does not exist (False when it does)."""
     temp = written(path, record)
     try:
@@ -295,7 +317,7 @@ def create(path: str, record: dict) -> bool:
         # A filesystem without hard links: under the guard, a replace is as good.
         if os.path.lexists(path):
             return False
-        os.replace(temp, path)
+        move(module, temp, path)
         return True
     finally:
         if os.path.lexists(temp):
@@ -345,7 +367,7 @@ def renew(module, path: str) -> None:
         check(current)
         record = dict(current, renewed=now())
         record.setdefault("lease", module.params["lease"])
-        replace(path, record)
+        replace(module, path, record)
     module.exit_json(changed=False, token=token, holder=shown(record), broken={}, taken_over={})
 
 
@@ -401,11 +423,11 @@ def take(module, path: str) -> None:
         current = read(path)
         taken_over = {}
         if current is None:
-            if not create(path, holder):
+            if not create(module, path, holder):
                 refuse(module, path, read(path) or {}, prefix="a moment ago, ")
         else:
             reason, what = judge(module, path, current)
-            replace(path, holder)
+            replace(module, path, holder)
             module.warn(f"took over {what}")
             taken_over = dict(shown(current), reason=reason)
     broken = shown(current) if taken_over and params["break_lock"] else {}

@@ -18,13 +18,17 @@ description:
   - On failure the message names each failing target and what it last saw.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
-    description: Runs the checks in check mode too; it changes nothing either way.
+    details: Runs the checks in check mode too; it changes nothing either way.
   diff_mode:
     support: none
-    description: Reports no diff.
+  action_group:
+    version_added: 0.2.0
 options:
   targets:
     description: What to check.

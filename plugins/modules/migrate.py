@@ -18,13 +18,17 @@ description:
     again with a new container, up to three times, with a warning; no other failure is retried.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
-    description: Reports pending migrations and applies none.
+    details: Reports pending migrations and applies none.
   diff_mode:
     support: none
-    description: Reports no diff.
+  action_group:
+    version_added: 0.2.0
 options:
   image:
     description: The API image to migrate with (the NEW release's image).

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: release_log
 short_description: An environment's release history on its target - record an attempt, read it, pick a rollback
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - The history is a file of JSON lines, one per release attempt - id, time, user, controller, playbook, the
     release and the service versions it went from and to, the result (V(ok), V(failed), or V(interrupted) for
@@ -20,13 +20,17 @@ description:
     with nothing to do reports nothing changed.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
-    description: Reads; records nothing.
+    details: Reads; records nothing.
   diff_mode:
     support: none
-    description: Reports no diff.
+  action_group:
+    version_added: 0.2.0
 options:
   path:
     description: The history file. Its directory is created (mode 0700) when missing.
@@ -34,7 +38,7 @@ options:
     required: true
   record:
     description: The attempt to append - C(user), C(controller), C(playbook), C(release), C(versions) (service
-      to version), C(result) (V(ok), V(failed) or V(interrupted)), C(message), C(seconds).
+      to version), C(result) (V(ok), V(failed) or, since 0.2.0, V(interrupted)), C(message), C(seconds).
     type: dict
   rollback_to:
     description: V(previous), or the id or release name of a successful release in the history.

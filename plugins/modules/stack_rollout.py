@@ -27,13 +27,17 @@ description:
   - Must run on a Swarm manager.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
-    description: Waits and reports; prunes nothing.
+    details: Waits and reports; prunes and resumes nothing.
   diff_mode:
     support: none
-    description: Reports no diff.
+  action_group:
+    version_added: 0.2.0
 options:
   stack:
     description: The stack's name (its C(com.docker.stack.namespace) label).

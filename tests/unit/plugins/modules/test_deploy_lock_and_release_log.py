@@ -295,3 +295,44 @@ def test_a_hold_on_the_callers_own_controller_is_judged_by_its_process_not_its_l
     elsewhere = {"user": "carol", "controller_host": "ops-2", "boot_id": "b2", "pid_ns": "pid:[4026531836]"}
     other = run("deploy_lock", tmp_path, path=lock, holder=elsewhere)
     assert not other.get("failed") and other["taken_over"]["user"] == "alice"
+
+
+def mode(path: str) -> int:
+    return os.stat(path).st_mode & 0o7777
+
+
+def test_the_lock_file_stays_0600_whatever_it_replaces(tmp_path, lock):
+    taken = run("deploy_lock", tmp_path, path=lock, holder={"user": "alice"})
+    assert mode(lock) == 0o600
+    run("deploy_lock", tmp_path, path=lock, token=taken["token"])
+    assert mode(lock) == 0o600, "a renewal keeps the mode"
+    # A stale lock another run or a hand left world-readable: the lock taken over in its place is 0600.
+    write_lock(lock, user="alice", token=ALICES, since=ago(2000), renewed=ago(2000), lease=900)
+    os.chmod(lock, 0o644)
+    assert not run("deploy_lock", tmp_path, path=lock, holder={"user": "bob"}).get("failed")
+    assert mode(lock) == 0o600
+    assert not [name for name in os.listdir(os.path.dirname(lock)) if name.endswith(".tmp")]
+
+
+def test_without_hard_links_a_free_lock_is_still_taken_0600(tmp_path, lock):
+    # A filesystem without hard links (os.link fails): the lock file is moved into place, and under a umask
+    # of 022 is still 0600, not the 0644 a new file would get.
+    wrapper = tmp_path / "no_links.py"
+    wrapper.write_text(
+        "import errno, os, runpy, sys\n"
+        "def link(*args, **kwargs):\n"
+        "    raise OSError(errno.EPERM, 'no hard links here')\n"
+        "os.link = link\n"
+        "os.umask(0o022)\n"
+        f"runpy.run_path({str(MODULES / 'deploy_lock.py')!r}, run_name='__main__')\n"
+    )
+    args_file = tmp_path / "no-links-args.json"
+    params = {"path": lock, "holder": {"user": "alice"}, "_ansible_check_mode": False}
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
+    result = subprocess.run(
+        [sys.executable, str(wrapper), str(args_file)], capture_output=True, text=True, env=environment(), check=False
+    )
+    taken = json.loads(result.stdout)
+    assert not taken.get("failed") and lock_file(lock)["token"] == taken["token"]
+    assert mode(lock) == 0o600
+    assert not [name for name in os.listdir(os.path.dirname(lock)) if name.endswith(".tmp")]
