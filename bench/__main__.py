@@ -45,7 +45,7 @@ HOSTS = 5
 SWARM_SIZES = (1, 3, 5)
 PROJECT_DIR = "/opt/pliers/local"  # both local inventories deploy there
 ENGINE_IMAGE = "pliers-bench/engine-host"
-TARGETS = {"first_deploy_ratio": 1.5, "noop_redeploy_ratio": 4.0}
+TARGETS = {"first_deploy_ratio": 1.3, "noop_redeploy_ratio": 3.0, "release_ratio": 2.5}
 RESULTS = Path(__file__).parent
 CHANGED = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", re.MULTILINE)
 
@@ -152,12 +152,14 @@ class Bench:
     # --- the measurements ------------------------------------------------------------------------------
 
     def docker_host(self) -> None:
-        """The docker_host role on a bare host, several times; the last host becomes the engine image."""
+        """The docker_host role on a bare host, as deploy.yml runs it (--tags docker_host: the preflight, the lock,
+        the role and the host files the stack writes for it, the history), several times; the last host becomes the
+        engine image."""
         samples = []
         inventory = self.inventory("compose", 1)
         for run in range(self.args.runs):
             self.reset(1, self.bare_image)
-            samples.append(seconds_of(self.play, "bench/docker_host.yml", inventory))
+            samples.append(seconds_of(self.play, "playbooks/deploy.yml", inventory, "--tags", "docker_host"))
             log(f"docker_host run {run + 1}: {samples[-1]}s")
         # Hosts "with the engine installed" start from this one: docker_host's work, kept in an image.
         host = LAB.host_name(1)
@@ -286,7 +288,8 @@ def markdown(results: dict) -> str:
     if "release" in results:
         rel = results["release"]
         lines.append(row(
-            "release 1.0.0 → 1.1.0", rel["pliers"], str(rel["raw_compose"]["median"]), str(results["release_ratio"]),
+            "release 1.0.0 → 1.1.0", rel["pliers"], str(rel["raw_compose"]["median"]),
+            f"**{results['release_ratio']}** (target ≤ {TARGETS['release_ratio']})",
             f"failed requests: pliers {rel['pliers']['failed_requests']} of {rel['pliers']['requests']}, "
             f"raw {rel['raw_compose']['failed_requests']} of {rel['raw_compose']['requests']}",
         ))  # fmt: skip

@@ -2,29 +2,46 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one renderer: the stack's services, as data, to a Compose project or a Swarm stack.
 
-The two functions share everything a service is (image, command, environment, networks, health,
-volumes, secrets, configs); only what Compose and Swarm spell differently lives in their branch.
-Documentation: compose_project.yml and swarm_stack.yml beside this file.
+The service roles decide (each service's image, files, networks, health, phase ...); this file spells it. It alone
+decides what differs between the modes: where each secret and config file lives on the host and how it reaches
+the container (Compose bind mounts, Swarm's versioned objects), the labels that recreate a Compose container whose
+files changed, how ports are published, and which services each step of a deploy acts on (stack_plan).
+Documentation: compose_project.yml, swarm_stack.yml, stack_files.yml, stack_plan.yml and contribute.yml beside
+this file.
 """
 
 from __future__ import annotations
 
+import posixpath
+
 from ansible.errors import AnsibleFilterError
+from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version
 
 SERVICE_KEYS = frozenset(
     (
         *("image", "command", "environment", "secrets", "configs", "networks", "healthcheck", "depends_on"),
         *("ports", "volumes", "replicas", "resources", "labels", "user", "stop_grace_period", "http", "restart"),
+        # What the pipeline reads (never rendered): the step the service belongs to, the role that contributed it,
+        # where Prometheus scrapes it, the migrations its image runs, what it offers as the stack's edge.
+        *("phase", "role", "metrics", "migrations", "entrypoint", "upstreams"),
         # Swarm only (ignored by Compose): how the service is placed, updated and reached.
         *("placement", "update_order", "mode", "max_replicas_per_node", "endpoint_mode", "generic_resources"),
     )
 )
-FILE_KEYS = frozenset(("name", "file", "target", "mode", "uid", "gid", "version"))
+PHASES = ("data", "app", "edge", "ops")
+FILE_KEYS = frozenset(("name", "target", "content", "mode", "uid", "gid", "reload"))
 PORT_KEYS = frozenset(("published", "target", "host_ip", "protocol"))
 VOLUME_KEYS = frozenset(("source", "target", "type", "read_only"))
 HEALTHCHECK_KEYS = frozenset(("test", "interval", "timeout", "retries", "start_period", "start_interval"))
+HTTP_KEYS = frozenset(("port", "path_prefix", "health_path", "verify"))
+VERIFY_KEYS = frozenset(("path", "json", "body_regex"))
+UPSTREAM_KEYS = frozenset(("dir", "sync"))
 UPDATE_ORDERS = ("start-first", "stop-first")
 ENDPOINT_MODES = ("vip", "dnsrr")
+# The label that recreates a Compose container whose secret or config files changed (a bind-mounted file that is
+# replaced is not seen by a running container).
+FILES_LABEL = "pliers.deploy.files"
+LOOPBACK_PREFIXES = ("127.", "::1", "localhost")
 
 
 def _check_keys(where: str, value: dict, allowed: frozenset, required: tuple[str, ...] = ()) -> None:
@@ -38,6 +55,120 @@ def _check_keys(where: str, value: dict, allowed: frozenset, required: tuple[str
     missing = [key for key in required if value.get(key) in (None, "")]
     if missing:
         raise AnsibleFilterError(f"{where}: missing {', '.join(missing)}")
+
+
+def _phase(name: str, model: dict) -> str:
+    phase = model.get("phase")
+    if phase not in PHASES:
+        raise AnsibleFilterError(f"service {name}: phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    return phase
+
+
+def _check_service(name: str, model: dict) -> None:
+    where = f"service {name}"
+    _check_keys(where, model, SERVICE_KEYS, ("image",))
+    _phase(name, model)
+    if model.get("http"):
+        _check_keys(f"{where} http", model["http"], HTTP_KEYS, ("port",))
+        if model["http"].get("verify"):
+            _check_keys(f"{where} http verify", model["http"]["verify"], VERIFY_KEYS, ("path",))
+    if model.get("upstreams"):
+        _check_keys(f"{where} upstreams", model["upstreams"], UPSTREAM_KEYS, ("dir", "sync"))
+
+
+# --- Files: where each secret and config lives on the host, and its version ---------------------------------
+
+
+def service_files(name: str, model: dict, project_dir: str) -> list[dict]:
+    """The service's secret and config files, each with its host path, version, mode and owner.
+
+    A secret lives in <project_dir>/secrets/<service>/, root-only, owned by the user that reads it (0400); a config
+    in <project_dir>/configs/<service>/ (0644). Each is named after its target's file name.
+    """
+    files = []
+    for kind in ("secrets", "configs"):
+        seen: dict[str, str] = {}
+        for index, entry in enumerate(model.get(kind) or []):
+            where = f"service {name} {kind}[{index}]"
+            _check_keys(where, entry, FILE_KEYS, ("name", "target"))
+            if "content" not in entry or entry["content"] is None:
+                raise AnsibleFilterError(f"{where}: missing content")
+            if entry.get("reload") and kind == "secrets":
+                raise AnsibleFilterError(f"{where}: only configs can be reloaded in place")
+            basename = posixpath.basename(str(entry["target"]))
+            if basename in seen:
+                raise AnsibleFilterError(
+                    f"service {name}: {kind} {seen[basename]} and {entry['name']} both end in {basename}"
+                )
+            seen[basename] = entry["name"]
+            secret = kind == "secrets"
+            content = str(entry["content"])
+            files.append(
+                {
+                    "kind": kind,
+                    "name": str(entry["name"]),
+                    "target": str(entry["target"]),
+                    "path": posixpath.join(project_dir, kind, name, basename),
+                    "content": content,
+                    "version": content_version(content),
+                    "mode": str(entry.get("mode", "0400" if secret else "0644")),
+                    "uid": entry.get("uid", 0),
+                    "gid": entry.get("gid", entry.get("uid", 0)),
+                    "secret": secret,
+                    "reload": bool(entry.get("reload", False)),
+                }
+            )
+    return files
+
+
+def _reload_dir(name: str, files: list[dict]) -> str | None:
+    """The container directory a service's reloadable configs live in (their host directory is mounted there)."""
+    targets = {posixpath.dirname(f["target"]) for f in files if f["reload"]}
+    if len(targets) > 1:
+        raise AnsibleFilterError(
+            f"service {name}: configs reloaded in place must share one directory, got {', '.join(sorted(targets))}"
+        )
+    return targets.pop() if targets else None
+
+
+def stack_files(services: dict, project_dir: str, selected: list | None = None) -> dict:
+    """The directories and files a deploy writes for the services (those selected): see stack_files.yml."""
+    _check_stack(services, "stack_files")
+    wanted = set(services) if selected is None else set(selected)
+    directories: list[dict] = []
+    files: list[dict] = []
+    names: dict[str, tuple[str, str]] = {}
+    for service, model in sorted(services.items()):
+        for entry in service_files(service, model, project_dir):
+            # Two services naming the same secret or config with different contents would overwrite each other.
+            previous = names.setdefault(entry["name"], (service, entry["version"]))
+            if previous[1] != entry["version"]:
+                raise AnsibleFilterError(
+                    f"{entry['kind']} {entry['name']} is defined by {previous[0]} and {service} with different contents"
+                )
+            if service not in wanted:
+                continue
+            directory = posixpath.dirname(entry["path"])
+            if not any(d["path"] == directory for d in directories):
+                directories.append({"path": directory, "mode": "0700" if entry["secret"] else "0755"})
+            files.append(
+                {
+                    "path": entry["path"],
+                    "content": entry["content"],
+                    "mode": entry["mode"],
+                    "owner": entry["uid"],
+                    "group": entry["gid"],
+                    "secret": entry["secret"],
+                    "service": service,
+                    "reload": entry["reload"],
+                }
+            )
+    parents = [{"path": posixpath.join(project_dir, kind), "mode": "0700" if kind == "secrets" else "0755"}
+               for kind in ("secrets", "configs")]  # fmt: skip
+    return {"directories": parents + directories, "files": files}
+
+
+# --- What both modes share ------------------------------------------------------------------------------------
 
 
 def traefik_labels(name: str, http: dict, swarm: bool = False) -> dict:
@@ -60,18 +191,17 @@ def traefik_labels(name: str, http: dict, swarm: bool = False) -> dict:
 
 def _replicas(where: str, model: dict, minimum: int) -> int:
     replicas = model.get("replicas", 1)
+    if isinstance(replicas, str) and replicas.isdigit():
+        replicas = int(replicas)
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < minimum:
         raise AnsibleFilterError(f"{where}: replicas must be a whole number >= {minimum}, got {replicas!r}")
     return replicas
 
 
-def _common(name: str, model: dict, networks: dict, top: dict) -> tuple[dict, dict]:
-    """What a service is in both modes; collects top-level volumes, secrets and configs into top.
-
-    Returns the service and, per secret/config kind, the model entries it references (for the mode's refs).
-    """
+def _common(name: str, model: dict, networks: dict, top: dict) -> dict:
+    """What a service is in both modes; collects its named volumes into top."""
     where = f"service {name}"
-    _check_keys(where, model, SERVICE_KEYS, ("image",))
+    _check_service(name, model)
     service: dict = {"image": model["image"]}
     if model.get("command"):
         service["command"] = list(model["command"])
@@ -103,30 +233,27 @@ def _common(name: str, model: dict, networks: dict, top: dict) -> tuple[dict, di
         )
     if volumes:
         service["volumes"] = volumes
-    files = {}
-    for kind in ("secrets", "configs"):
-        entries = []
-        for index, entry in enumerate(model.get(kind) or []):
-            _check_keys(f"{where} {kind}[{index}]", entry, FILE_KEYS, ("name", "file", "target"))
-            top[kind][entry["name"]] = entry
-            entries.append(entry)
-        files[kind] = entries
     if model.get("stop_grace_period"):
         service["stop_grace_period"] = model["stop_grace_period"]
-    return service, files
+    return service
 
 
-def _ports(where: str, model: dict, host_mode: bool) -> list[dict]:
+def _ports(where: str, model: dict, swarm: bool) -> list[dict]:
     ports = []
     for index, port in enumerate(model.get("ports") or []):
         _check_keys(f"{where} ports[{index}]", port, PORT_KEYS, ("published", "target"))
+        host_ip = str(port.get("host_ip") or "")
         rendered = {"target": int(port["target"]), "published": int(port["published"]), "protocol": "tcp"}
-        if host_mode:
+        if swarm:
+            # Swarm publishes on every address of a node: a port meant for the loopback only is not published
+            # there rather than opened to the world.
+            if host_ip.startswith(LOOPBACK_PREFIXES):
+                continue
             # The routing mesh (ingress) needs IPVS; host mode publishes on each node running a task.
             rendered["mode"] = "host"
-        elif port.get("host_ip"):
-            rendered["host_ip"] = port["host_ip"]
-        if not host_mode:
+        else:
+            if host_ip:
+                rendered["host_ip"] = host_ip
             rendered["published"] = str(rendered["published"])
         ports.append(rendered)
     return ports
@@ -140,16 +267,31 @@ def _resources(model: dict) -> dict:
     }
 
 
-def _compose_service(name: str, model: dict, networks: dict, edge: str, top: dict) -> dict:
+def _compose_service(name: str, model: dict, networks: dict, edge: str, top: dict, project_dir: str) -> dict:
     where = f"service {name}"
-    service, files = _common(name, model, networks, top)
+    service = _common(name, model, networks, top)
     service["restart"] = model.get("restart", "unless-stopped")
-    for kind, entries in files.items():
+    files = service_files(name, model, project_dir)
+    mounted = _reload_dir(name, files)
+    refs: dict[str, list] = {"secrets": [], "configs": []}
+    for entry in files:
+        top[entry["kind"]][entry["name"]] = {"file": entry["path"]}
+        if entry["kind"] == "configs" and mounted and posixpath.dirname(entry["target"]) == mounted:
+            continue  # served by the directory mount below
+        refs[entry["kind"]].append({"source": entry["name"], "target": entry["target"]})
+    for kind, entries in refs.items():
         if entries:
-            service[kind] = [{"source": entry["name"], "target": entry["target"]} for entry in entries]
+            service[kind] = entries
+    if mounted:
+        # Reloadable configs: their host directory is mounted, so a rewritten file is seen by the running container
+        # (a single bind-mounted file that is replaced is not), and the service reloads it in place.
+        service.setdefault("volumes", []).append(
+            {"type": "bind", "source": posixpath.join(project_dir, "configs", name), "target": mounted,
+             "read_only": True}
+        )  # fmt: skip
     if model.get("depends_on"):
         service["depends_on"] = {dep: {"condition": cond} for dep, cond in sorted(model["depends_on"].items())}
-    ports = _ports(where, model, host_mode=False)
+    ports = _ports(where, model, swarm=False)
     if ports:
         service["ports"] = ports
     deploy: dict = {}
@@ -161,6 +303,9 @@ def _compose_service(name: str, model: dict, networks: dict, edge: str, top: dic
     if deploy:
         service["deploy"] = deploy
     labels = dict(model.get("labels") or {})
+    recreating = [f"{f['name']}={f['version']}" for f in files if not f["reload"]]
+    if recreating:
+        labels[FILES_LABEL] = content_version(sorted(recreating))
     if edge == "traefik" and model.get("http"):
         labels.update(traefik_labels(name, model["http"]))
     if labels:
@@ -168,25 +313,28 @@ def _compose_service(name: str, model: dict, networks: dict, edge: str, top: dic
     return dict(sorted(service.items()))
 
 
-def _swarm_service(name: str, model: dict, networks: dict, edge: str, top: dict, defaults: dict) -> dict:
+def _swarm_service(
+    name: str, model: dict, networks: dict, edge: str, top: dict, defaults: dict, project_dir: str
+) -> dict:
     where = f"service {name}"
-    service, files = _common(name, model, networks, top)
-    for kind, entries in files.items():
-        refs = []
-        for entry in entries:
-            ref = {"source": entry["name"], "target": entry["target"]}
-            ref.update({key: str(entry[key]) for key in ("uid", "gid") if key in entry})
-            ref["mode"] = int(str(entry.get("mode", "0400" if kind == "secrets" else "0444")), 8)
-            refs.append(ref)
-        if refs:
-            service[kind] = refs
-    ports = _ports(where, model, host_mode=True)
+    service = _common(name, model, networks, top)
+    refs: dict[str, list] = {"secrets": [], "configs": []}
+    for entry in service_files(name, model, project_dir):
+        top[entry["kind"]][entry["name"]] = entry
+        ref = {"source": entry["name"], "target": entry["target"], "uid": str(entry["uid"]), "gid": str(entry["gid"])}
+        ref["mode"] = int(entry["mode"], 8) if entry["secret"] else 0o444
+        refs[entry["kind"]].append(ref)
+    for kind, entries in refs.items():
+        if entries:
+            service[kind] = entries
+    ports = _ports(where, model, swarm=True)
     if ports:
         service["ports"] = ports
     mode = model.get("mode", "replicated")
     if mode not in ("replicated", "global"):
         raise AnsibleFilterError(f"{where}: mode must be replicated or global, got {mode!r}")
-    order = model.get("update_order", "start-first")
+    # Stateful services and the edge (its host-mode ports) cannot run two tasks side by side.
+    order = model.get("update_order") or ("stop-first" if model["phase"] in ("data", "edge") else "start-first")
     if order not in UPDATE_ORDERS:
         raise AnsibleFilterError(f"{where}: update_order must be one of {', '.join(UPDATE_ORDERS)}, got {order!r}")
     max_per_node = int(model.get("max_replicas_per_node") or 0)
@@ -235,18 +383,20 @@ def _swarm_service(name: str, model: dict, networks: dict, edge: str, top: dict,
     return dict(sorted(service.items()))
 
 
-def _check_stack(services: dict, edge: str, caller: str) -> None:
+def _check_stack(services: dict, caller: str, edge: str = "nginx") -> None:
     if not isinstance(services, dict) or not services:
         raise AnsibleFilterError(f"{caller}: no services were contributed to the stack")
     if edge not in ("nginx", "traefik"):
         raise AnsibleFilterError(f"{caller}: edge must be nginx or traefik, got {edge!r}")
 
 
-def compose_project(services: dict, name: str, networks: dict, edge: str = "nginx") -> dict:
+def compose_project(services: dict, name: str, networks: dict, project_dir: str, edge: str = "nginx") -> dict:
     """The Compose project for the services (see compose_project.yml)."""
-    _check_stack(services, edge, "compose_project")
+    _check_stack(services, "compose_project", edge)
     top: dict = {"secrets": {}, "configs": {}, "volumes": {}}
-    rendered = {svc: _compose_service(svc, model, networks, edge, top) for svc, model in sorted(services.items())}
+    rendered = {
+        svc: _compose_service(svc, model, networks, edge, top, project_dir) for svc, model in sorted(services.items())
+    }
     project: dict = {
         "name": name,
         "services": rendered,
@@ -254,11 +404,9 @@ def compose_project(services: dict, name: str, networks: dict, edge: str = "ngin
             net: ({"internal": True} if (spec or {}).get("internal") else {}) for net, spec in sorted(networks.items())
         },
     }
-    if top["volumes"]:
-        project["volumes"] = dict(sorted(top["volumes"].items()))
-    for kind in ("secrets", "configs"):
+    for kind in ("volumes", "secrets", "configs"):
         if top[kind]:
-            project[kind] = {key: {"file": entry["file"]} for key, entry in sorted(top[kind].items())}
+            project[kind] = dict(sorted(top[kind].items()))
     return project
 
 
@@ -266,19 +414,21 @@ def swarm_stack(
     services: dict,
     name: str,
     networks: dict,
+    project_dir: str,
     edge: str = "nginx",
     endpoint_mode: str = "dnsrr",
     monitor: str = "30s",
     encrypted: bool = False,
 ) -> dict:
     """The Swarm stack file for the services (see swarm_stack.yml)."""
-    _check_stack(services, edge, "swarm_stack")
+    _check_stack(services, "swarm_stack", edge)
     if endpoint_mode not in ENDPOINT_MODES:
         raise AnsibleFilterError(f"swarm_stack: endpoint_mode must be vip or dnsrr, got {endpoint_mode!r}")
     top: dict = {"secrets": {}, "configs": {}, "volumes": {}}
     defaults = {"endpoint_mode": endpoint_mode, "monitor": monitor}
     rendered = {
-        svc: _swarm_service(svc, model, networks, edge, top, defaults) for svc, model in sorted(services.items())
+        svc: _swarm_service(svc, model, networks, edge, top, defaults, project_dir)
+        for svc, model in sorted(services.items())
     }
     overlay = {}
     for net, spec in sorted(networks.items()):
@@ -294,19 +444,135 @@ def swarm_stack(
     if top["volumes"]:
         stack["volumes"] = dict(sorted(top["volumes"].items()))
     for kind in ("secrets", "configs"):
-        objects = {}
-        for key, entry in sorted(top[kind].items()):
-            if not entry.get("version"):
-                raise AnsibleFilterError(
-                    f"swarm_stack: {kind} {key} needs a version (a hash of its content): Swarm cannot update "
-                    "a secret or config in place, so each content gets its own name"
-                )
-            objects[key] = {"file": entry["file"], "name": f"{name}_{key}_{entry['version']}"}
-        if objects:
-            stack[kind] = objects
+        if top[kind]:
+            # Swarm cannot update a secret or config in place: each content is an object of its own, and a changed
+            # content rolls the services that use it.
+            stack[kind] = {
+                key: {"file": entry["path"], "name": f"{name}_{key}_{entry['version']}"}
+                for key, entry in sorted(top[kind].items())
+            }
     return stack
+
+
+# --- The pipeline's steps -------------------------------------------------------------------------------------
+
+
+def _ordered(services: dict, names: set[str]) -> list[str]:
+    """names, each after the services it depends on (then by name)."""
+    ordered: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in ordered or name not in names:
+            return
+        if name in path:
+            raise AnsibleFilterError(f"stack_plan: services depend on each other in a circle: {' -> '.join(path)}")
+        for dependency in sorted(services[name].get("depends_on") or {}):
+            if dependency in services:
+                visit(dependency, (*path, name))
+        ordered.append(name)
+
+    for name in sorted(names):
+        visit(name, ())
+    return ordered
+
+
+def _image_tag(image: str) -> str:
+    last = str(image).rsplit("/", 1)[-1]
+    return last.split("@", 1)[0].rsplit(":", 1)[1] if ":" in last.split("@", 1)[0] else "latest"
+
+
+def _migrations(name: str, model: dict, project_dir: str) -> dict:
+    """How the pipeline runs a service's migrations: its image, environment and secret files, on its network."""
+    migrations = model["migrations"]
+    network = migrations.get("network") or (model.get("networks") or [None])[0]
+    if network not in (model.get("networks") or []):
+        raise AnsibleFilterError(f"service {name}: migrations run on one of its networks, got {network!r}")
+    return {
+        "service": name,
+        "network": network,
+        "backup_first": bool(migrations.get("backup_first", True)),
+        "image": model["image"],
+        "environment": {str(k): str(v) for k, v in (model.get("environment") or {}).items()},
+        "secrets": [
+            {"name": f["name"], "file": f["path"], "target": f["target"]}
+            for f in service_files(name, model, project_dir)
+            if f["secret"]
+        ],
+    }
+
+
+def stack_plan(services: dict, selected: list | None = None, project_dir: str = "/") -> dict:
+    """Which services each step of a deploy acts on (see stack_plan.yml)."""
+    _check_stack(services, "stack_plan")
+    for name, model in services.items():
+        _check_service(name, model)
+    unknown = sorted(set(selected or []) - set(services))
+    if unknown:
+        raise AnsibleFilterError(f"stack_plan: no service {', '.join(unknown)} in the stack")
+    chosen = set(services) if selected is None else set(selected)
+    phase = {name: model["phase"] for name, model in services.items()}
+    data = {name for name in chosen if phase[name] == "data"}
+    # Monitoring and the like start beside the data services when they need nothing else (their health is waited
+    # for side by side), rather than after the migrations.
+    early = {
+        name
+        for name in chosen
+        if phase[name] == "ops" and all(phase.get(dep) == "data" for dep in services[name].get("depends_on") or {})
+    }
+    rolled = {name for name in chosen if phase[name] == "app"}
+    rest = chosen - data - early - rolled
+    edges = [name for name in sorted(services) if services[name].get("upstreams")]
+    edge = edges[0] if edges else None
+    routed = {name: services[name]["http"] for name in sorted(rolled) if services[name].get("http")}
+    return {
+        "selected": sorted(chosen),
+        "all": len(chosen) == len(services),
+        "data": _ordered(services, data),
+        "first": _ordered(services, data | early),
+        "rolled": _ordered(services, rolled),
+        "rest": _ordered(services, rest),
+        "routes": {name: int(http["port"]) for name, http in routed.items()},
+        "verify": [{"name": name, **http["verify"]} for name, http in sorted(routed.items()) if http.get("verify")],
+        "migrations": [
+            _migrations(name, services[name], project_dir)
+            for name in _ordered(services, rolled)
+            if services[name].get("migrations")
+        ],
+        "edge": edge,
+        # Compose: where the edge's upstream files go (in its configuration directory, which it mounts), and what
+        # loads them.
+        "upstreams": {
+            "dir": posixpath.join(project_dir, "configs", edge, services[edge]["upstreams"]["dir"]),
+            "sync": list(services[edge]["upstreams"]["sync"]),
+        }
+        if edge
+        else None,
+        "versions": {name: _image_tag(services[name]["image"]) for name in sorted(services) if phase[name] == "app"},
+    }
+
+
+def contribute(stack: dict | None, role: str, services: dict) -> dict:
+    """The stack's services with the role's added (see contribute.yml)."""
+    merged = dict(stack or {})
+    if not isinstance(services, dict):
+        raise AnsibleFilterError(f"contribute: role {role} must contribute a mapping of services")
+    for name, model in services.items():
+        if not isinstance(model, dict):
+            raise AnsibleFilterError(f"contribute: role {role}'s service {name} must be a mapping")
+        owner = (merged.get(name) or {}).get("role")
+        if owner and owner != role:
+            raise AnsibleFilterError(f"contribute: role {role} contributes service {name}, which role {owner} did")
+        merged[name] = {**model, "role": role}
+        _check_service(name, merged[name])
+    return merged
 
 
 class FilterModule:
     def filters(self):
-        return {"compose_project": compose_project, "swarm_stack": swarm_stack}
+        return {
+            "compose_project": compose_project,
+            "swarm_stack": swarm_stack,
+            "stack_files": stack_files,
+            "stack_plan": stack_plan,
+            "contribute": contribute,
+        }

@@ -6,46 +6,60 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: compose_rollout
-short_description: Bring a Compose project's services to their definition, health-gated, without dropping a request
-version_added: 0.2.0
+short_description: Bring a Compose project's files and services to their definition, health-gated, without dropping
+  a request
+version_added: 0.1.0
 description:
-  - Compares what runs with what the project defines, service by service, and repairs what differs, whatever
-    the state it finds - containers stopped, removed, unhealthy, recreated by hand with another definition, too
-    many or too few, or left side by side by a rollout that was interrupted.
-  - The services in O(services) sit behind the nginx edge and are rolled. For each, in order, whose containers
-    differ from the project's current definition (Compose's own configuration hash) or are not all running and
-    healthy, the missing containers start beside the ones that serve, and once they are healthy the edge is
-    pointed at the healthy containers of the current definition, O(drain) seconds pass, and the others are
-    stopped and removed. When new containers do not turn healthy (unhealthy, exited, or not healthy within
-    O(timeout)), they are removed and the old ones keep serving.
+  - Checks a host's whole desired state in one run - the stack's files, its images, its containers' definitions
+    and health - and repairs what differs, whatever the state it finds - files edited, containers stopped,
+    removed, unhealthy, recreated by hand with another definition, too many or too few, or left side by side by a
+    rollout that was interrupted.
+  - First writes O(write) (the stack's secret and configuration files and the project file itself, as
+    M(pliers.deploy.stack_files) would), then pulls the images the services it acts on lack (a missing image fails
+    here, before anything changes).
+  - Then converges O(first) in place (the data services), health-gated, side by side.
+  - The services in O(services) are rolled. Each whose containers differ from the project's current definition
+    (Compose's own configuration hash) or are not all running and healthy gets its missing containers started
+    beside the ones that serve - all such services at once - and as soon as a service's new containers are
+    healthy the edge is pointed at its healthy containers of the current definition; then O(drain) seconds pass
+    and the others are stopped and removed. When new containers do not turn healthy (unhealthy, exited, or not
+    healthy within O(timeout)), they are removed and the old ones keep serving.
+  - With O(hold), stops after O(first) when one of those rolled services needs acting on, so that the caller can
+    run their migrations before they roll (RV(held)); nothing else is changed then. In check mode it goes on, and
+    reports what it would do.
   - The services in O(in_place) are then converged in place, as C(docker compose up) would (created, started or
     recreated where they differ), and a running container of the current definition that is unhealthy is
-    restarted; their health is waited for side by side. An in-place service that depends on a service that
-    could not be brought back is left as it is (Compose would recreate that dependency in place).
+    restarted; their health is waited for side by side. A service that depends on a service that could not be
+    brought back is left as it is (Compose would recreate that dependency in place).
   - A service that cannot be brought back does not stop the others. Once every service was tried, the module
-    fails naming each service it could not bring back and what its health check last said.
-  - With O(edge), writes one nginx C(upstream) block per routed service into O(upstreams_dir)
-    (C(<service>.conf)), naming the service's healthy containers, then runs O(sync_command) in the edge,
-    which resolves those names and reloads nginx gracefully when an address changed (the web role's follower,
-    which also keeps doing so between deploys). A stale edge, or a follower that stopped, is repaired too.
-  - Starts the edge when it does not run (a first deploy), with placeholder upstreams; Compose starts the
-    services it depends on with it, all at once. Containers of the current definition that are still starting
-    are waited for, not replaced; each service's upstream is pointed at its containers as soon as they are
-    healthy, so that a service started later can reach an earlier one through the edge.
-  - Reports C(changed) when it rolled, repaired, created, started or restarted a service, rewrote an upstream or
-    reloaded the edge.
+    fails naming each service it could not bring back and what its health check last said. When a service of
+    O(first) could not be brought back and O(hold) would hold, nothing is rolled.
+  - With O(edge), the nginx edge's upstream files in O(upstreams_dir) name each routed service's healthy
+    containers, and O(sync_command) runs in the edge to load them; it also reloads the edge when a file of
+    O(write) that the edge reloads in place changed. A stale edge, or a follower that stopped, is repaired too.
+    The edge is started when it does not run (a first deploy), with placeholder upstreams; Compose starts the
+    services it depends on with it, all at once, and each is routed as soon as it is healthy.
+  - Reports C(changed) when it wrote a file, pulled an image, rolled, repaired, created, started or restarted a
+    service, rewrote an upstream or reloaded the edge.
   - One rollout of a project at a time - a rollout still running on the host (the module of a deploy that was
     killed outlives its connection) is waited for, up to three times O(timeout).
   - Runs the C(docker compose) CLI on the target, in O(project_src).
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
-    description: Reports which services would roll or be repaired; starts, stops and writes nothing.
+    details: Reports which files would change, which images would be pulled and which services would roll or be
+      repaired, judged against the new project file; starts, stops and writes nothing.
   diff_mode:
-    support: none
-    description: Reports no diff; RV(services) says what each service needed.
+    support: partial
+    details: Shows a diff of each file of O(write) that is not secret; RV(services) says what each service needed.
+    version_added: 0.2.0
+  action_group:
+    version_added: 0.2.0
 options:
   project_src:
     description: The directory of the Compose project.
@@ -56,14 +70,51 @@ options:
     type: list
     elements: str
     default: [compose.yaml]
+  write:
+    description: Directories and files to bring to their content first, in the shape of M(pliers.deploy.stack_files)'
+      options (a file is secret unless C(secret=false)). The project file may be among them, with a C(validate)
+      command.
+    type: dict
+    default: {}
+    version_added: 0.2.0
+    suboptions:
+      directories:
+        description: As M(pliers.deploy.stack_files)' O(pliers.deploy.stack_files#module:directories).
+        type: list
+        elements: dict
+        default: []
+      files:
+        description: As M(pliers.deploy.stack_files)' O(pliers.deploy.stack_files#module:files). A file whose
+          C(service) is O(edge) and C(reload=true) is reloaded in the edge when it changes.
+        type: list
+        elements: dict
+        default: []
+  pull:
+    description: Pull the images the services this run acts on lack, before anything else changes.
+    type: bool
+    default: true
+    version_added: 0.2.0
+  first:
+    description: Services converged in place, and waited for, before anything else (the data services).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
+  hold:
+    description: Rolled services whose migrations must run before they roll - when one needs acting on, the module
+      stops after O(first) and names it in RV(held).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
   services:
-    description: The stateless services to roll behind the edge, in this order. Each needs a health check.
+    description: The stateless services to roll behind the edge. Each needs a health check.
     type: list
     elements: str
     required: true
   in_place:
-    description: The services to converge in place after O(services) (data services, the edge itself,
-      exporters), as C(docker compose up) would.
+    description: The services to converge in place after O(services) (the edge itself, exporters), as
+      C(docker compose up) would.
     type: list
     elements: str
     default: []
@@ -94,7 +145,7 @@ options:
     default: [sh, /etc/nginx/conf.d/pliers-edge.sh, sync]
     version_added: 0.2.0
   reload_edge:
-    description: Reload the edge even when no upstream changed (its own configuration did).
+    description: Reload the edge even when none of its files and no upstream changed.
     type: bool
     default: false
   timeout:
@@ -106,14 +157,58 @@ options:
       edge's old workers to finish the requests they hold.
     type: float
     default: 2.0
+  verify:
+    description:
+      - Once every service is at its definition, HTTP endpoints (through the edge) to check, as
+        M(pliers.deploy.health_check)'s O(pliers.deploy.health_check#module:targets) with a C(url) - each must answer
+        its C(status) (200), C(json) fields and C(body_regex) in the same round, within O(verify_timeout); the module
+        fails naming each that did not. Not in check mode, nor when the run stopped for migrations (O(hold)).
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.2.0
+    suboptions:
+      name:
+        description: What the endpoint is, in messages.
+        type: str
+      url:
+        description: The URL.
+        type: str
+        required: true
+      status:
+        description: The status it must answer.
+        type: int
+        default: 200
+      json:
+        description: Fields the JSON body must have, by dotted path, with their expected values.
+        type: dict
+      body_regex:
+        description: A regular expression the body must match.
+        type: str
+  verify_timeout:
+    description: Seconds the endpoints of O(verify) may take to pass.
+    type: int
+    default: 120
+    version_added: 0.2.0
+  validate_certs:
+    description: Verify the HTTPS certificates of O(verify)'s endpoints.
+    type: bool
+    default: true
+    version_added: 0.2.0
 requirements:
   - the Python Docker SDK and the docker compose CLI on the target
 """
 
 EXAMPLES = r"""
-- name: Roll the application services behind the nginx edge, then converge the edge in place
+- name: Write the stack's files, bring the data services up, roll the application services behind the nginx edge
   pliers.deploy.compose_rollout:
     project_src: /opt/pliers/production
+    write:
+      directories: [{path: /opt/pliers/production, mode: "0750"}]
+      files:
+        - {path: /opt/pliers/production/compose.yaml, content: "{{ project | to_nice_yaml }}", mode: "0640",
+           secret: false, validate: docker compose --file %s config --quiet}
+    first: [postgres, redis]
     services: [api, ai-service, web]
     in_place: [edge]
     routes: {api: 3000, ai-service: 3001, web: 8080}
@@ -124,12 +219,12 @@ EXAMPLES = r"""
   pliers.deploy.compose_rollout:
     project_src: /opt/pliers/production
     services: []
-    in_place: [postgres, redis]
+    first: [postgres, redis]
 """
 
 RETURN = r"""
 services:
-  description: What happened to each service, in order (O(services), then O(in_place)).
+  description: What happened to each service, in order (O(first), O(services), then O(in_place)).
   returned: always
   type: list
   elements: dict
@@ -148,6 +243,7 @@ services:
     reason:
       description: Why it was acted on, or why it failed (what its health check last said).
       type: str
+      version_added: 0.2.0
     old:
       description: Names of the containers it replaced.
       type: list
@@ -159,6 +255,25 @@ services:
     seconds:
       description: Seconds it took.
       type: float
+held:
+  description: The services of O(hold) that need acting on, when the module stopped after O(first) for their
+    migrations to run (empty otherwise).
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
+written:
+  description: The paths of O(write) that were created or changed (would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
+pulled:
+  description: The images that were pulled (would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
 reloaded:
   description: Whether the edge was reloaded (or its follower started again).
   returned: always
@@ -180,8 +295,15 @@ orphans:
   type: list
   version_added: 0.2.0
   elements: str
+verified:
+  description: The endpoints of O(verify) that passed (their names).
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
 failures:
-  description: The services that could not be brought back, each with what it last said.
+  description: The services that could not be brought back, and the endpoints of O(verify) that did not pass, each
+    with what it last said.
   returned: always
   type: list
   version_added: 0.2.0
@@ -193,16 +315,30 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.pliers.deploy.plugins.module_utils._docker import DockerException, NotFound, docker_client
+from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
+    DockerException,
+    ImageNotFound,
+    NotFound,
+    docker_client,
+)
+from ansible_collections.pliers.deploy.plugins.module_utils._files import (
+    DIRECTORY_OPTIONS,
+    FILE_OPTIONS,
+    FilesError,
+    Writer,
+    reveal_non_secrets,
+)
+from ansible_collections.pliers.deploy.plugins.module_utils._health import verify
+from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 HASH_LABEL = "com.docker.compose.config-hash"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
-SYNC_TRIES = 5
 
 
 class RolloutError(Exception):
@@ -212,13 +348,17 @@ class RolloutError(Exception):
 class Compose:
     """The docker compose CLI for one project, and the project's containers through the SDK."""
 
-    def __init__(self, module, client) -> None:
+    def __init__(self, module, client, files: list[str] | None = None, hashed: list[str] = ()) -> None:
         self.module = module
         self.client = client
         self.base = ["docker", "compose", "--project-directory", module.params["project_src"]]
-        for name in module.params["files"]:
+        for name in files or module.params["files"]:
             self.base += ["--file", os.path.join(module.params["project_src"], name)]
-        self.model = json.loads(self.run("config", "--format", "json"))
+        # The project's model and the hashes of the services asked for, read side by side (each a CLI run).
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            hashes = pool.submit(self.hashes, list(hashed)) if hashed else None
+            self.model = json.loads(self.run("config", "--format", "json"))
+            self.initial_hashes = hashes.result() if hashes else {}
         self.project = self.model["name"]
         self.network_ids: set[str] | None = None
 
@@ -272,6 +412,19 @@ class Compose:
         found = self.client.containers.list(all=True, filters=filters)
         return sorted((c for c in found if c.labels.get(ONEOFF_LABEL) != "True"), key=lambda c: c.name)
 
+    def missing_images(self, services: list[str]) -> dict[str, list[str]]:
+        """The images these services need that the host lacks, each with the services that need it."""
+        missing: dict[str, list[str]] = {}
+        for service in services:
+            image = self.definition(service).get("image")
+            if not image:
+                continue
+            try:
+                self.client.images.get(image)
+            except ImageNotFound:
+                missing.setdefault(image, []).append(service)
+        return missing
+
 
 def health(container) -> tuple[str, str]:
     """(status, what the health check last said) of a container: status starting/healthy/unhealthy/exited.
@@ -307,8 +460,9 @@ def assess(containers: list, timeout: int, out_of_time: bool) -> bool:
     return not waiting
 
 
-def wait_all_healthy(groups: dict[str, list], timeout: int) -> dict[str, str]:
-    """Wait side by side for each service's containers to be healthy; the services that failed, with why."""
+def wait_all_healthy(groups: dict[str, list], timeout: int, on_healthy=None) -> dict[str, str]:
+    """Wait side by side for each service's containers to be healthy, calling on_healthy(service) as each is; the
+    services that failed, with why."""
     deadline = time.monotonic() + timeout
     failures: dict[str, str] = {}
     pending = dict(groups)
@@ -318,6 +472,8 @@ def wait_all_healthy(groups: dict[str, list], timeout: int) -> dict[str, str]:
             try:
                 if assess(containers, timeout, out_of_time):
                     del pending[service]
+                    if on_healthy:
+                        on_healthy(service)
             except RolloutError as exc:
                 failures[service] = str(exc)
                 del pending[service]
@@ -332,146 +488,7 @@ def wait_healthy(containers: list, service: str, timeout: int) -> None:
         raise RolloutError(failures[service])
 
 
-def wait_healthy_or_remove(containers: list, service: str, timeout: int) -> None:
-    """Wait for new containers' health; remove them if they fail, so that what served keeps serving."""
-    try:
-        wait_healthy(containers, service, timeout)
-    except RolloutError:
-        for container in containers:
-            container.remove(force=True)
-        raise
-
-
-def upstream(service: str, port: int, names: list[str]) -> str:
-    servers = [f"    server {name}:{port} max_fails=3 fail_timeout=10s;" for name in names]
-    # nginx refuses an upstream without servers: with no container, the edge answers 502.
-    servers = servers or ["    server 127.0.0.1:9 down;"]
-    return "\n".join(
-        [
-            f"# Managed by pliers.deploy (compose_rollout): the healthy containers of {service}.",
-            f"upstream {service} {{",
-            "    least_conn;",
-            *servers,
-            "    keepalive 16;",
-            "}",
-            "",
-        ]
-    )
-
-
-def exec_with_tries(container, command: list[str], tries: int):
-    """Run command in the container until it succeeds, at most tries times a second apart; the last result."""
-    for attempt in range(tries):
-        result = container.exec_run(command)
-        if result.exit_code == 0 or attempt == tries - 1:
-            return result
-        time.sleep(1)
-    raise ValueError("tries must be 1 or more")
-
-
-class Edge:
-    """The nginx edge's upstream files, and the follower in the edge that loads them."""
-
-    def __init__(self, module, compose: Compose) -> None:
-        self.module = module
-        self.compose = compose
-        self.service = module.params["edge"]
-        self.directory = module.params["upstreams_dir"]
-        self.routes = module.params["routes"] if self.service else {}
-        # Upstream files written but not loaded yet: loading once after every service is enough, unless a
-        # service about to be waited for reaches an earlier one through the edge.
-        self.pending = False
-        self.reloaded = False
-        self.rewritten: list[str] = []
-
-    def path(self, service: str) -> str:
-        return os.path.join(self.directory, f"{service}.conf")
-
-    def current(self, service: str) -> str | None:
-        try:
-            with open(self.path(service), encoding="utf-8") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return None
-
-    def point(self, service: str, containers: list) -> bool:
-        """Write the service's upstream for these containers; True when the file changed."""
-        if service not in self.routes:
-            return False
-        wanted = upstream(service, int(self.routes[service]), [c.name for c in containers])
-        if self.current(service) == wanted:
-            return False
-        if not self.module.check_mode:
-            os.makedirs(self.directory, mode=0o755, exist_ok=True)
-            # Atomic: the edge never reads half a file (the directory, not the file, is bind-mounted).
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".upstream-")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(wanted)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path(service))
-        self.pending = True
-        if service not in self.rewritten:
-            self.rewritten.append(service)
-        return True
-
-    def remove_legacy(self) -> bool:
-        """Remove the upstream files 0.1.0 wrote beside the edge's configuration, which nginx would load twice."""
-        if not self.service or not self.directory or self.module.check_mode:
-            return False
-        parent = os.path.dirname(os.path.normpath(self.directory))
-        legacy = [f"upstream-{service}.conf" for service in self.routes]
-        removed = [name for name in legacy if os.path.exists(os.path.join(parent, name))]
-        for name in removed:
-            os.unlink(os.path.join(parent, name))
-        return bool(removed)
-
-    def running(self) -> list:
-        return [c for c in self.compose.containers(self.service) if c.status == "running"] if self.service else []
-
-    def ensure_running(self) -> bool:
-        """Start the edge when it does not run (a first deploy), and with it what it depends on.
-
-        Compose starts the routed services the edge depends on first, all at once (their health is waited for
-        service by service afterwards); until a service is healthy, its upstream holds a placeholder.
-        True when anything was done.
-        """
-        if not self.service or self.module.check_mode:
-            return False
-        placeholders = [self.point(service, []) for service in self.routes if self.current(service) is None]
-        if self.running():
-            return any(placeholders)
-        self.compose.run("up", "--detach", "--no-recreate", self.service)
-        self.pending = False  # the edge loaded every upstream file as it started
-        return True
-
-    def load(self, service: str) -> None:
-        """Load the service's upstream now, even unchanged: a new container may carry an old one's name, not its
-        address."""
-        self.pending |= service in self.routes
-        self.flush()
-
-    def flush(self) -> None:
-        """Load the upstream files written so far."""
-        if self.pending:
-            self.reloaded |= self.sync()
-            self.pending = False
-
-    def sync(self, force: bool = False) -> bool:
-        """Run the follower's sync in every running edge container; True when it reloaded or restarted anything."""
-        if not self.service or self.module.check_mode:
-            return False
-        command = list(self.module.params["sync_command"]) + (["--force"] if force else [])
-        acted = False
-        for container in self.running():
-            # A few tries: an edge started a moment ago may not have written its master's pid yet.
-            result = exec_with_tries(container, command, SYNC_TRIES)
-            output = result.output.decode(errors="replace").strip()
-            if result.exit_code != 0:
-                raise RolloutError(
-                    f"the edge {container.name} could not load its upstreams ({' '.join(command)}): {output}"
-                )
-            acted |= "reloaded" in output or "follower started" in output
-        return acted
+# --- The decision core: what a rolled service needs, from what runs -------------------------------------------
 
 
 def describe_drift(running: list, stopped: list, states: dict, desired_hash: str, replicas: int, keep: list) -> str:
@@ -489,65 +506,161 @@ def describe_drift(running: list, stopped: list, states: dict, desired_hash: str
     return "; ".join(reasons) or "containers left over"
 
 
-def roll(module, compose: Compose, edge: Edge, service: str, desired_hash: str) -> dict:
-    started = time.monotonic()
+class Decision:
+    """What a rolled service needs, decided from its containers and their health (no side effect).
+
+    keep: the containers of the current definition that serve or are about to (the healthy first), up to the
+    replicas; starting: those of them still starting; missing: how many new ones to start; retire: the running
+    ones that are not kept; stopped: leftovers to remove. action: unchanged, started (its current containers were
+    starting: they are waited for), rolled (a new definition) or repaired.
+    """
+
+    def __init__(self, service: str, containers: list, states: dict, desired_hash: str, replicas: int) -> None:
+        self.service = service
+        self.containers = containers
+        self.running = [c for c in containers if c.status == "running"]
+        self.stopped = [c for c in containers if c.status != "running"]
+        current = [
+            c
+            for c in self.running
+            if c.labels.get(HASH_LABEL) == desired_hash and states[c.id][0] in ("healthy", "starting")
+        ]
+        self.keep = sorted(current, key=lambda c: (states[c.id][0] != "healthy", c.name))[:replicas]
+        self.starting = [c for c in self.keep if states[c.id][0] == "starting"]
+        self.missing = replicas - len(self.keep)
+        self.retire = [c for c in self.running if c not in self.keep]
+        self.reason = ""
+        if len(self.keep) == replicas and len(containers) == replicas:
+            self.action = "started" if self.starting else "unchanged"
+            self.reason = "its containers were starting" if self.starting else ""
+        else:
+            new_definition = any(c.labels.get(HASH_LABEL) != desired_hash for c in containers)
+            self.action = "rolled" if new_definition else "repaired"
+            self.reason = describe_drift(self.running, self.stopped, states, desired_hash, replicas, self.keep)
+
+    @property
+    def acts(self) -> bool:
+        """Whether the service's containers change (a migration may be due first)."""
+        return self.action in ("rolled", "repaired")
+
+    def report(self, check_mode: bool) -> dict:
+        action = {"rolled": "would roll", "repaired": "would repair"}.get(self.action, self.action)
+        return {
+            "name": self.service,
+            "action": action if check_mode else self.action,
+            "reason": self.reason,
+            "old": [c.name for c in self.containers if c not in self.keep] if self.acts else [],
+            "new": [c.name for c in self.keep],
+        }
+
+
+def decide(compose: Compose, service: str, desired_hash: str) -> Decision:
     replicas = compose.gated_replicas(service)
     containers = compose.containers(service)
-    running = [c for c in containers if c.status == "running"]
-    stopped = [c for c in containers if c.status != "running"]
-    states = {c.id: health(c) for c in running}
-    # The containers of the current definition that serve or are about to: the healthy ones first.
-    current = [
-        c for c in running if c.labels.get(HASH_LABEL) == desired_hash and states[c.id][0] in ("healthy", "starting")
-    ]
-    keep = sorted(current, key=lambda c: (states[c.id][0] != "healthy", c.name))[:replicas]
-    starting = [c for c in keep if states[c.id][0] == "starting"]
-    report = {"name": service, "action": "unchanged", "reason": "", "old": [], "new": [c.name for c in keep]}
-    if len(keep) == replicas and len(containers) == replicas:
-        if starting and not module.check_mode:
-            # Started with the edge (a first deploy): waited for, not replaced; what it reaches through the edge
-            # must be loaded there first.
-            report.update(action="started", reason="its containers were starting")
-            edge.flush()
-            wait_healthy_or_remove(starting, service, module.params["timeout"])
-        # Upstreams written but not yet loaded: the caller loads them once, after every service.
-        edge.point(service, keep)
-        return dict(report, seconds=round(time.monotonic() - started, 1))
-    new_definition = any(c.labels.get(HASH_LABEL) != desired_hash for c in containers)
-    action = "rolled" if new_definition else "repaired"
-    report.update(
-        action={"rolled": "would roll", "repaired": "would repair"}[action] if module.check_mode else action,
-        reason=describe_drift(running, stopped, states, desired_hash, replicas, keep),
-        old=[c.name for c in containers if c not in keep],
-    )
+    states = {c.id: health(c) for c in containers if c.status == "running"}
+    return Decision(service, containers, states, desired_hash, replicas)
+
+
+def roll(module, compose: Compose, edge: Edge, services: list[str], hashes: dict, failed: set[str]) -> list[dict]:
+    """Roll the services together: every new container starts at once, each service is routed to its new
+    containers as soon as they are healthy, then one drain, then the old containers stop."""
+    started = time.monotonic()
+    reports: dict[str, dict] = {}
+    decisions: dict[str, Decision] = {}
+    for service in services:
+        try:
+            decision = decide(compose, service, hashes[service])
+        except (RolloutError, DockerException, NotFound) as exc:
+            reports[service] = {"name": service, "action": "failed", "reason": str(exc), "old": [], "new": []}
+            continue
+        reports[service] = decision.report(module.check_mode)
+        failed_now = failed | {name for name, report in reports.items() if report["action"] == "failed"}
+        blocked = sorted(compose.dependencies(service) & failed_now)
+        if decision.acts and blocked:
+            reports[service].update(
+                action="skipped",
+                reason=f"{decision.reason}, but it depends on {', '.join(blocked)}, which could not be brought back",
+            )
+            continue
+        decisions[service] = decision
     if module.check_mode:
-        return dict(report, seconds=0.0)
-    # Stopped leftovers serve nothing; Compose would restart them rather than create new ones.
-    for container in stopped:
-        container.remove(force=True)
-    new = []
-    missing = replicas - len(keep)
-    if missing > 0:
-        # What the new containers reach through the edge (an earlier service) must be loaded there first.
+        return [dict(report, seconds=0.0) for report in reports.values()]
+    acting = {s: d for s, d in decisions.items() if d.action != "unchanged"}
+    if acting:
+        # An edge serving stale addresses, or whose follower stopped, would fail the health of what reaches another
+        # service through it: repaired before anything is rolled.
+        edge.reloaded |= edge.sync()
+    for service, decision in decisions.items():
+        if decision.action == "unchanged":
+            # Written again when edited by hand; loaded once, after every service, by the caller.
+            edge.point(service, [c.name for c in decision.keep])
+    for decision in acting.values():
+        # Stopped leftovers serve nothing; Compose would restart them rather than create new ones.
+        for container in decision.stopped:
+            container.remove(force=True)
+    new = start_new(compose, edge, acting, reports)
+    serving = {s: [c.name for c in d.keep] + [c.name for c in new.get(s, [])] for s, d in acting.items()}
+    repointed: set[str] = set()
+
+    def route(service: str) -> None:
+        if edge.point(service, serving[service]):
+            repointed.add(service)
+        edge.load(service)
+
+    waiting = {s: d.starting + new.get(s, []) for s, d in acting.items() if reports[s]["action"] != "failed"}
+    for service in [s for s, containers in waiting.items() if not containers]:
+        del waiting[service]
+        route(service)
+    if any(d.starting for d in acting.values()):
+        # What the containers that start reach through the edge (an earlier service) must be loaded there first.
         edge.flush()
-        before = {c.id for c in running}
-        # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
-        compose.run("up", "--detach", "--no-recreate", "--scale", f"{service}={len(running) + missing}", service)
-        new = [c for c in compose.containers(service) if c.id not in before]
-        wait_healthy_or_remove(new, service, module.params["timeout"])
-    if starting:
-        wait_healthy_or_remove(starting, service, module.params["timeout"])
-    serving = keep + new
-    retired = [c for c in running if c not in keep]
-    repointed = edge.point(service, serving)
-    edge.load(service)
-    if repointed and retired:
+    for service, reason in wait_all_healthy(waiting, module.params["timeout"], on_healthy=route).items():
+        # What served keeps serving: the new containers go.
+        for container in new.get(service, []):
+            container.remove(force=True)
+        reports[service].update(action="failed", reason=reason, new=[c.name for c in acting[service].keep])
+    retiring = [c for s, d in acting.items() if reports[s]["action"] != "failed" for c in d.retire]
+    if retiring and repointed:
         time.sleep(module.params["drain"])
-    for container in retired:
+    for container in retiring:
         container.stop()
         container.remove()
-    report.update(new=[c.name for c in serving], seconds=round(time.monotonic() - started, 1))
-    return report
+    for service in acting:
+        if reports[service]["action"] != "failed":
+            reports[service]["new"] = sorted(serving[service])
+        reports[service]["seconds"] = round(time.monotonic() - started, 1)
+    return list(reports.values())
+
+
+def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict[str, list]:
+    """Start every missing container in one compose command (the old ones keep serving: the scale counts them);
+    a service whose start fails is reported failed. The new containers, by service."""
+    scale = {s: len(d.running) + d.missing for s, d in acting.items() if d.missing > 0}
+    if not scale:
+        return {}
+    # What the new containers reach through the edge (an earlier service) must be loaded there first.
+    edge.flush()
+    before = {s: {c.id for c in d.running} for s, d in acting.items()}
+
+    def up(services: list[str]) -> None:
+        flags = [arg for s in services for arg in ("--scale", f"{s}={scale[s]}")]
+        # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
+        compose.run("up", "--detach", "--no-recreate", *flags, *services)
+
+    try:
+        up(sorted(scale))
+    except RolloutError:
+        # One service's failure (a missing image, a port taken) fails the whole command: try each alone to know.
+        for service in sorted(scale):
+            try:
+                up([service])
+            except RolloutError as exc:
+                reports[service].update(action="failed", reason=str(exc))
+    return {
+        s: [c for c in compose.containers(s) if c.id not in before[s]]
+        for s in scale
+        if reports[s]["action"] != "failed"
+    }
 
 
 def converge_in_place(module, compose: Compose, services: list[str], hashes: dict, failed: set[str]) -> list[dict]:
@@ -641,7 +754,7 @@ def remove_orphans(module, compose: Compose) -> list[str]:
 def one_rollout_at_a_time(module, directory: str, wait: int):
     """Hold the project's rollout lock: a rollout whose deploy was killed may still run on the host (its module
     outlives the controller's connection); the next one waits for it to end rather than act beside it."""
-    if module.check_mode:
+    if module.check_mode or not os.path.isdir(directory):
         yield 0.0
         return
     fd = os.open(os.path.join(directory, ".rollout.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -665,10 +778,175 @@ def one_rollout_at_a_time(module, directory: str, wait: int):
         os.close(fd)
 
 
+@contextmanager
+def project_files(module, writer: Writer):
+    """The Compose files to read the project from: in check mode, a project file of O(write) that would change is
+    read from a temporary copy, so that what would roll is judged against the new definition."""
+    files = list(module.params["files"])
+    paths = {os.path.join(module.params["project_src"], name): index for index, name in enumerate(files)}
+    copies = []
+    if module.check_mode:
+        for entry in module.params["write"]["files"]:
+            if (
+                entry["path"] in paths
+                and entry["path"] in writer.changed
+                and os.path.isdir(module.params["project_src"])
+            ):
+                fd, tmp = tempfile.mkstemp(dir=module.params["project_src"], prefix=".compose-check-", suffix=".yaml")
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(entry["content"])
+                files[paths[entry["path"]]] = os.path.basename(tmp)
+                copies.append(tmp)
+    try:
+        yield files
+    finally:
+        for tmp in copies:
+            os.unlink(tmp)
+
+
+class Rollout:
+    """One run of the module: the files, the images, the data services, then the rollout."""
+
+    def __init__(self, module, client) -> None:
+        self.module = module
+        self.params = module.params
+        self.client = client
+        self.writer = Writer(module)
+        self.reports: list[dict] = []
+        self.held: list[str] = []
+        self.pulled: list[str] = []
+        self.orphans: list[str] = []
+        self.edge: Edge | None = None
+        self.edge_started = False
+        self.verified: list[str] = []
+        self.unverified: list[str] = []
+
+    def failed(self) -> set[str]:
+        return {r["name"] for r in self.reports if r["action"] in ("failed", "skipped")}
+
+    def run(self) -> None:
+        params = self.params
+        self.writer.apply(params["write"]["directories"], params["write"]["files"])
+        if not os.path.isdir(params["project_src"]):
+            # Check mode on a host that was never deployed to: everything would be created.
+            return
+        wanted = params["first"] + params["services"] + params["in_place"]
+        with project_files(self.module, self.writer) as files:
+            compose = Compose(self.module, self.client, files, hashed=wanted)
+            self.converge(compose)
+
+    def converge(self, compose: Compose) -> None:
+        params = self.params
+        wanted = params["first"] + params["services"] + params["in_place"]
+        hashes = compose.initial_hashes or (compose.hashes(wanted) if wanted else {})
+        self.pull(compose, wanted)
+        self.reports += converge_in_place(self.module, compose, params["first"], hashes, set())
+        if self.hold(compose, hashes):
+            return
+        self.edge = Edge(
+            params["edge"], params["upstreams_dir"], params["routes"], params["sync_command"], self.module.check_mode,
+            running=lambda: [c for c in compose.containers(params["edge"]) if c.status == "running"],
+            start=lambda: compose.run("up", "--detach", "--no-recreate", params["edge"]),
+        )  # fmt: skip
+        edge = self.edge
+        if params["services"]:
+            self.edge_started = edge.remove_legacy() | edge.ensure_running()
+        self.reports += roll(self.module, compose, edge, params["services"], hashes, self.failed())
+        edge.flush()
+        self.reports += converge_in_place(self.module, compose, params["in_place"], hashes, self.failed())
+        if params["remove_orphans"]:
+            self.orphans = remove_orphans(self.module, compose)
+        # What the edge serves, checked on every run: upstreams rewritten by hand, a stopped follower, or the
+        # edge's own configuration changed.
+        if edge.service:
+            reloadable = [
+                f["path"]
+                for f in params["write"]["files"]
+                if f.get("service") == edge.service and f.get("reload") and f["path"] in self.writer.changed
+            ]
+            try:
+                edge.reloaded |= edge.sync(force=params["reload_edge"] or bool(reloadable))
+            except EdgeError as exc:
+                self.reports.append(
+                    {"name": edge.service, "action": "failed", "reason": str(exc), "old": [], "new": []}
+                )
+        # The stack verified through its edge, once every service is at its definition.
+        if params["verify"] and not self.module.check_mode:
+            timeout, certs = params["verify_timeout"], params["validate_certs"]
+            self.unverified = verify(params["verify"], timeout, validate_certs=certs)
+            names = [target.get("name") or target["url"] for target in params["verify"]]
+            failed = {line.split(":", 1)[0] for line in self.unverified}
+            self.verified = [name for name in names if name not in failed]
+
+    def pull(self, compose: Compose, services: list[str]) -> None:
+        """Pull what the services lack before anything changes: a missing image fails here."""
+        if not self.params["pull"] or not services:
+            return
+        missing = compose.missing_images(services)
+        self.pulled = sorted(missing)
+        if missing and not self.module.check_mode:
+            compose.run("pull", "--quiet", *sorted({s for names in missing.values() for s in names}))
+
+    def hold(self, compose: Compose, hashes: dict) -> bool:
+        """Whether to stop after the data services, for the migrations of a service about to roll to run first."""
+        candidates = [s for s in self.params["hold"] if s in self.params["services"]]
+        self.held = [s for s in candidates if decide(compose, s, hashes[s]).acts]
+        if not self.held or self.module.check_mode:
+            return False
+        first_failed = [r for r in self.reports if r["action"] in ("failed", "skipped")]
+        if first_failed:
+            raise RolloutError(
+                "the release stops before the migrations of " + ", ".join(self.held) + ", with no app container "
+                "changed: could not bring back " + "; ".join(f"{r['name']}: {r['reason']}" for r in first_failed)
+            )
+        return True
+
+    def result(self, waited: float) -> dict:
+        edge = self.edge
+        failures = [f"{r['name']}: {r['reason']}" for r in self.reports if r["action"] in ("failed", "skipped")]
+        failures += [f"verify {line}" for line in self.unverified]
+        changed = (
+            bool(self.writer.changed)
+            or bool(self.pulled)
+            or self.edge_started
+            or bool(edge and (edge.reloaded or edge.rewritten))
+            or bool(self.orphans)
+            # Waiting for containers that were starting changed nothing.
+            or any(r["action"] not in ("unchanged", "started", "failed", "skipped") for r in self.reports)
+        )
+        result = dict(
+            changed=changed,
+            services=self.reports,
+            held=self.held,
+            written=self.writer.changed,
+            pulled=self.pulled,
+            reloaded=bool(edge and edge.reloaded),
+            upstreams=edge.rewritten if edge else [],
+            orphans=self.orphans,
+            waited=waited,
+            verified=self.verified,
+            failures=failures,
+        )
+        if self.module._diff and self.writer.diffs:
+            result["diff"] = self.writer.diffs
+        return result
+
+
 def main() -> None:
     argument_spec = dict(
         project_src=dict(type="path", required=True),
         files=dict(type="list", elements="str", default=["compose.yaml"]),
+        write=dict(
+            type="dict",
+            default={},
+            options=dict(
+                directories=dict(type="list", elements="dict", default=[], options=DIRECTORY_OPTIONS),
+                files=dict(type="list", elements="dict", default=[], options=FILE_OPTIONS),
+            ),
+        ),
+        pull=dict(type="bool", default=True),
+        first=dict(type="list", elements="str", default=[]),
+        hold=dict(type="list", elements="str", default=[]),
         services=dict(type="list", elements="str", required=True),
         in_place=dict(type="list", elements="str", default=[]),
         remove_orphans=dict(type="bool", default=False),
@@ -679,81 +957,45 @@ def main() -> None:
         reload_edge=dict(type="bool", default=False),
         timeout=dict(type="int", default=180),
         drain=dict(type="float", default=2.0),
+        verify=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                name=dict(type="str"),
+                url=dict(type="str", required=True),
+                status=dict(type="int", default=200),
+                json=dict(type="dict"),
+                body_regex=dict(type="str"),
+            ),
+        ),
+        verify_timeout=dict(type="int", default=120),
+        validate_certs=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
+    params["write"] = params["write"] or {"directories": [], "files": []}
+    reveal_non_secrets(module, params["write"]["files"])
     if params["routes"] and params["edge"] and not params["upstreams_dir"]:
         module.fail_json(msg="upstreams_dir is required when an edge routes services")
     unrouted = sorted(set(params["routes"]) - set(params["services"]))
     if unrouted:
         module.fail_json(msg=f"routes name services that are not rolled: {', '.join(unrouted)}")
-    twice = sorted(set(params["services"]) & set(params["in_place"]))
+    lists = {"first": params["first"], "services": params["services"], "in_place": params["in_place"]}
+    twice = sorted({s for a in lists for b in lists if a < b for s in set(lists[a]) & set(lists[b])})
     if twice:
-        module.fail_json(msg=f"services are either rolled or converged in place, not both: {', '.join(twice)}")
+        module.fail_json(msg=f"a service is in one of first, services and in_place only: {', '.join(twice)}")
     client = docker_client(module)
-    reports: list[dict] = []
-    edge = None
-    orphans: list[str] = []
+    rollout = Rollout(module, client)
     waited = 0.0
     try:
         with one_rollout_at_a_time(module, params["project_src"], 3 * params["timeout"]) as waited:
-            compose = Compose(module, client)
-            edge = Edge(module, compose)
-            wanted = params["services"] + params["in_place"]
-            hashes = compose.hashes(wanted) if wanted else {}
-            edge_started = edge.remove_legacy() | edge.ensure_running()
-            # An edge serving stale addresses, or whose follower stopped, would fail the health of what reaches
-            # another service through it: repaired before anything is rolled.
-            if params["services"]:
-                edge.reloaded |= edge.sync()
-            for service in params["services"]:
-                try:
-                    reports.append(roll(module, compose, edge, service, hashes[service]))
-                except (RolloutError, DockerException, NotFound) as exc:
-                    # A container gone between two looks, an engine error: this service only.
-                    reports.append({"name": service, "action": "failed", "reason": str(exc), "old": [], "new": []})
-            edge.flush()
-            failed = {r["name"] for r in reports if r["action"] == "failed"}
-            reports += converge_in_place(module, compose, params["in_place"], hashes, failed)
-            if params["remove_orphans"]:
-                orphans = remove_orphans(module, compose)
-            # What the edge serves, checked on every run: upstreams rewritten by hand, a stopped follower, or the
-            # edge's own configuration changed (reload_edge).
-            if edge.service:
-                try:
-                    edge.reloaded |= edge.sync(force=params["reload_edge"])
-                except RolloutError as exc:
-                    reports.append({"name": edge.service, "action": "failed", "reason": str(exc), "old": [], "new": []})
-    except (RolloutError, DockerException, NotFound) as exc:
-        module.fail_json(
-            msg=str(exc),
-            services=reports,
-            reloaded=bool(edge and edge.reloaded),
-            upstreams=edge.rewritten if edge else [],
-            orphans=orphans,
-            waited=waited,
-            failures=[],
-        )
-    failures = [f"{r['name']}: {r['reason']}" for r in reports if r["action"] in ("failed", "skipped")]
-    changed = (
-        edge_started
-        or edge.reloaded
-        or bool(edge.rewritten)
-        or bool(orphans)
-        # Waiting for containers that were starting changed nothing.
-        or any(r["action"] not in ("unchanged", "started", "failed", "skipped") for r in reports)
-    )
-    result = dict(
-        changed=changed,
-        services=reports,
-        reloaded=edge.reloaded,
-        upstreams=edge.rewritten,
-        orphans=orphans,
-        waited=waited,
-        failures=failures,
-    )
-    if failures:
-        module.fail_json(msg="could not bring back " + "; ".join(failures), **result)
+            rollout.run()
+    except (RolloutError, EdgeError, FilesError, DockerException, NotFound, OSError) as exc:
+        module.fail_json(msg=str(exc), **dict(rollout.result(waited), changed=False))
+    result = rollout.result(waited)
+    if result["failures"]:
+        module.fail_json(msg="could not bring back " + "; ".join(result["failures"]), **result)
     module.exit_json(**result)
 
 

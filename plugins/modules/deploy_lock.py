@@ -21,7 +21,8 @@ description:
   - With O(state=present) and O(token), renews this run's own hold. If the lock was taken over by another run
     meanwhile (or is gone), fails - a run whose lock was taken over must stop.
   - With O(state=absent), releases the lock, if O(token) still holds it (a lock broken or taken over by
-    another run is left to that run).
+    another run is left to that run); with O(history), the attempt (O(record)) is appended to the release
+    history first, in the same round trip, whoever holds the lock by then.
   - Every read and write of the lock file is serialized by an exclusive C(flock) on a guard file beside it
     (C(.<name>.guard)), and the lock file is replaced atomically, so of two runs taking the same free or stale
     lock exactly one wins.
@@ -92,6 +93,15 @@ options:
     description: Why the holder O(take_over) names is dead, for the warning and RV(taken_over).
     type: str
     version_added: 0.2.0
+  history:
+    description: With O(state=absent), the release history (as M(pliers.deploy.release_log)'s O(path)) the attempt
+      O(record) is appended to before the lock is released.
+    type: path
+    version_added: 0.2.0
+  record:
+    description: With O(history), the attempt to record, as M(pliers.deploy.release_log)'s O(record).
+    type: dict
+    version_added: 0.2.0
 requirements:
   - none on the target beyond Python (3.9 or later), on a system with C(flock)
 notes:
@@ -120,11 +130,13 @@ EXAMPLES = r"""
     take_over: "{{ refused.holder_token }}"
     take_over_reason: its deploy process is gone
 
-- name: Release it
+- name: Record the attempt and release the lock
   pliers.deploy.deploy_lock:
     path: /var/lib/pliers/production/deploy.lock
     state: absent
     token: "{{ lock.token }}"
+    history: /var/lib/pliers/production/releases.log
+    record: {user: alice, controller: ops-1, playbook: deploy, release: 1.1.0, result: ok, versions: {api: 1.1.0}}
 """
 
 RETURN = r"""
@@ -136,6 +148,12 @@ holder:
   description: What the lock file records now, without its token (empty when free).
   returned: always
   type: dict
+recorded:
+  description: With O(history), the attempt as the history recorded it (in check mode, as it would, writing
+    nothing).
+  returned: always
+  type: dict
+  version_added: 0.2.0
 broken:
   description: The holder of the lock that O(break_lock) broke, or empty.
   returned: always
@@ -169,6 +187,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pliers.deploy.plugins.module_utils._history import append
+from ansible_collections.pliers.deploy.plugins.module_utils._history import read as read_history
 
 # Targets may run Python 3.9 or 3.10, which have no datetime.UTC.
 UTC = timezone.utc  # noqa: UP017
@@ -435,20 +455,26 @@ def take(module, path: str) -> None:
 
 
 def release(module, path: str) -> None:
+    # The attempt is recorded whoever holds the lock by now: it happened.
+    recorded = {}
+    if module.params["history"]:
+        history = module.params["history"]
+        recorded = append(module, history, read_history(module, history), module.params["record"])
+
     def check(current: dict | None) -> None:
         if current is None:
-            module.exit_json(changed=False, holder={}, broken={})
+            module.exit_json(changed=False, holder={}, broken={}, recorded=recorded)
         if current.get("token") != module.params["token"]:
             module.warn(f"the lock {path} is no longer this run's (now {describe(current)}): left in place")
-            module.exit_json(changed=False, holder=shown(current), broken={})
+            module.exit_json(changed=False, holder=shown(current), broken={}, recorded=recorded)
 
     if module.check_mode or not os.path.lexists(path):
         check(read(path))
-        module.exit_json(changed=False, holder={}, broken={})
+        module.exit_json(changed=False, holder={}, broken={}, recorded=recorded)
     with guard(module, path):
         check(read(path))
         os.unlink(path)
-    module.exit_json(changed=False, holder={}, broken={})
+    module.exit_json(changed=False, holder={}, broken={}, recorded=recorded)
 
 
 def main() -> None:
@@ -461,9 +487,14 @@ def main() -> None:
         lease=dict(type="int", default=900),
         take_over=dict(type="str", no_log=False),
         take_over_reason=dict(type="str"),
+        history=dict(type="path"),
+        record=dict(type="dict"),
     )
     module = AnsibleModule(
-        argument_spec=argument_spec, supports_check_mode=True, required_if=[("state", "absent", ["token"])]
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("state", "absent", ["token"])],
+        required_by={"record": "history", "history": "record"},
     )
     if module.params["state"] == "present":
         take(module, module.params["path"])

@@ -139,61 +139,11 @@ elapsed:
   type: float
 """
 
-import json
 import re
 import time
-import urllib.error
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import open_url
-from ansible_collections.pliers.deploy.plugins.module_utils._docker import NotFound, docker_client
-
-BODY_EXCERPT = 200
-
-
-def dotted(document, path: str):
-    """document's value at a dotted path, or a KeyError naming the missing part."""
-    value = document
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(part)
-        value = value[part]
-    return value
-
-
-def check_body(target: dict, body: str) -> str | None:
-    """None when the body satisfies the target's json/body_regex expectations; else why not."""
-    if target.get("json"):
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return "body is not JSON"
-        for path, expected in target["json"].items():
-            try:
-                seen = dotted(document, path)
-            except KeyError:
-                return f"JSON has no {path}"
-            if str(seen) != str(expected):
-                return f"JSON {path} is {seen!r}, expected {expected!r}"
-    if target.get("body_regex") and not re.search(target["body_regex"], body):
-        return f"body does not match {target['body_regex']!r}"
-    return None
-
-
-def check_http(target: dict, request_timeout: float, validate_certs: bool) -> tuple[bool, str]:
-    try:
-        with open_url(target["url"], timeout=request_timeout, validate_certs=validate_certs) as response:
-            status, body = response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError, UrlsConnectionError) as exc:
-        return False, f"no answer: {getattr(exc, 'reason', exc)}"
-    seen = f"HTTP {status} {body.strip()[:BODY_EXCERPT]}"
-    if status != target["status"]:
-        return False, f"expected HTTP {target['status']}, saw {seen}"
-    problem = check_body(target, body)
-    return (False, f"{problem}; saw {seen}") if problem else (True, seen)
+from ansible_collections.pliers.deploy.plugins.module_utils._health import BODY_EXCERPT, check_http
 
 
 def container_state(container) -> tuple[bool, str]:
@@ -209,6 +159,8 @@ def container_state(container) -> tuple[bool, str]:
 
 
 def check_container(target: dict, client) -> tuple[bool, str]:
+    from ansible_collections.pliers.deploy.plugins.module_utils._docker import NotFound  # the SDK, when needed
+
     if target.get("container"):
         try:
             return container_state(client.containers.get(target["container"]))
@@ -272,7 +224,12 @@ def main() -> None:
     if not targets:
         module.fail_json(msg="targets is empty: give at least one URL, container or Compose service")
     validate(module, targets)
-    client = docker_client(module) if any(not t.get("url") for t in targets) else None
+    client = None
+    if any(not t.get("url") for t in targets):
+        # The Docker SDK takes a while to import: only for container targets.
+        from ansible_collections.pliers.deploy.plugins.module_utils._docker import docker_client
+
+        client = docker_client(module)
 
     results = [{"name": target_name(t), "ok": False, "attempts": 0, "latency_ms": 0.0, "last": ""} for t in targets]
     started = time.monotonic()

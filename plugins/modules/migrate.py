@@ -11,8 +11,10 @@ version_added: 0.1.0
 description:
   - Runs the API image's migration command (see docs/app-contract.md) as a one-off container on the stack's
     database network, with the stack's secrets mounted read-only as files.
-  - Always reports the pending migrations first; applies them only outside check mode.
-  - Reports C(changed) only when a migration was applied (in check mode, when one would be).
+  - Always reports the pending migrations first; applies them only outside check mode, and with O(apply).
+  - Reports C(changed) only when a migration was applied (in check mode, or without O(apply), when one would be).
+  - Pulls the image when the target does not have it, except in check mode, where its migrations are then
+    reported as not known (RV(known)).
   - Idempotent; the API serialises concurrent runs with a database lock.
   - A start that fails because the container's attachment to a Swarm overlay timed out (a busy manager) is tried
     again with a new container, up to three times, with a warning; no other failure is retried.
@@ -24,7 +26,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reports pending migrations and applies none.
+    details: Reports pending migrations and applies none; pulls no image.
   diff_mode:
     support: none
   action_group:
@@ -87,6 +89,11 @@ options:
     description: Seconds one command may run.
     type: int
     default: 300
+  apply:
+    description: Apply the pending migrations; V(false) only reports them (as check mode would, but pulling the image).
+    type: bool
+    default: true
+    version_added: 0.2.0
 requirements:
   - the Python Docker SDK on the target
 """
@@ -128,6 +135,12 @@ version:
   description: The version the API image reports.
   returned: always
   type: str
+known:
+  description: Whether the pending migrations are known; false in check mode when the image is not on the target (it
+    is not pulled then), and RV(pending) is then empty.
+  returned: always
+  type: bool
+  version_added: 0.2.0
 """
 
 import json
@@ -221,6 +234,7 @@ def main() -> None:
         status_command=dict(type="list", elements="str", default=["pliers", "migrate", "status"]),
         up_command=dict(type="list", elements="str", default=["pliers", "migrate", "up"]),
         timeout=dict(type="int", default=300),
+        apply=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     client = docker_client(module, timeout=module.params["timeout"] + 30)
@@ -234,6 +248,9 @@ def main() -> None:
         try:
             client.images.get(module.params["image"])
         except ImageNotFound:
+            if module.check_mode:
+                # Pulling would change the target: what the image would migrate is not known until a real run.
+                module.exit_json(changed=True, known=False, pending=[], applied=[], applied_now=[], version="")
             client.images.pull(module.params["image"])
         status = run_once(module, client, module.params["status_command"])
         pending = list(status.get("pending", []))
@@ -242,8 +259,9 @@ def main() -> None:
             applied=list(status.get("applied", [])),
             applied_now=[],
             version=str(status.get("version", "")),
+            known=True,
         )
-        if module.check_mode or not pending:
+        if module.check_mode or not module.params["apply"] or not pending:
             module.exit_json(changed=bool(pending), **result)
         applied = run_once(module, client, module.params["up_command"])
     except DockerException as exc:

@@ -90,100 +90,14 @@ recorded:
   type: dict
 """
 
-import getpass
-import json
-import os
-from datetime import datetime, timezone
-
 from ansible.module_utils.basic import AnsibleModule
-
-# interrupted: a run whose deploy lock was taken over (it was found dead) never finished.
-RESULTS = ("ok", "failed", "interrupted")
-# Targets may run Python 3.9 or 3.10, which have no datetime.UTC.
-UTC = timezone.utc  # noqa: UP017
-
-
-def read(module, path: str) -> list[dict]:
-    entries = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    entries.append(json.loads(line))
-                except ValueError:
-                    module.warn(f"{path} line {number} is not a JSON record: skipped")
-    except FileNotFoundError:
-        pass
-    return entries
-
-
-def line(entry: dict) -> str:
-    """One entry, readable: #id time user@controller playbook release result seconds, then what changed."""
-    versions = entry.get("versions") or {}
-    before = entry.get("from") or {}
-    moves = ", ".join(
-        f"{name} {before[name]}->{version}" if before.get(name) not in (None, version) else f"{name} {version}"
-        for name, version in sorted(versions.items())
-    )
-    seconds = f" {entry['seconds']}s" if entry.get("seconds") is not None else ""
-    text = (
-        f"#{entry.get('id')} {entry.get('time')} {entry.get('user')}@{entry.get('controller')} "
-        f"{entry.get('playbook')} {entry.get('release')}: {entry.get('result')}{seconds} ({moves})"
-    )
-    return text + (f" - {str(entry['message'])[:300]}" if entry.get("message") else "")
-
-
-def succeeded(entries: list[dict]) -> list[dict]:
-    return [entry for entry in entries if entry.get("result") == "ok"]
-
-
-def rollback_target(module, entries: list[dict], wanted: str) -> dict:
-    good = succeeded(entries)
-    if not good:
-        module.fail_json(msg="no successful release in the history: there is nothing to roll back to")
-    current = good[-1]
-    if wanted == "previous":
-        for entry in reversed(good):
-            if entry.get("versions") != current.get("versions"):
-                return entry
-        module.fail_json(msg=f"every successful release in the history is the current one ({current.get('release')})")
-    for entry in reversed(good):
-        if wanted in (str(entry.get("id")), str(entry.get("release"))):
-            return entry
-    known = ", ".join(f"{e.get('id')} ({e.get('release')})" for e in good[-10:])
-    module.fail_json(msg=f"no successful release {wanted!r} in the history; the latest are: {known}")
-
-
-def append(module, path: str, entries: list[dict]) -> dict:
-    record = dict(module.params["record"])
-    if record.get("result") not in RESULTS:
-        module.fail_json(msg=f"record.result must be one of {', '.join(RESULTS)}, got {record.get('result')!r}")
-    good = succeeded(entries)
-    entry = {
-        "id": (entries[-1].get("id", len(entries)) if entries else 0) + 1,
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "user": record.pop("user", None) or getpass.getuser(),
-        "from": good[-1].get("versions", {}) if good else {},
-    }
-    started = record.pop("started", None)
-    if started:
-        try:
-            entry["seconds"] = round(datetime.now(UTC).timestamp() - datetime.fromisoformat(started).timestamp(), 1)
-        except ValueError:
-            module.fail_json(msg=f"record.started must be an ISO 8601 time, got {started!r}")
-    entry.update(record)
-    if not module.check_mode:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        # One write of one line, appended: a reader never sees half an entry.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
-        finally:
-            os.close(fd)
-        entries.append(entry)
-    return entry
+from ansible_collections.pliers.deploy.plugins.module_utils._history import (
+    append,
+    line,
+    read,
+    rollback_target,
+    succeeded,
+)
 
 
 def main() -> None:
@@ -200,7 +114,7 @@ def main() -> None:
     if module.params["rollback_to"]:
         result["target"] = rollback_target(module, entries, module.params["rollback_to"])
     if module.params["record"]:
-        result["recorded"] = append(module, path, entries)
+        result["recorded"] = append(module, path, entries, module.params["record"])
     good = succeeded(entries)
     result["current"] = good[-1] if good else {}
     result["entries"] = entries[-module.params["last"] :] if module.params["last"] > 0 else []

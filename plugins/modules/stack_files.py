@@ -13,18 +13,27 @@ description:
     exactly its content, mode and owner; in one module run, where C(ansible.builtin.file), C(copy) and
     C(template) take one or two runs per path.
   - A file is replaced atomically (a temporary file in the same directory, then renamed), so a reader never sees
-    half a file.
-  - File contents are never logged; nor are they returned.
-  - Reports C(changed) when a directory or file was created, or its content, mode or owner changed.
+    half a file; with O(files[].validate), the new content must pass a command first, or the file is left as it
+    was.
+  - A file is secret unless O(files[].secret=false); a secret's content is never logged, returned or diffed. The
+    task needs no C(no_log) for it, so what changed stays visible.
+  - Removes what O(absent) lists first, and, once the files are written, brings each of O(units) to its state
+    (systemd reloaded first when a unit file under C(/etc/systemd/system/) was written).
+  - Reports C(changed) when a directory or file was created or removed, or its content, mode or owner changed,
+    or a unit was enabled, disabled, started or stopped.
 author:
   - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
 attributes:
   check_mode:
     support: full
-    description: Reports which paths would change; writes nothing.
+    details: Reports which paths would change; writes nothing.
   diff_mode:
-    support: none
-    description: Reports no diff (contents are often secrets); RV(updated) names what changed.
+    support: partial
+    details: Shows a diff of each file that is not secret (O(files[].secret=false)); RV(updated) names every path
+      that changed.
 options:
   directories:
     description: Directories to ensure, in order; missing parents are created as C(mkdir -p) would (list a parent
@@ -60,7 +69,8 @@ options:
         type: path
         required: true
       content:
-        description: What the file holds, exactly (text, written as UTF-8). Never logged.
+        description: What the file holds, exactly (text, written as UTF-8). Never logged; shown in the output and
+          diffs only when O(files[].secret=false).
         type: str
         required: true
       mode:
@@ -75,6 +85,45 @@ options:
         description: Its group, a group name or a numeric id.
         type: raw
         default: root
+      secret:
+        description: Whether the content is secret (never shown); V(false) for a configuration that may be diffed.
+        type: bool
+        default: true
+      validate:
+        description: A command that must accept the new content before it replaces the file, with C(%s) where the
+          path of a temporary copy goes (as in M(ansible.builtin.copy)).
+        type: str
+      service:
+        description: The stack's service the file belongs to (accepted from the stack's plan; unused here).
+        type: str
+      reload:
+        description: Whether that service reloads the file in place (accepted from the stack's plan; unused here).
+        type: bool
+        default: false
+  absent:
+    description: Paths that must not exist - a file, or a directory with everything it holds.
+    type: list
+    elements: path
+    default: []
+  units:
+    description: systemd units to bring to a state once the files are written.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The unit (C(pliers-backup-production.timer)).
+        type: str
+        required: true
+      enabled:
+        description: Whether it starts at boot.
+        type: bool
+        default: true
+      state:
+        description: Whether it runs now.
+        type: str
+        choices: [started, stopped]
+        default: started
 """
 
 EXAMPLES = r"""
@@ -85,178 +134,55 @@ EXAMPLES = r"""
     files:
       - {path: /opt/pliers/production/secrets/api/database_password, content: "{{ vault_postgres_password }}",
          mode: "0400", owner: "10001", group: "10001"}
-  no_log: true
+
+- name: Write a configuration that may be shown in a diff, checked before it replaces the old one
+  pliers.deploy.stack_files:
+    files:
+      - {path: /etc/nginx/conf.d/pliers.conf, content: "{{ lookup('ansible.builtin.template', 'pliers.conf.j2') }}",
+         mode: "0644", secret: false, validate: nginx -t -c %s}
 """
 
 RETURN = r"""
 updated:
-  description: The directories and files created or changed (or that would be, in check mode), in order.
+  description: The paths removed, the directories and files created or changed, and the units acted on (as
+    C(<unit> - enable, start)), or that would be in check mode, in order.
   returned: always
   type: list
   elements: str
   sample: [/opt/pliers/production/secrets/api/database_password]
 """
 
-import grp
-import os
-import pwd
-import stat
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
-
-
-class FilesError(Exception):
-    """A path cannot be made as asked; the message names it and why."""
-
-
-def parse_mode(path: str, mode: str) -> int:
-    text = str(mode).strip()
-    try:
-        value = int(text, 8)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 0o7777:
-        raise FilesError(f"{path}: mode must be octal permissions such as 0640, got {mode!r}")
-    return value
-
-
-def parse_id(path: str, value: str, kind: str) -> int:
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        return pwd.getpwnam(text).pw_uid if kind == "owner" else grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise FilesError(f"{path}: no {'user' if kind == 'owner' else 'group'} named {text!r} on this host") from None
-
-
-def attributes(entry: dict) -> tuple[int, int, int]:
-    path = entry["path"]
-    return (
-        parse_mode(path, entry["mode"]),
-        parse_id(path, entry["owner"], "owner"),
-        parse_id(path, entry["group"], "group"),
-    )
-
-
-def differs(info: os.stat_result, mode: int, uid: int, gid: int) -> bool:
-    return stat.S_IMODE(info.st_mode) != mode or info.st_uid != uid or info.st_gid != gid
-
-
-def ensure_directory(entry: dict, check_mode: bool) -> bool:
-    path = entry["path"]
-    mode, uid, gid = attributes(entry)
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        if not check_mode:
-            # Missing parents as mkdir -p makes them (root's, 0755); list a parent to choose its mode.
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            os.mkdir(path, 0o700)
-            os.chown(path, uid, gid)
-            os.chmod(path, mode)
-        return True
-    if not stat.S_ISDIR(info.st_mode):
-        raise FilesError(f"{path}: exists and is not a directory")
-    if differs(info, mode, uid, gid):
-        if not check_mode:
-            os.chown(path, uid, gid)
-            os.chmod(path, mode)
-        return True
-    return False
-
-
-def ensure_file(entry: dict, check_mode: bool) -> bool:
-    path = entry["path"]
-    mode, uid, gid = attributes(entry)
-    wanted = entry["content"].encode("utf-8")
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        info = None
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        raise FilesError(f"{path}: exists and is not a regular file")
-    if info is not None:
-        with open(path, "rb") as handle:
-            same_content = handle.read() == wanted
-        if same_content and not differs(info, mode, uid, gid):
-            return False
-        if same_content:
-            if not check_mode:
-                os.chown(path, uid, gid)
-                os.chmod(path, mode)
-            return True
-    if check_mode:
-        return True
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise FilesError(f"{path}: its directory {directory} does not exist; list it in directories")
-    # Private while written, then given its owner and mode, then renamed over the old file.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(wanted)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chown(tmp, uid, gid)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
-
-
-def apply(directories: list[dict], files: list[dict], check_mode: bool) -> list[str]:
-    """Every path made as asked; returns those that changed (would change, in check mode)."""
-    for entry in (*directories, *files):
-        if not os.path.isabs(entry["path"]):
-            raise FilesError(f"{entry['path']}: must be an absolute path")
-    seen: set[str] = set()
-    for entry in (*directories, *files):
-        if entry["path"] in seen:
-            raise FilesError(f"{entry['path']}: listed twice")
-        seen.add(entry["path"])
-    changed = [entry["path"] for entry in directories if ensure_directory(entry, check_mode)]
-    changed += [entry["path"] for entry in files if ensure_file(entry, check_mode)]
-    return changed
+from ansible_collections.pliers.deploy.plugins.module_utils._files import (
+    DIRECTORY_OPTIONS,
+    FILE_OPTIONS,
+    UNIT_OPTIONS,
+    FilesError,
+    Writer,
+    reveal_non_secrets,
+)
 
 
 def main() -> None:
-    owner = dict(type="raw", default="root")
     argument_spec = dict(
-        directories=dict(
-            type="list",
-            elements="dict",
-            default=[],
-            options=dict(
-                path=dict(type="path", required=True),
-                mode=dict(type="str", required=True),
-                owner=owner,
-                group=dict(owner),
-            ),
-        ),  # fmt: skip
-        files=dict(
-            type="list",
-            elements="dict",
-            default=[],
-            options=dict(
-                path=dict(type="path", required=True),
-                content=dict(type="str", required=True, no_log=True),
-                mode=dict(type="str", required=True),
-                owner=owner,
-                group=dict(owner),
-            ),
-        ),
+        directories=dict(type="list", elements="dict", default=[], options=DIRECTORY_OPTIONS),
+        files=dict(type="list", elements="dict", default=[], options=FILE_OPTIONS),
+        absent=dict(type="list", elements="path", default=[]),
+        units=dict(type="list", elements="dict", default=[], options=UNIT_OPTIONS),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    reveal_non_secrets(module, module.params["files"])
+    writer = Writer(module)
     try:
-        changed = apply(module.params["directories"], module.params["files"], module.check_mode)
+        writer.remove(module.params["absent"])
+        writer.apply(module.params["directories"], module.params["files"])
+        writer.units(module.params["units"])
     except (FilesError, OSError) as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=bool(changed), updated=changed)
+    result = dict(changed=bool(writer.changed), updated=writer.changed)
+    if module._diff and writer.diffs:
+        result["diff"] = writer.diffs
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,16 @@ class Target:
     def play(self, playbook: str, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(playbook, *extra), cwd=ROOT, capture_output=True, text=True)
 
+    def module(self, name: str, args: dict) -> dict:
+        """One run of a pliers.deploy module on the deployer (ansible's ad-hoc command): its result."""
+        command = [str(PLAYBOOK_BIN.parent / "ansible"), self.deployer.name, "-i", str(self.inventory), "-i",
+                   str(self.lab.inventory), "--vault-password-file", VAULT, "-m", f"pliers.deploy.{name}",
+                   "-a", json.dumps(args), "--one-line"]  # fmt: skip
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        answer = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        assert " => " in answer, f"{name} gave no result: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+        return json.loads(answer.split(" => ", 1)[1])
+
     def version(self) -> str:
         status, body = http(f"{self.edge}/api/health")
         assert status == 200, f"the api does not answer through the edge: {status} {body}"
@@ -192,3 +202,22 @@ class Target:
 
 def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout[-5000:] + result.stderr[-2000:]
+
+
+def said(result: subprocess.CompletedProcess, task: str):
+    """What the first debug task whose name holds `task` printed (its msg), or None when it did not run."""
+    lines = result.stdout.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("TASK [") and task in line:
+            body = []
+            for following in lines[index + 1 :]:
+                if following.startswith(("TASK [", "PLAY ")):
+                    break
+                body.append(following)
+            text = "\n".join(body)
+            start = text.find("=> {")
+            if start < 0:
+                return None
+            end = text.find("\n}", start)
+            return json.loads(text[start + 3 : end + 2]).get("msg")
+    return None

@@ -16,7 +16,7 @@ from lab.common import ROOT, docker
 from lab.engine import ensure_engine
 from lab.images import Builder, catalogue
 
-from ..render import render_role
+from ..render import render_stack
 from .support import http, output, wait_for
 
 RULES = ROOT / "roles/monitoring/files/rules"
@@ -60,14 +60,14 @@ def test_promtool_tests_the_alert_rules(tools):
 @pytest.mark.parametrize("rendering", list(RENDERINGS))
 def test_promtool_and_amtool_accept_the_rendered_configuration(tools, rendering, tmp_path):
     inventory, overrides = RENDERINGS[rendering]
-    render_role(tmp_path, "monitoring", inventory, {**SECRETS, **overrides, "pliers_project_name": "pliers-x"},
-                services={"api": {"http": {"port": 3000}}, "ai-service": {"http": {"port": 3001}}})  # fmt: skip
-    configs = tmp_path / "configs/monitoring"
-    mounts = {configs / "prometheus.yml": "/etc/prometheus/prometheus.yml", configs / "rules": "/etc/prometheus/rules"}
+    render_stack(tmp_path, inventory, {**SECRETS, **overrides, "pliers_project_name": "pliers-x"})
+    configs = tmp_path / "configs/prometheus"
+    mounts = {configs / "prometheus.yml": "/etc/prometheus/prometheus.yml",
+              configs / "alerts.yml": "/etc/prometheus/rules/alerts.yml"}  # fmt: skip
     checked = tool(tools["promtool"], "promtool", "check", "config", "/etc/prometheus/prometheus.yml", mounts=mounts)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 1 rule files found" in checked.stdout
-    alertmanager = tmp_path / "secrets/monitoring/alertmanager.yml"
+    alertmanager = tmp_path / "secrets/alertmanager/alertmanager.yml"
     amtool = tool(tools["amtool"], "amtool", "check-config", "/w/alertmanager.yml",
                   mounts={alertmanager: "/w/alertmanager.yml"})  # fmt: skip
     assert amtool.returncode == 0, amtool.stdout + amtool.stderr

@@ -85,7 +85,10 @@ def wait_recovered_without(target, lost: str, *, timeout: float, also=None) -> N
 
 
 def node_state(target, node: str, field: str = "{{.Status.State}}") -> str:
-    return lab_hosts.ssh(manager(target), f"docker node inspect {node} --format '{field}'").stdout.strip()
+    """What the managers say of a node; "" while they cannot say (the moments a lost manager's peers elect a new
+    leader, the Swarm's API answers "context deadline exceeded"): the callers wait for a state."""
+    result = lab_hosts.ssh(manager(target), f"docker node inspect {node} --format '{field}'", check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def last_release(target, node: str) -> str | None:

@@ -1,6 +1,6 @@
-"""Every role documents its inputs in meta/argument_specs.yml: the same keys as its defaults (plus the
-collection-wide pliers_* inputs it reads), for every entry point, with no Jinja (specs are templated
-when validated, before any fact exists)."""
+"""Every role documents its inputs in meta/argument_specs.yml: the same keys as its defaults, for every entry point,
+with no Jinja (specs are templated when validated, before any fact exists). The collection-wide pliers_* inputs have
+one spec, the stack role's, whose defaults they are."""
 
 from __future__ import annotations
 
@@ -21,16 +21,24 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
+STACK_DEFAULTS = load(ROOT / "roles" / "stack" / "defaults" / "main.yml") if (ROOT / "roles/stack").is_dir() else {}
+
+
 def role_names(task: dict, name: str) -> list[str]:
     """The roles a task's include_role or import_role names: `name`, or each item of the task's loop when `name`
-    holds the loop variable (pliers.deploy.{{ pliers_role }}). From a loop that is no list, the template itself:
-    no role is named that, so the test below names it."""
+    holds the loop variable. A loop over the stack's roles (_stack_roles) runs the stack's pliers_service_roles, and
+    any role a loop's expression names. From a loop of nothing known, the template itself: no role is named that,
+    so the test below names it."""
     variable = (task.get("loop_control") or {}).get("loop_var", "item")
     template = re.compile(r"\{\{\s*" + re.escape(variable) + r"\s*\}\}")
     loop = task.get("loop")
-    if template.search(name) and isinstance(loop, list):
-        return [template.sub(str(item), name) for item in loop]
-    return [name]
+    if not template.search(name):
+        return [name]
+    if isinstance(loop, str):
+        loop = re.findall(r"pliers\.deploy\.[a-z_]+", loop) + (
+            STACK_DEFAULTS.get("pliers_service_roles", []) if "_stack_roles" in loop else []
+        )
+    return [template.sub(str(item), name) for item in loop] if loop else [name]
 
 
 def included_roles() -> set[str]:
@@ -65,12 +73,17 @@ def test_spec_keys_equal_defaults_keys(role):
     defaults = set(load(ROOT / "roles" / role / "defaults" / "main.yml"))
     specs = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]
     assert "main" in specs and "preflight" in specs
+    # The stack role owns the shared inputs (some required, with no default); every other role its own only.
+    prefix = "pliers_" if role == "stack" else f"{role}_"
     for entry, spec in specs.items():
         options = set(spec["options"])
         assert defaults <= options, f"{role}:{entry} does not document {sorted(defaults - options)}"
         extra = options - defaults
-        assert all(name.startswith("pliers_") for name in extra), f"{role}:{entry} documents unknown {sorted(extra)}"
-        assert all(name.startswith(f"{role}_") for name in defaults), f"{role}: defaults must be prefixed {role}_"
+        if role == "stack":
+            assert all(name.startswith("pliers_") for name in extra), f"{role}:{entry} documents {sorted(extra)}"
+        else:
+            assert not extra, f"{role}:{entry} documents what it has no default for: {sorted(extra)}"
+        assert all(name.startswith(prefix) for name in defaults), f"{role}: defaults must be prefixed {prefix}"
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible_collections.pliers.deploy.plugins.modules.compose_rollout import upstream
+from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import upstream
 
 if not all(shutil.which(tool) for tool in ("sh", "awk", "flock", "setsid")):
     pytest.skip("pliers-edge.sh needs sh, awk, flock and setsid", allow_module_level=True)

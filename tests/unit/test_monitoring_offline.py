@@ -17,18 +17,22 @@ import jsonschema
 import pytest
 import yaml
 
-from ..render import render_role
+from ..render import render_stack
 from .schemas import schema_file
 
 SECRET = "s3cret-value-for-tests-0123456789"
 WEBHOOK = "https://hooks.example.net/T0KEN-abcdef"
-# The stack the monitoring role sees after the api and ai-service roles (it reads their HTTP ports).
-APP_SERVICES = {"api": {"http": {"port": 3000}}, "ai-service": {"http": {"port": 3001}}}
 # Each mode with the inventory rendered for it: compose, development's (nginx edge, no alert receiver); swarm,
 # production's (Traefik edge, the webhook receiver). Both with Grafana and the logs.
 CASES = {
     "compose": ("development", {"pliers_project_name": "pliers-development"}),
-    "swarm": ("production", {"pliers_project_name": "pliers-production", "vault_alert_webhook_url": WEBHOOK}),
+    "swarm": (
+        "production",
+        {
+            "pliers_project_name": "pliers-production",
+            "vault_alert_webhook_url": WEBHOOK,
+        },
+    ),
 }
 
 
@@ -39,19 +43,20 @@ def mode(request) -> str:
 
 @pytest.fixture(scope="module")
 def rendered(mode, tmp_path_factory) -> tuple[Path, dict]:
-    """The monitoring role rendered in that mode (passed to the role, whatever the inventory says)."""
+    """The stack rendered in that mode (passed to the roles, whatever the inventory says)."""
     inventory, overrides = CASES[mode]
     project = tmp_path_factory.mktemp(f"monitoring-{mode}")
     secrets = {f"vault_{name}": SECRET for name in ("postgres_password", "redis_password", "grafana_admin_password")}
     overrides = {**secrets, **overrides, "pliers_mode": mode}
-    services = render_role(project, "monitoring", inventory, overrides, services=APP_SERVICES)
+    services = render_stack(project, inventory, overrides)
     return project, services
 
 
-def config(rendered, name: str):
+def config(rendered, path: str):
+    """A configuration file the monitoring's services read, by <service>/<file>."""
     project, _ = rendered
-    text = (project / "configs/monitoring" / name).read_text()
-    return json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+    text = (project / "configs" / path).read_text()
+    return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
 
 
 def validate(document, schema_name: str) -> None:
@@ -60,7 +65,7 @@ def validate(document, schema_name: str) -> None:
 
 
 def test_prometheus_scrapes_every_part_of_the_stack(mode, rendered):
-    prometheus = config(rendered, "prometheus.yml")
+    prometheus = config(rendered, "prometheus/prometheus.yml")
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
     assert {"prometheus", "node", "postgres", "redis", "api", "ai-service", "edge", "alertmanager", "loki"} <= set(jobs)
     swarm = mode == "swarm"
@@ -87,7 +92,7 @@ def test_prometheus_scrapes_every_part_of_the_stack(mode, rendered):
 
 def test_alertmanager_configuration_is_valid_and_routes_to_the_inventorys_receiver(mode, rendered):
     project, _ = rendered
-    alertmanager = yaml.safe_load((project / "secrets/monitoring/alertmanager.yml").read_text())
+    alertmanager = yaml.safe_load((project / "secrets/alertmanager/alertmanager.yml").read_text())
     validate(alertmanager, "prometheus-alertmanager.json")
     (receiver,) = alertmanager["receivers"]
     assert alertmanager["route"]["receiver"] == receiver["name"]
@@ -95,20 +100,22 @@ def test_alertmanager_configuration_is_valid_and_routes_to_the_inventorys_receiv
         assert receiver["webhook_configs"] == [{"url": WEBHOOK, "send_resolved": True}]
     else:
         assert "webhook_configs" not in receiver  # development configures no receiver
-    assert (project / "secrets/monitoring/alertmanager.yml").stat().st_mode & 0o777 == 0o400
+    assert (project / "secrets/alertmanager/alertmanager.yml").stat().st_mode & 0o777 == 0o400
 
 
 def test_loki_configuration_is_valid(rendered):
-    loki = config(rendered, "loki.yaml")
+    loki = config(rendered, "loki/loki.yaml")
     validate(loki, "loki.json")
     assert loki["limits_config"]["retention_period"] == "168h" and loki["compactor"]["retention_enabled"] is True
 
 
 def test_dashboards_are_valid_and_name_only_provisioned_data_sources(rendered):
     project, _ = rendered
-    sources = {source["uid"]: source["type"] for source in config(rendered, "grafana-datasources.yml")["datasources"]}
+    sources = {
+        source["uid"]: source["type"] for source in config(rendered, "grafana/pliers-datasources.yml")["datasources"]
+    }
     assert sources == {"prometheus": "prometheus", "loki": "loki"}
-    dashboards = sorted((project / "configs/monitoring/dashboards").glob("*.json"))
+    dashboards = sorted((project / "configs/grafana").glob("*.json"))
     assert [path.stem for path in dashboards] == ["pliers-api", "pliers-hosts", "pliers-postgres", "pliers-redis"]
     for path in dashboards:
         dashboard = json.loads(path.read_text())
@@ -118,7 +125,7 @@ def test_dashboards_are_valid_and_name_only_provisioned_data_sources(rendered):
             for source in [panel["datasource"], *(target["datasource"] for target in panel["targets"])]:
                 assert sources.get(source["uid"]) == source["type"], f"{path.name} {panel['title']}: {source}"
             assert all(target["expr"] for target in panel["targets"])
-    provider = config(rendered, "grafana-dashboards.yml")["providers"][0]
+    provider = config(rendered, "grafana/pliers-dashboards.yml")["providers"][0]
     assert provider["options"]["path"] == "/etc/grafana/dashboards" and provider["allowUiUpdates"] is False
 
 
@@ -129,7 +136,7 @@ def test_a_bad_dashboard_is_caught_by_the_schema():
 
 def test_alloy_configuration_wires_every_component_it_names(mode, rendered):
     project, _ = rendered
-    text = (project / "configs/monitoring/config.alloy").read_text()
+    text = (project / "configs/alloy/config.alloy").read_text()
     code = re.sub(r"^\s*//[^\n]*", "", text, flags=re.MULTILINE)  # whole-line comments (URLs hold //)
     assert code.count("{") == code.count("}"), "unbalanced blocks"
     declared = set(re.findall(r'^([a-z_]+(?:\.[a-z_]+)+) "([a-z_]+)" \{', code, re.MULTILINE))
@@ -152,7 +159,7 @@ def test_alloy_configuration_wires_every_component_it_names(mode, rendered):
 
 def test_nothing_is_published_but_to_loopback_and_never_in_swarm(mode, rendered):
     _, services = rendered
-    monitoring = {name: svc for name, svc in services.items() if name not in APP_SERVICES}
+    monitoring = {name: svc for name, svc in services.items() if svc["role"] == "monitoring"}
     assert {"prometheus", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter", "grafana", "loki",
             "alloy"} <= set(monitoring)  # fmt: skip
     # The exporters hold the database's and Redis's credentials: only internal networks, no way out.
@@ -173,9 +180,9 @@ def test_secrets_are_files_never_environment(rendered):
     project, services = rendered
     for name, svc in services.items():
         assert SECRET not in json.dumps(svc.get("environment", {})), f"{name} carries a secret in its environment"
-    for path in (project / "secrets/monitoring").iterdir():
+    for path in (project / "secrets").glob("*/*"):
         assert path.stat().st_mode & 0o777 == 0o400, path
-    assert SECRET in (project / "secrets/monitoring/grafana_admin_password").read_text()
-    assert json.loads((project / "secrets/monitoring/redis_password.json").read_text()) == {
+    assert SECRET in (project / "secrets/grafana/grafana_admin_password").read_text()
+    assert json.loads((project / "secrets/redis-exporter/redis_password.json").read_text()) == {
         "redis://redis:6379": SECRET
     }

@@ -60,9 +60,9 @@ LOCAL_REGISTRY = ("-e", "vault_registry_username=pliers", "-e", f"vault_registry
         (("-e", "monitoring_alert_webhook_url=hooks.example.net/x"), "monitoring_alert_webhook_url must be an http"),
         (("-e", "monitoring_alert_email_to=ops@example.net"), "monitoring_alert_smtp_smarthost (host:port)"),
         (("-e", "monitoring_grafana_enabled=true"), "monitoring_grafana_admin_password is empty"),
-        (("-e", "pliers_deploy_lock_lease=soon"), "pliers_deploy_lock_lease must be whole seconds"),
+        (("-e", "pliers_deploy_lock_lease=soon"), "argument 'pliers_deploy_lock_lease' is of type str"),
         (("-e", "pliers_deploy_lock_lease=600"), "at least 8 times pliers_rollout_timeout (got 600 and 180)"),
-        (("-e", "pliers_rollout_timeout=5"), "pliers_rollout_timeout whole"),
+        (("-e", "pliers_rollout_timeout=5"), "pliers_rollout_timeout must be 10 seconds or more"),
     ],
 )
 def test_bad_inputs_fail_in_preflight_naming_the_variable(tmp_path, extra, named):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ansible_collections.pliers.deploy.plugins.filter.stack import compose_project
 
-from ..render import render_role
+from ..render import render_stack
 from .schemas import schema_file
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -26,11 +26,11 @@ def mode(request) -> str:
 
 @pytest.fixture(scope="module")
 def rendered(mode, tmp_path_factory) -> Path:
-    """The traefik role's configure step, run on this machine into a scratch project directory, in that mode."""
+    """The production stack rendered on this machine into a scratch project directory, in that mode."""
     project = tmp_path_factory.mktemp(f"project-{mode}")
     overrides = {"pliers_project_name": "pliers-production", "vault_tls_certificate": CERT, "vault_tls_key": KEY,
                  "pliers_mode": mode}  # fmt: skip
-    render_role(project, "traefik", "production", overrides)
+    render_stack(project, "production", overrides)
     return project
 
 
@@ -77,6 +77,7 @@ def test_routes_become_traefik_labels_for_every_http_service():
         "ai-service": {"image": "ai", "http": {"port": 3001, "path_prefix": "/ai"}},
         "web": {"image": "web", "http": {"port": 8080, "path_prefix": "/"}},
     }
-    project = compose_project(services, name="p", networks={}, edge="traefik")
+    services = {name: {**service, "phase": "app"} for name, service in services.items()}
+    project = compose_project(services, name="p", networks={}, project_dir="/opt/p", edge="traefik")
     rules = {name: svc["labels"][f"traefik.http.routers.{name}.rule"] for name, svc in project["services"].items()}
     assert rules == {"api": "PathPrefix(`/api`)", "ai-service": "PathPrefix(`/ai`)", "web": "PathPrefix(`/`)"}

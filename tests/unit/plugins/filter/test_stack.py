@@ -1,17 +1,35 @@
-"""The one renderer: the service model in, a Compose project out; bad models refused by name."""
+"""The one renderer: the service model in, a Compose project, a Swarm stack, the files and the plan of a deploy out;
+bad models refused by name."""
 
 from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.pliers.deploy.plugins.filter.stack import compose_project, swarm_stack
+from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version
+from ansible_collections.pliers.deploy.plugins.filter.stack import (
+    FILES_LABEL,
+    compose_project,
+    contribute,
+    stack_files,
+    stack_plan,
+    swarm_stack,
+)
 from ansible_collections.pliers.deploy.plugins.filter.swarm import labelled_nodes
 
 NETWORKS = {"frontend": {}, "backend": {"internal": True}, "database": {"internal": True}}
+DIR = "/opt/p"
 
 
-def model(**extra) -> dict:
-    return {"image": "registry.example:5000/pliers/api:1.0.0", **extra}
+def model(phase: str = "app", **extra) -> dict:
+    return {"image": "registry.example:5000/pliers/api:1.0.0", "phase": phase, **extra}
+
+
+def secret(name: str = "api_db", target: str = "database_password", content: str = "pw", **extra) -> dict:
+    return {"name": name, "target": target, "content": content, **extra}
+
+
+def render(services: dict, **options) -> dict:
+    return compose_project(services, name="p", networks=NETWORKS, project_dir=DIR, **options)
 
 
 def test_renders_networks_secrets_configs_and_volumes():
@@ -19,7 +37,7 @@ def test_renders_networks_secrets_configs_and_volumes():
         "api": model(
             networks=["database", "backend"],
             environment={"DATABASE_PASSWORD_FILE": "/run/secrets/database_password", "PORT": 3000},
-            secrets=[{"name": "api_db", "file": "/opt/p/secrets/api/db", "target": "database_password"}],
+            secrets=[secret(uid=10001)],
             healthcheck={"test": ["CMD", "pliers", "healthcheck"], "interval": "5s"},
             depends_on={"postgres": "service_healthy"},
             resources={"limits": {"cpus": 0.5, "memory": "256M"}},
@@ -28,11 +46,11 @@ def test_renders_networks_secrets_configs_and_volumes():
             image="web:1",
             networks=["frontend"],
             ports=[{"published": 80, "target": 8080, "host_ip": ""}],
-            configs=[{"name": "edge", "file": "/opt/p/configs/edge.conf", "target": "/etc/nginx/conf.d/edge.conf"}],
+            configs=[{"name": "site", "target": "/etc/nginx/conf.d/site.conf", "content": "server {}"}],
         ),
-        "postgres": model(image="pg:15", networks=["database"], volumes=[{"source": "pgdata", "target": "/data"}]),
+        "postgres": model("data", image="pg:15", networks=["database"], volumes=[{"source": "pgdata", "target": "/d"}]),
     }
-    project = compose_project(services, name="pliers-test", networks=NETWORKS)
+    project = compose_project(services, name="pliers-test", networks=NETWORKS, project_dir=DIR)
     assert project["name"] == "pliers-test"
     assert project["networks"] == {"backend": {"internal": True}, "database": {"internal": True}, "frontend": {}}
     api = project["services"]["api"]
@@ -43,20 +61,48 @@ def test_renders_networks_secrets_configs_and_volumes():
     assert api["deploy"] == {"resources": {"limits": {"cpus": "0.5", "memory": "256M"}}}
     assert api["restart"] == "unless-stopped"
     assert "ports" not in api, "only the edge publishes ports"
-    assert project["secrets"] == {"api_db": {"file": "/opt/p/secrets/api/db"}}
-    assert project["configs"] == {"edge": {"file": "/opt/p/configs/edge.conf"}}
+    # Each file in its service's own directory, named after its target; what the pipeline reads is left out.
+    assert project["secrets"] == {"api_db": {"file": "/opt/p/secrets/api/database_password"}}
+    assert project["configs"] == {"site": {"file": "/opt/p/configs/web/site.conf"}}
     assert project["volumes"] == {"pgdata": {}}
     assert project["services"]["web"]["ports"] == [{"target": 8080, "published": "80", "protocol": "tcp"}]
+    assert "phase" not in api and "role" not in api
+
+
+def test_a_changed_file_changes_the_label_that_recreates_the_container():
+    first = render({"api": model(secrets=[secret(content="one")])})["services"]["api"]["labels"][FILES_LABEL]
+    second = render({"api": model(secrets=[secret(content="two")])})["services"]["api"]["labels"][FILES_LABEL]
+    again = render({"api": model(secrets=[secret(content="one")])})["services"]["api"]["labels"][FILES_LABEL]
+    assert first != second and first == again
+    assert "labels" not in render({"api": model()})["services"]["api"], "no file, no label"
+
+
+def test_reloaded_configs_are_mounted_by_their_directory_and_do_not_recreate():
+    edge = model(
+        "edge",
+        configs=[
+            {"name": "edge", "target": "/etc/nginx/conf.d/edge.conf", "content": "v1", "reload": True},
+            {"name": "follower", "target": "/etc/nginx/conf.d/follow.sh", "content": "#!/bin/sh"},
+        ],
+    )
+    rendered = render({"edge": edge})["services"]["edge"]
+    assert rendered["volumes"] == [
+        {"type": "bind", "source": "/opt/p/configs/edge", "target": "/etc/nginx/conf.d", "read_only": True}
+    ]
+    assert "configs" not in rendered, "the directory mount serves both files"
+    edited = dict(edge, configs=[dict(edge["configs"][0], content="v2"), edge["configs"][1]])
+    assert render({"edge": edited})["services"]["edge"]["labels"] == rendered["labels"], "a reload, not a recreate"
+    new_follower = dict(edge, configs=[edge["configs"][0], dict(edge["configs"][1], content="#!/bin/sh\n")])
+    assert render({"edge": new_follower})["services"]["edge"]["labels"] != rendered["labels"]
 
 
 def test_traefik_edge_gets_router_labels_from_http_routes():
     services = {"api": model(http={"port": 3000, "path_prefix": "/api"}), "web": model(http={"port": 8080})}
-    nginx = compose_project(services, name="p", networks=NETWORKS)
-    assert "labels" not in nginx["services"]["api"]
-    labels = compose_project(services, name="p", networks=NETWORKS, edge="traefik")["services"]["api"]["labels"]
+    assert "labels" not in render(services)["services"]["api"]
+    labels = render(services, edge="traefik")["services"]["api"]["labels"]
     assert labels["traefik.http.routers.api.rule"] == "PathPrefix(`/api`)"
     assert labels["traefik.http.services.api.loadbalancer.server.port"] == "3000"
-    web_labels = compose_project(services, name="p", networks=NETWORKS, edge="traefik")["services"]["web"]["labels"]
+    web_labels = render(services, edge="traefik")["services"]["web"]["labels"]
     assert web_labels["traefik.http.routers.web.rule"] == "PathPrefix(`/`)"
 
 
@@ -66,59 +112,70 @@ def test_traefik_edge_gets_router_labels_from_http_routes():
         ({"api": model(replica=2)}, "service api: unknown key(s) replica"),
         ({"api": model(replicas=-1)}, "service api: replicas must be a whole number >= 0"),
         ({"api": model(networks=["public"])}, "service api: unknown network(s) public"),
-        ({"api": {"command": ["x"]}}, "service api: missing image"),
-        ({"api": model(secrets=[{"name": "s", "file": "/f"}])}, "service api secrets[0]: missing target"),
+        ({"api": {"command": ["x"], "phase": "app"}}, "service api: missing image"),
+        ({"api": model(phase="web")}, "service api: phase must be one of data, app, edge, ops, got 'web'"),
+        ({"api": model(secrets=[{"name": "s", "content": "x"}])}, "service api secrets[0]: missing target"),
+        ({"api": model(secrets=[{"name": "s", "target": "t"}])}, "service api secrets[0]: missing content"),
+        ({"api": model(secrets=[secret(reload=True)])}, "only configs can be reloaded in place"),
+        ({"api": model(secrets=[secret(), secret(name="other", target="/x/database_password")])}, "both end in"),
         ({"api": model(ports=[{"published": 80, "target": 8080, "bind": "any"}])}, "ports[0]: unknown key(s) bind"),
+        ({"api": model(http={"path_prefix": "/api"})}, "service api http: missing port"),
         ({}, "no services were contributed"),
     ],
 )
 def test_bad_models_are_refused_naming_the_service_and_key(services, message):
     with pytest.raises(AnsibleFilterError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        compose_project(services, name="p", networks=NETWORKS)
+        render(services)
 
 
 def test_zero_replicas_render():
-    assert compose_project({"api": model(replicas=0)}, name="p", networks=NETWORKS)["services"]["api"]["deploy"] == {
-        "replicas": 0
-    }
+    assert render({"api": model(replicas=0)})["services"]["api"]["deploy"] == {"replicas": 0}
 
+
+# --- Swarm ----------------------------------------------------------------------------------------------------
 
 SWARM_NETWORKS = {**NETWORKS, "database": {"internal": True, "attachable": True}}
 
 
-def swarm_model(**extra) -> dict:
-    secret = {"name": "api_db", "file": "/opt/p/secrets/api/db", "target": "database_password", "uid": 10001,
-              "gid": 10001, "version": "abc123"}  # fmt: skip
-    return model(networks=["backend", "database"], secrets=[secret], **extra)
+def swarm_model(phase: str = "app", **extra) -> dict:
+    return model(phase, **{"networks": ["backend", "database"], "secrets": [secret(uid=10001)], **extra})
+
+
+def swarm(services: dict, **options) -> dict:
+    return swarm_stack(services, name="pliers-prod", networks=SWARM_NETWORKS, project_dir=DIR, **options)
 
 
 def test_swarm_branch_renders_deploy_blocks_placement_and_versioned_secrets():
     services = {
         "api": swarm_model(replicas=3, resources={"limits": {"cpus": "0.5"}, "reservations": {"memory": "64M"}},
                            max_replicas_per_node=2, depends_on={"postgres": "service_healthy"}),
-        "postgres": model(image="pg", networks=["database"], placement=["node.labels.db == true"],
-                          update_order="stop-first"),
-        "web": model(image="web", networks=["frontend"], mode="global", placement=["node.labels.edge == true"],
+        "postgres": model("data", image="pg", networks=["database"], placement=["node.labels.db == true"]),
+        "web": model("edge", image="web", networks=["frontend"], mode="global", placement=["node.labels.edge == true"],
                      ports=[{"published": 80, "target": 8080, "host_ip": ""}]),
     }  # fmt: skip
-    stack = swarm_stack(services, name="pliers-prod", networks=SWARM_NETWORKS)
+    stack = swarm(services)
     api = stack["services"]["api"]
     assert api["deploy"]["replicas"] == 3 and api["deploy"]["endpoint_mode"] == "dnsrr"
     # Capped per node: stop-first, or a lost node leaves the update no room to start its next task.
     assert api["deploy"]["update_config"]["order"] == api["deploy"]["rollback_config"]["order"] == "stop-first"
     assert api["deploy"]["update_config"]["failure_action"] == "rollback"
     assert api["deploy"]["placement"] == {"max_replicas_per_node": 2}
-    uncapped = swarm_stack({"api": swarm_model(replicas=3)}, name="p", networks=SWARM_NETWORKS)["services"]["api"]
+    uncapped = swarm({"api": swarm_model(replicas=3)})["services"]["api"]
     assert uncapped["deploy"]["update_config"]["order"] == "start-first" and "placement" not in uncapped["deploy"]
     assert api["deploy"]["resources"] == {"limits": {"cpus": "0.5"}, "reservations": {"memory": "64M"}}
     assert "depends_on" not in api and "restart" not in api, "Swarm ignores them: the renderer leaves them out"
     assert api["secrets"] == [
         {"source": "api_db", "target": "database_password", "uid": "10001", "gid": "10001", "mode": 0o400}
     ]
-    assert stack["secrets"] == {"api_db": {"file": "/opt/p/secrets/api/db", "name": "pliers-prod_api_db_abc123"}}
-    postgres = stack["services"]["postgres"]["deploy"]
-    assert postgres["placement"] == {"constraints": ["node.labels.db == true"]}
-    assert postgres["update_config"]["order"] == postgres["rollback_config"]["order"] == "stop-first"
+    version = content_version("pw")
+    assert stack["secrets"] == {
+        "api_db": {"file": "/opt/p/secrets/api/database_password", "name": f"pliers-prod_api_db_{version}"}
+    }
+    # Data and edge services update stop-first: a volume, host-mode ports, cannot be shared by two tasks.
+    for name in ("postgres", "web"):
+        deploy = stack["services"][name]["deploy"]
+        assert deploy["update_config"]["order"] == deploy["rollback_config"]["order"] == "stop-first", name
+    assert stack["services"]["postgres"]["deploy"]["placement"] == {"constraints": ["node.labels.db == true"]}
     web = stack["services"]["web"]
     assert web["deploy"]["mode"] == "global" and "replicas" not in web["deploy"]
     assert web["ports"] == [{"target": 8080, "published": 80, "protocol": "tcp", "mode": "host"}]
@@ -126,15 +183,30 @@ def test_swarm_branch_renders_deploy_blocks_placement_and_versioned_secrets():
     assert stack["networks"]["frontend"] == {"driver": "overlay", "attachable": False}
 
 
+def test_a_changed_secret_is_a_new_swarm_object_and_the_same_content_the_same_one():
+    names = [swarm({"api": swarm_model(secrets=[secret(content=c)])})["secrets"]["api_db"]["name"] for c in "aba"]
+    assert names[0] != names[1] and names[0] == names[2]
+
+
+def test_a_port_bound_to_the_loopback_is_not_published_in_swarm():
+    service = model("ops", ports=[{"published": 9090, "target": 9090, "host_ip": "127.0.0.1"},
+                                  {"published": 80, "target": 8080, "host_ip": "10.0.0.5"}])  # fmt: skip
+    assert swarm({"prometheus": service})["services"]["prometheus"]["ports"] == [
+        {"target": 8080, "published": 80, "protocol": "tcp", "mode": "host"}
+    ]
+    published = render({"prometheus": service})["services"]["prometheus"]["ports"]
+    assert published[0] == {"target": 9090, "published": "9090", "protocol": "tcp", "host_ip": "127.0.0.1"}
+
+
 def test_swarm_options_vip_and_encryption_stay_available():
-    stack = swarm_stack({"api": swarm_model()}, name="p", networks=SWARM_NETWORKS, endpoint_mode="vip", encrypted=True)
+    stack = swarm({"api": swarm_model()}, endpoint_mode="vip", encrypted=True)
     assert stack["services"]["api"]["deploy"]["endpoint_mode"] == "vip"
     assert all(net["driver_opts"] == {"encrypted": "true"} for net in stack["networks"].values())
 
 
 def test_gpu_services_reserve_a_gpu_on_gpu_nodes():
     services = {"ai": swarm_model(placement=["node.labels.gpu == true"], generic_resources={"gpu": 1})}
-    deploy = swarm_stack(services, name="p", networks=SWARM_NETWORKS)["services"]["ai"]["deploy"]
+    deploy = swarm(services)["services"]["ai"]["deploy"]
     assert deploy["placement"]["constraints"] == ["node.labels.gpu == true"]
     assert deploy["resources"]["reservations"]["generic_resources"] == [
         {"discrete_resource_spec": {"kind": "gpu", "value": 1}}
@@ -147,12 +219,124 @@ def test_gpu_services_reserve_a_gpu_on_gpu_nodes():
         (swarm_model(replicas=0), "replicas must be a whole number >= 1"),
         (swarm_model(update_order="sideways"), "update_order must be one of"),
         (swarm_model(mode="daemon"), "mode must be replicated or global"),
-        (model(secrets=[{"name": "s", "file": "/f", "target": "t"}]), "secrets s needs a version"),
     ],
 )
 def test_bad_swarm_models_are_refused(service, message):
     with pytest.raises(AnsibleFilterError, match=message):
-        swarm_stack({"api": service}, name="p", networks=SWARM_NETWORKS)
+        swarm({"api": service})
+
+
+# --- The files a deploy writes --------------------------------------------------------------------------------
+
+
+def test_each_file_has_its_place_owner_and_mode_and_secrets_are_marked_secret():
+    services = {
+        "api": model(secrets=[secret(uid=10001)]),
+        "prometheus": model(
+            "ops", configs=[{"name": "prom", "target": "/etc/prometheus/prometheus.yml", "content": "x"}]
+        ),
+    }
+    written = stack_files(services, DIR)
+    assert written["directories"] == [
+        {"path": "/opt/p/secrets", "mode": "0700"},
+        {"path": "/opt/p/configs", "mode": "0755"},
+        {"path": "/opt/p/secrets/api", "mode": "0700"},
+        {"path": "/opt/p/configs/prometheus", "mode": "0755"},
+    ]
+    assert written["files"] == [
+        {"path": "/opt/p/secrets/api/database_password", "content": "pw", "mode": "0400", "owner": 10001,
+         "group": 10001, "secret": True, "service": "api", "reload": False},
+        {"path": "/opt/p/configs/prometheus/prometheus.yml", "content": "x", "mode": "0644", "owner": 0, "group": 0,
+         "secret": False, "service": "prometheus", "reload": False},
+    ]  # fmt: skip
+    only_api = stack_files(services, DIR, ["api"])
+    assert [f["service"] for f in only_api["files"]] == ["api"]
+
+
+def test_one_name_for_two_contents_is_refused():
+    services = {"api": model(secrets=[secret(content="a")]), "worker": model(secrets=[secret(content="b")])}
+    with pytest.raises(AnsibleFilterError, match="secrets api_db is defined by api and worker with different contents"):
+        stack_files(services, DIR)
+
+
+# --- The plan of a deploy -------------------------------------------------------------------------------------
+
+
+def stack(**extra) -> dict:
+    return {
+        "postgres": model("data", image="pg:15"),
+        "redis": model("data", image="redis:7"),
+        "api": model(image="r/api:1.1.0", networks=["backend", "database"], secrets=[secret()],
+                     depends_on={"postgres": "service_healthy", "redis": "service_healthy"},
+                     environment={"DATABASE_HOST": "postgres"},
+                     http={"port": 3000, "path_prefix": "/api",
+                           "verify": {"path": "/api/health", "json": {"version": "1.1.0"}}},
+                     migrations={"network": "database"}),
+        "ai-service": model(image="r/ai:1.1.0", depends_on={"api": "service_healthy"}, http={"port": 3001}),
+        "web": model(image="r/web:1.1.0", http={"port": 8080, "path_prefix": "/", "verify": {"path": "/"}}),
+        "edge": model("edge", image="nginx", depends_on={"web": "service_started"},
+                      upstreams={"dir": "upstreams", "sync": ["sh", "sync"]}),
+        "node-exporter": model("ops", image="ne"),
+        "postgres-exporter": model("ops", image="pe", depends_on={"postgres": "service_healthy"}),
+        "edge-exporter": model("ops", image="ee", depends_on={"edge": "service_healthy"}),
+        **extra,
+    }  # fmt: skip
+
+
+def test_the_plan_takes_each_phase_in_its_step_and_in_dependency_order():
+    plan = stack_plan(stack(), None, DIR)
+    assert plan["all"] is True
+    assert plan["data"] == ["postgres", "redis"]
+    # What needs nothing but the data services starts with them.
+    assert plan["first"] == ["node-exporter", "postgres", "postgres-exporter", "redis"]
+    assert plan["rolled"] == ["api", "ai-service", "web"]  # the ai-service after the api it depends on
+    assert plan["rest"] == ["edge", "edge-exporter"]
+    assert plan["routes"] == {"ai-service": 3001, "api": 3000, "web": 8080}
+    assert plan["verify"] == [{"name": "api", "path": "/api/health", "json": {"version": "1.1.0"}},
+                              {"name": "web", "path": "/"}]  # fmt: skip
+    assert plan["edge"] == "edge"
+    assert plan["upstreams"] == {"dir": "/opt/p/configs/edge/upstreams", "sync": ["sh", "sync"]}
+    assert plan["versions"] == {"ai-service": "1.1.0", "api": "1.1.0", "web": "1.1.0"}
+    (migrations,) = plan["migrations"]
+    assert migrations == {
+        "service": "api", "network": "database", "backup_first": True, "image": "r/api:1.1.0",
+        "environment": {"DATABASE_HOST": "postgres"},
+        "secrets": [{"name": "api_db", "file": "/opt/p/secrets/api/database_password", "target": "database_password"}],
+    }  # fmt: skip
+
+
+def test_a_selection_acts_on_its_services_only():
+    plan = stack_plan(stack(), ["redis"], DIR)
+    assert (plan["all"], plan["selected"], plan["first"], plan["rolled"], plan["rest"]) == (
+        False, ["redis"], ["redis"], [], []
+    )  # fmt: skip
+    assert plan["migrations"] == [] and plan["verify"] == []
+    assert plan["edge"] == "edge", "the edge keeps serving what the run rolls"
+    assert stack_plan(stack(), ["web"], DIR)["verify"] == [{"name": "web", "path": "/"}]
+
+
+@pytest.mark.parametrize(
+    ("services", "selected", "message"),
+    [
+        (stack(), ["nosuch"], "no service nosuch in the stack"),
+        (stack(loop=model(depends_on={"loop": "service_started"})), None, "depend on each other in a circle"),
+        (stack(api=model(migrations={"network": "frontend"}, networks=["backend"])), None, "migrations run on one of"),
+    ],
+)
+def test_a_bad_plan_is_refused(services, selected, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        stack_plan(services, selected, DIR)
+
+
+def test_a_role_contributes_its_services_marked_with_its_name():
+    services = contribute(None, "redis", {"redis": model("data")})
+    services = contribute(services, "api", {"api": model()})
+    assert {name: svc["role"] for name, svc in services.items()} == {"redis": "redis", "api": "api"}
+    assert contribute(services, "redis", {"redis": model("data", image="redis:8")})["redis"]["image"] == "redis:8"
+    with pytest.raises(AnsibleFilterError, match="role myredis contributes service redis, which role redis did"):
+        contribute(services, "myredis", {"redis": model("data")})
+    with pytest.raises(AnsibleFilterError, match="phase must be one of"):
+        contribute(services, "echo", {"echo": {"image": "echo"}})
 
 
 def test_labelled_nodes_reads_each_hosts_node_labels():

@@ -1,5 +1,5 @@
-"""compose_rollout's decisions, on fakes shaped as the Docker SDK and the compose CLI answer: no engine, no CLI
-(the rollouts themselves run on the real lab: tests/lab/test_releases.py)."""
+"""compose_rollout's decisions and their orchestration, on fakes shaped as the Docker SDK and the compose CLI answer:
+no engine, no CLI (the rollouts themselves run on the real lab: tests/lab/test_releases.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import types
 
 import pytest
+from ansible_collections.pliers.deploy.plugins.module_utils import _nginx_edge
+from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError, upstream
 from ansible_collections.pliers.deploy.plugins.modules import compose_rollout
 from ansible_collections.pliers.deploy.plugins.modules.compose_rollout import (
     HASH_LABEL,
@@ -112,6 +114,7 @@ class FakeCompose(compose_rollout.Compose):
         self.engine = FakeEngine()
         self.client = types.SimpleNamespace(containers=self.engine, networks=FakeNetworks(["net-backend"]))
         self.network_ids = None
+        self.initial_hashes = {}
         self.commands = []
         self.events = []
         self.created = []
@@ -133,6 +136,9 @@ class FakeCompose(compose_rollout.Compose):
         name = f"p-{service}-{self.last_number[service]}"
         health = self.new_health.get(service, "healthy")
         self.created.append(self.add(FakeContainer(name, health=health, config_hash=self.desired[service])))
+
+    def hashes(self, services):
+        return {service: self.desired[service] for service in services}
 
     def run(self, *args):
         self.commands.append(" ".join(args))
@@ -179,9 +185,14 @@ class FakeEdge:
 
     def __init__(self, events):
         self.events = events
+        self.reloaded = False
 
-    def point(self, service, containers):
-        self.events.append(("point", service, [c.name for c in containers]))
+    def sync(self, force=False):
+        self.events.append(("sync",))
+        return False
+
+    def point(self, service, names):
+        self.events.append(("point", service, sorted(names)))
         return True
 
     def flush(self):
@@ -210,9 +221,10 @@ class FakeClock:
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch):
-    # The module's reference to `time` only: pytest's own clock is left alone.
+    # The modules' references to `time` only: pytest's own clock is left alone.
     clock = FakeClock()
     monkeypatch.setattr(compose_rollout, "time", clock)
+    monkeypatch.setattr(_nginx_edge, "time", clock)
     return clock
 
 
@@ -226,17 +238,21 @@ def api(*containers, replicas=2, **kwargs):
 
 
 def roll_api(compose, check_mode=False, **params):
-    return compose_rollout.roll(FakeModule(check_mode, **params), compose, FakeEdge(compose.events), "api", NEW)
+    """roll() of the api alone: its report."""
+    (report,) = compose_rollout.roll(
+        FakeModule(check_mode, **params), compose, FakeEdge(compose.events), ["api"], {"api": NEW}, set()
+    )
+    return report
 
 
 # --- health and waits -------------------------------------------------------------------------------------------
 
 
 def test_the_upstream_names_each_container_and_is_never_empty():
-    text = compose_rollout.upstream("api", 3000, ["p-api-3", "p-api-4"])
+    text = upstream("api", 3000, ["p-api-3", "p-api-4"])
     assert "upstream api {" in text and "least_conn;" in text
     assert "server p-api-3:3000 max_fails=3" in text and "server p-api-4:3000" in text
-    assert "server 127.0.0.1:9 down;" in compose_rollout.upstream("api", 3000, [])
+    assert "server 127.0.0.1:9 down;" in upstream("api", 3000, [])
 
 
 def test_healthy_containers_pass():
@@ -315,10 +331,10 @@ def test_a_reload_is_tried_again_while_the_edge_starts_then_its_failure_is_kept(
             return types.SimpleNamespace(exit_code=self.exit_codes.pop(0), output=b"invalid PID number")
 
     starting = FakeExec([1, 1, 0])
-    assert compose_rollout.exec_with_tries(starting, ["nginx", "-s", "reload"], 5).exit_code == 0
+    assert _nginx_edge.exec_with_tries(starting, ["nginx", "-s", "reload"], 5).exit_code == 0
     assert starting.calls == 3
     broken = FakeExec([1, 1])
-    assert compose_rollout.exec_with_tries(broken, ["nginx", "-s", "reload"], 2).exit_code == 1
+    assert _nginx_edge.exec_with_tries(broken, ["nginx", "-s", "reload"], 2).exit_code == 1
     assert broken.calls == 2
     assert clock.slept == [1, 1, 1]  # a second between tries, none after the last
 
@@ -348,10 +364,10 @@ def test_a_new_definition_starts_new_containers_beside_the_old_and_retires_the_o
     assert compose.commands == ["up --detach --no-recreate --scale api=4 api"]
     assert names(compose.containers("api")) == ["p-api-3", "p-api-4"]
     assert [c.calls for c in old] == [["stop", "remove"], ["stop", "remove"]]
-    # The edge serves the new containers, and the drain passes, before an old one stops.
-    # What the new containers reach through the edge is loaded before they start (the first flush).
-    assert compose.events[0] == ("flush",)
-    assert compose.events[2:] == [
+    # The edge is repaired first (its follower synced); what the new containers reach through it is loaded before
+    # they start (the first flush); the edge serves the new containers, and the drain passes, before an old one stops.
+    assert compose.events[:2] == [("sync",), ("flush",)]
+    assert compose.events[3:] == [
         ("point", "api", ["p-api-3", "p-api-4"]),
         ("flush",),
         ("sleep", 1.5),
@@ -421,8 +437,10 @@ def test_containers_beyond_the_replicas_are_retired_without_starting_any():
 def test_new_containers_that_turn_unhealthy_are_removed_and_the_old_ones_keep_serving():
     old = [FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-api-2", config_hash=OLD)]
     compose = api(*old, new_health={"api": "unhealthy"})
-    with pytest.raises(RolloutError, match=r"^the container p-api-3 is unhealthy \(its health check last said: ok\)"):
-        roll_api(compose)
+    report = roll_api(compose)
+    assert report["action"] == "failed"
+    assert report["reason"] == "the container p-api-3 is unhealthy (its health check last said: ok)"
+    assert report["new"] == [], "nothing of the current definition serves"
     assert [c.calls for c in compose.created] == [["remove --force"], ["remove --force"]]
     assert names(compose.containers("api")) == ["p-api-1", "p-api-2"]
     assert [c.calls for c in old] == [[], []]
@@ -431,8 +449,9 @@ def test_new_containers_that_turn_unhealthy_are_removed_and_the_old_ones_keep_se
 
 def test_new_containers_still_starting_at_the_deadline_are_removed(clock):
     compose = api(FakeContainer("p-api-1", config_hash=OLD), replicas=1, new_health={"api": "starting"})
-    with pytest.raises(RolloutError, match=r"^the container p-api-2 did not turn healthy in 5s \(still starting"):
-        roll_api(compose, timeout=5)
+    report = roll_api(compose, timeout=5)
+    assert report["action"] == "failed"
+    assert report["reason"].startswith("the container p-api-2 did not turn healthy in 5s (still starting")
     assert [c.calls for c in compose.created] == [["remove --force"]]
     assert names(compose.containers("api")) == ["p-api-1"]
     assert clock.slept == [1] * 5
@@ -443,14 +462,21 @@ def test_containers_of_the_current_definition_still_starting_are_waited_for_not_
     report = roll_api(compose)
     assert (report["action"], report["reason"]) == ("started", "its containers were starting")
     assert compose.commands == []
-    # What it reaches through the edge is loaded before it is waited for; its own upstream once it is healthy.
-    assert compose.events == [("flush",), ("health", "p-api-1", "healthy"), ("point", "api", ["p-api-1"])]
+    # What it reaches through the edge is loaded before it is waited for; its own upstream, loaded, once it is
+    # healthy.
+    assert compose.events == [
+        ("sync",),
+        ("flush",),
+        ("health", "p-api-1", "healthy"),
+        ("point", "api", ["p-api-1"]),
+        ("flush",),
+    ]
 
 
 def test_a_service_without_health_check_is_not_rolled():
     compose = FakeCompose({"api": {"healthcheck": {"test": ["NONE"], "disable": True}}}, [FakeContainer("p-api-1")])
-    with pytest.raises(RolloutError, match="no health check"):
-        roll_api(compose)
+    report = roll_api(compose)
+    assert report["action"] == "failed" and "no health check" in report["reason"]
     assert compose.commands == []
 
 
@@ -635,18 +661,23 @@ class FakeEdgeContainer(FakeContainer):
         return types.SimpleNamespace(exit_code=exit_code, output=output)
 
 
-def edge_for(tmp_path, *containers, check_mode=False, **params):
+def edge_for(tmp_path, *containers, check_mode=False):
+    """The edge as compose_rollout makes it: its running containers and its start through the project."""
     compose = FakeCompose({"api": {"healthcheck": HEALTHCHECK}, "web": {}, "edge": {}}, containers)
-    params = {"edge": "edge", "upstreams_dir": str(tmp_path / "edge" / "upstreams"), "routes": {"api": 3000}, **params}
-    return compose, compose_rollout.Edge(FakeModule(check_mode, **params), compose)
+    edge = Edge(
+        "edge", str(tmp_path / "edge" / "upstreams"), {"api": 3000}, ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"],
+        check_mode, running=lambda: [c for c in compose.containers("edge") if c.status == "running"],
+        start=lambda: compose.run("up", "--detach", "--no-recreate", "edge"),
+    )  # fmt: skip
+    return compose, edge
 
 
 def test_an_upstream_file_is_written_only_when_it_changes(tmp_path):
     _compose, edge = edge_for(tmp_path)
-    serving = [FakeContainer("p-api-3"), FakeContainer("p-api-4")]
+    serving = ["p-api-4", "p-api-3"]
     assert edge.point("api", serving) is True
     path = tmp_path / "edge" / "upstreams" / "api.conf"
-    assert path.read_text() == compose_rollout.upstream("api", 3000, ["p-api-3", "p-api-4"])
+    assert path.read_text() == upstream("api", 3000, ["p-api-3", "p-api-4"])
     assert oct(path.stat().st_mode & 0o777) == "0o644"  # the edge's nginx reads it as another user
     assert os.listdir(path.parent) == ["api.conf"]  # no temporary file left
     edge.pending = False
@@ -658,7 +689,7 @@ def test_an_upstream_file_is_written_only_when_it_changes(tmp_path):
 
 def test_check_mode_tells_an_upstream_would_change_and_writes_nothing(tmp_path):
     _compose, edge = edge_for(tmp_path, check_mode=True)
-    assert edge.point("api", [FakeContainer("p-api-3")]) is True
+    assert edge.point("api", ["p-api-3"]) is True
     assert not (tmp_path / "edge").exists()
 
 
@@ -676,7 +707,7 @@ def test_a_first_deploy_starts_the_edge_on_placeholder_upstreams(tmp_path):
     compose, edge = edge_for(tmp_path)
     assert edge.ensure_running() is True
     assert compose.commands == ["up --detach --no-recreate edge"]
-    assert (tmp_path / "edge" / "upstreams" / "api.conf").read_text() == compose_rollout.upstream("api", 3000, [])
+    assert (tmp_path / "edge" / "upstreams" / "api.conf").read_text() == upstream("api", 3000, [])
     assert edge.pending is False  # the edge loaded them as it started
 
 
@@ -703,7 +734,7 @@ def test_sync_forced_reloads_and_only_when_upstreams_are_pending_on_flush(tmp_pa
     _compose, edge = edge_for(tmp_path, edge_container)
     edge.flush()
     assert edge_container.commands == []  # nothing written: nothing to load
-    edge.point("api", [FakeContainer("p-api-1")])
+    edge.point("api", ["p-api-1"])
     edge.flush()
     assert (edge.reloaded, edge.pending) == (True, False)
     assert edge.sync(force=True) is True
@@ -713,13 +744,13 @@ def test_sync_forced_reloads_and_only_when_upstreams_are_pending_on_flush(tmp_pa
 def test_an_edge_that_refuses_its_upstreams_fails_with_what_it_said(tmp_path, clock):
     edge_container = FakeEdgeContainer("p-edge-1", [(1, b"nginx: [emerg] host not found in upstream\n")])
     _compose, edge = edge_for(tmp_path, edge_container)
-    with pytest.raises(RolloutError) as error:
+    with pytest.raises(EdgeError) as error:
         edge.sync()
     assert str(error.value) == (
         "the edge p-edge-1 could not load its upstreams (sh /etc/nginx/conf.d/pliers-edge.sh sync): "
         "nginx: [emerg] host not found in upstream"
     )
-    assert len(edge_container.commands) == compose_rollout.SYNC_TRIES
+    assert len(edge_container.commands) == _nginx_edge.SYNC_TRIES
 
 
 def test_check_mode_runs_nothing_in_the_edge(tmp_path):
@@ -754,3 +785,162 @@ def test_a_stopped_container_whose_network_was_removed_is_recreated_not_restarte
     assert "p-db-1's network p_backend is gone" in reports[0]["reason"]
     assert stranded.calls == ["remove --force"]
     assert "up --detach db" in compose.commands
+
+
+# --- The decision core: what a rolled service needs, from what runs ---------------------------------------------
+
+
+def decision(*containers, replicas=2):
+    states = {c.id: compose_rollout.health(c) for c in containers if c.status == "running"}
+    return compose_rollout.Decision("api", list(containers), states, NEW, replicas)
+
+
+@pytest.mark.parametrize(
+    ("containers", "action", "keep", "missing", "retire"),
+    [
+        ((FakeContainer("p-api-1"), FakeContainer("p-api-2")), "unchanged", ["p-api-1", "p-api-2"], 0, []),
+        ((FakeContainer("p-api-1", health="starting"),), "repaired", ["p-api-1"], 1, []),
+        ((FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-api-2")), "rolled", ["p-api-2"], 1, ["p-api-1"]),
+        ((FakeContainer("p-api-1", health="unhealthy"), FakeContainer("p-api-2")), "repaired", ["p-api-2"], 1,
+         ["p-api-1"]),
+        ((FakeContainer("p-api-1", status="exited"), FakeContainer("p-api-2")), "repaired", ["p-api-2"], 1, []),
+        # The healthy containers are kept first; the one still starting is the one too many.
+        ((FakeContainer("p-api-1", health="starting"), FakeContainer("p-api-2"), FakeContainer("p-api-3")),
+         "repaired", ["p-api-2", "p-api-3"], 0, ["p-api-1"]),
+        ((), "repaired", [], 2, []),
+    ],
+)  # fmt: skip
+def test_the_decision_keeps_the_healthy_current_containers_and_counts_what_is_missing(
+    containers, action, keep, missing, retire
+):
+    made = decision(*containers)
+    assert (made.action, names(made.keep), made.missing, names(made.retire)) == (action, keep, missing, retire)
+    assert made.acts is (action in ("rolled", "repaired"))
+
+
+def test_containers_of_the_current_definition_all_starting_are_waited_for():
+    made = decision(FakeContainer("p-api-1", health="starting"), FakeContainer("p-api-2", health="starting"))
+    assert (made.action, made.acts, names(made.starting)) == ("started", False, ["p-api-1", "p-api-2"])
+
+
+# --- Rolling several services together --------------------------------------------------------------------------
+
+
+def app(*containers, **kwargs):
+    """A project whose api and web, behind the edge, run these containers (one replica each)."""
+    services = {name: {"healthcheck": HEALTHCHECK} for name in ("api", "web")}
+    return FakeCompose(services, containers, **kwargs)
+
+
+def roll_app(compose, services=("api", "web"), failed=(), **params):
+    module = FakeModule(**params)
+    reports = compose_rollout.roll(module, compose, FakeEdge(compose.events), list(services), compose.desired,
+                                   set(failed))  # fmt: skip
+    return {r["name"]: r for r in reports}
+
+
+def test_services_roll_together_each_routed_when_healthy_then_one_drain_and_the_old_ones_stop(clock):
+    compose = app(FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1", config_hash=OLD),
+                  new_health={"api": ["starting", "healthy"], "web": "healthy"})  # fmt: skip
+    clock.events = compose.events
+    reports = roll_app(compose, drain=2.0)
+    assert {name: r["action"] for name, r in reports.items()} == {"api": "rolled", "web": "rolled"}
+    # One compose command starts every new container.
+    assert compose.commands == ["up --detach --no-recreate --scale api=2 --scale web=2 api web"]
+    events = [e for e in compose.events if e[0] in ("point", "sleep", "stop")]
+    # The web, healthy first, is routed first; one drain for both; then the old containers stop.
+    assert events == [
+        ("point", "web", ["p-web-2"]),
+        ("sleep", 1),
+        ("point", "api", ["p-api-2"]),
+        ("sleep", 2.0),
+        ("stop", "p-api-1"),
+        ("stop", "p-web-1"),
+    ]
+
+
+def test_one_service_failing_to_roll_does_not_stop_the_others():
+    compose = app(FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1", config_hash=OLD),
+                  new_health={"api": "unhealthy"})  # fmt: skip
+    reports = roll_app(compose)
+    assert reports["api"]["action"] == "failed" and reports["web"]["action"] == "rolled"
+    assert names(compose.containers("api")) == ["p-api-1"], "the old api keeps serving, its new one removed"
+    assert names(compose.containers("web")) == ["p-web-2"]
+
+
+def test_a_start_that_fails_is_tried_service_by_service():
+    compose = app(FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1", config_hash=OLD),
+                  fail_up={"web"})  # fmt: skip
+    reports = roll_app(compose)
+    assert compose.commands == [
+        "up --detach --no-recreate --scale api=2 --scale web=2 api web",
+        "up --detach --no-recreate --scale api=2 api",
+        "up --detach --no-recreate --scale web=2 web",
+    ]
+    assert reports["api"]["action"] == "rolled"
+    assert reports["web"]["action"] == "failed" and "port is already allocated" in reports["web"]["reason"]
+    assert names(compose.containers("web")) == ["p-web-1"]
+
+
+def test_a_service_whose_dependency_failed_is_not_rolled():
+    compose = FakeCompose({"api": {"healthcheck": HEALTHCHECK, "depends_on": {"postgres": {}}}, "postgres": {}},
+                          [FakeContainer("p-api-1", config_hash=OLD)])  # fmt: skip
+    reports = roll_app(compose, services=("api",), failed={"postgres"})
+    assert reports["api"]["action"] == "skipped"
+    assert reports["api"]["reason"] == "a new definition, but it depends on postgres, which could not be brought back"
+    assert compose.commands == []
+
+
+# --- One run: the data services first, then the migrations' hold, then the rollout -------------------------------
+
+
+def rollout(compose, check_mode=False, **params):
+    module = FakeModule(check_mode, **{"first": [], "services": [], "in_place": [], "hold": [], "pull": False,
+                                       "remove_orphans": False, "reload_edge": False,
+                                       "write": {"directories": [], "files": []}, "verify": [], **params})  # fmt: skip
+    run = compose_rollout.Rollout(module, client=None)
+    run.converge(compose)
+    return run
+
+
+def stack(*containers, **kwargs):
+    services = {
+        "db": {"healthcheck": HEALTHCHECK},
+        "api": {"healthcheck": HEALTHCHECK, "depends_on": {"db": {}}},
+        "web": {"healthcheck": HEALTHCHECK},
+    }
+    return FakeCompose(services, containers, **kwargs)
+
+
+def test_a_service_whose_migrations_must_run_first_holds_the_run_after_the_data_services():
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"])
+    assert run.held == ["api"]
+    assert [r["name"] for r in run.reports] == ["db"], "nothing rolled: the migrations run first"
+    assert compose.commands == []
+
+
+def test_nothing_holds_when_the_services_with_migrations_need_nothing():
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1"), FakeContainer("p-web-1", config_hash=OLD))
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"])
+    assert run.held == []
+    assert {r["name"]: r["action"] for r in run.reports} == {"db": "unchanged", "api": "unchanged", "web": "rolled"}
+
+
+def test_a_hold_after_a_data_service_failed_stops_the_release_naming_it():
+    compose = stack(FakeContainer("p-api-1", config_hash=OLD), new_health={"db": "unhealthy"})
+    with pytest.raises(
+        RolloutError,
+        match="the release stops before the migrations of api, with no app container "
+        "changed: could not bring back db: the container p-db-1 is unhealthy",
+    ):
+        rollout(compose, first=["db"], services=["api"], hold=["api"])
+    assert names(compose.containers("api")) == ["p-api-1"]
+
+
+def test_check_mode_does_not_hold_and_says_what_it_would_do():
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    run = rollout(compose, check_mode=True, first=["db"], services=["api", "web"], hold=["api"])
+    assert run.held == ["api"]
+    assert {r["name"]: r["action"] for r in run.reports} == {"db": "unchanged", "api": "would roll", "web": "unchanged"}
+    assert compose.commands == []

@@ -11,29 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from ansible_collections.pliers.deploy.plugins.modules import deploy_lock
 
-# Wherever the collection is imported from (this checkout, or the tree ansible-test units builds).
-MODULES = Path(deploy_lock.__file__).parent
-COLLECTIONS = MODULES.parents[4]
-
-
-def environment() -> dict[str, str]:
-    """This process's environment, with the collection first on the module's import path (ansible-test units
-    finds ansible itself through PYTHONPATH too)."""
-    paths = [str(COLLECTIONS), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
-def run(module: str, tmp_path, check_mode: bool = False, **args) -> dict:
-    params = dict(args, _ansible_check_mode=check_mode)
-    args_file = tmp_path / f"{module}-args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    result = subprocess.run(
-        [sys.executable, str(MODULES / f"{module}.py"), str(args_file)],
-        capture_output=True, text=True, env=environment(), check=False,
-    )  # fmt: skip
-    return json.loads(result.stdout)
+from .process import MODULES, environment, run
 
 
 @pytest.fixture

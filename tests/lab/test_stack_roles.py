@@ -1,0 +1,165 @@
+"""The stack role and the service roles on the deployed stacks of both modes (after the release tests):
+
+- `--tags <role>` re-deploys that role's services and nothing else: a changed Redis setting under `--tags redis`
+  replaces Redis's container (task) and no other; under each service role's tag, with nothing changed, the run
+  acts on that role's services only and changes nothing;
+- `--check --diff` of an upgrade with a pending migration says what would change (the services that would roll, the
+  project file's diff, the migrations) and changes nothing;
+- a service of the user's own (tests/roles/echo, added with pliers_extra_roles) is deployed, routed and verified
+  through the edge, a rerun changes nothing, and a deploy without it removes it;
+- compose_rollout and stack_rollout, run on their own, report changed once they repaired something, then not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from lab import hosts as lab_hosts
+from lab.common import ROOT
+
+from .support import STACK, http, output, said, wait_for
+
+ECHO_ROLE = ROOT / "tests" / "roles" / "echo"
+# The service roles the lab runs (Traefik cannot run here), with their services.
+ROLES = {
+    "postgres": ["postgres"],
+    "redis": ["redis"],
+    "api": ["api"],
+    "ai_service": ["ai-service"],
+    "web": ["edge", "web"],
+    "monitoring": ["alertmanager", "edge-exporter", "node-exporter", "postgres-exporter", "prometheus",
+                   "redis-exporter"],
+}  # fmt: skip
+
+
+def on(target, command: str, host=None, check: bool = True) -> str:
+    return lab_hosts.ssh(host or target.deployer, command, check=check).stdout.strip()
+
+
+def changed(result) -> list[int]:
+    return [int(n) for n in re.findall(r"changed=(\d+)", result.stdout)]
+
+
+def running(target) -> dict[str, str]:
+    """Every running container (task) of the stack, by service: their ids, joined."""
+    if target.mode == "compose":
+        listing = on(target, f"docker ps --filter label=com.docker.compose.project={STACK} --format "
+                             "'{{.Label \"com.docker.compose.service\"}} {{.ID}}'")  # fmt: skip
+    else:
+        listing = on(
+            target, f"docker stack ps {STACK} --filter desired-state=running --format '{{{{.Name}}}} {{{{.ID}}}}'"
+        )
+    found: dict[str, list[str]] = {}
+    for line in listing.splitlines():
+        name, ident = line.split()
+        # A Swarm task is named <stack>_<service>.<slot or node>.
+        service = name.removeprefix(f"{STACK}_").split(".")[0] if target.mode == "swarm" else name
+        found.setdefault(service, []).append(ident)
+    return {service: ",".join(sorted(ids)) for service, ids in found.items()}
+
+
+def acts_on(result) -> list[str]:
+    """The services a run with tags said it acts on."""
+    message = said(result, "say which services this run acts on")
+    return sorted(message.split(", ")) if message else []
+
+
+def test_tags_redeploy_the_tagged_role_and_nothing_else(deployed):
+    target = deployed
+    before = running(target)
+    release = ("-e", f"pliers_release={target.version()}")
+    result = target.play("deploy.yml", "--tags", "redis", "-e", "redis_maxmemory=300mb", *release)
+    assert result.returncode == 0, output(result)
+    assert changed(result)[0] > 0, output(result)
+    assert acts_on(result) == ["redis"], output(result)
+    after = wait_for(lambda: (lambda now: now if set(now) == set(before) else None)(running(target)), timeout=120,
+                     what="every service running")  # fmt: skip
+    assert after["redis"] != before["redis"], "Redis was not re-deployed"
+    assert {s: i for s, i in after.items() if s != "redis"} == {s: i for s, i in before.items() if s != "redis"}
+    assert "maxmemory 300mb" in on(target, "cat /opt/pliers/local/secrets/redis/redis.conf")
+    # Back to the inventory's setting, the same way.
+    restored = target.play("deploy.yml", "--tags", "redis", *release)
+    assert restored.returncode == 0 and changed(restored)[0] > 0, output(restored)
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+def test_each_service_roles_tag_acts_on_its_services_only(deployed, role):
+    target = deployed
+    before = running(target)
+    result = target.play("deploy.yml", "--tags", role, "-e", f"pliers_release={target.version()}")
+    assert result.returncode == 0, output(result)
+    assert acts_on(result) == sorted(ROLES[role]), output(result)
+    assert changed(result) == [0] * len(changed(result)), output(result)
+    assert running(target) == before
+
+
+def test_check_diff_of_an_upgrade_with_a_pending_migration_says_what_and_changes_nothing(deployed):
+    target = deployed
+    if target.version() != "1.0.0":
+        assert target.play("deploy.yml", "-e", "pliers_release=1.0.0").returncode == 0
+    before = running(target)
+    applied = target.sql("SELECT count(*) FROM schema_migrations")
+    result = target.play("deploy.yml", "--check", "--diff", "-e", "pliers_release=1.1.0")
+    said = result.stdout
+    assert result.returncode == 0, output(result)
+    assert "pliers/api:1.1.0" in said, "the diff shows the new image"
+    if target.mode == "compose":
+        for service in ("api", "ai-service", "web"):
+            assert f"{service}: would roll" in said, output(result)
+        assert re.search(r"-\s+image: \S+/pliers/api:1\.0\.0", said) and re.search(
+            r"\+\s+image: \S+/pliers/api:1\.1\.0", said
+        )
+    assert "Migrations | find the pending migrations of api" in said, output(result)
+    # Secret files are never shown: Redis's configuration holds its password.
+    assert "requirepass" not in said, "a secret file's content was shown"
+    assert running(target) == before, "check mode changed a container"
+    assert target.version() == "1.0.0"
+    assert target.sql("SELECT count(*) FROM schema_migrations") == applied, "check mode applied a migration"
+
+
+def test_a_service_of_the_users_own_is_deployed_routed_and_removed(deployed):
+    target = deployed
+    release = ("-e", f"pliers_release={target.version()}")
+    extra = ("-e", json.dumps({"pliers_extra_roles": [str(ECHO_ROLE)], "echo_message": "hello-from-echo"}))
+    added = target.play("deploy.yml", *extra, *release)
+    assert added.returncode == 0, output(added)
+    assert "echo" in added.stdout
+    status, body = http(f"{target.edge}/echo/")
+    assert (status, body.strip()) == (200, "hello-from-echo"), (status, body)
+    again = target.play("deploy.yml", *extra, *release)
+    assert again.returncode == 0 and changed(again) == [0] * len(changed(again)), output(again)
+    removed = target.play("deploy.yml", *release)
+    assert removed.returncode == 0, output(removed)
+    assert "echo" not in running(target)
+    assert http(f"{target.edge}/echo/")[0] != 200
+
+
+def test_compose_rollout_run_twice_repairs_then_changes_nothing(deployed):
+    target = deployed
+    if target.mode != "compose":
+        pytest.skip("Compose's module")
+    web = on(target, "docker ps -q --filter label=com.docker.compose.service=web")
+    on(target, f"docker stop {web.split()[0]}")
+    args = {"project_src": "/opt/pliers/local", "services": ["web"], "routes": {"web": 8080}, "edge": "edge",
+            "upstreams_dir": "/opt/pliers/local/configs/edge/upstreams"}  # fmt: skip
+    first = target.module("compose_rollout", args)
+    assert first["changed"] is True and first["services"][0]["action"] == "repaired", first
+    second = target.module("compose_rollout", args)
+    assert second["changed"] is False and second["services"][0]["action"] == "unchanged", second
+
+
+def test_stack_rollout_run_twice_prunes_then_changes_nothing(deployed):
+    target = deployed
+    if target.mode != "swarm":
+        pytest.skip("Swarm's module")
+    # A secret version no service uses, as a changed secret leaves behind.
+    on(target, f"printf unused | docker secret create --label com.docker.stack.namespace={STACK} "
+               f"{STACK}_api_database_password_000000000000 -")  # fmt: skip
+    args = {"stack": STACK, "prune": True, "timeout": 120}
+    first = target.module("stack_rollout", args)
+    assert first["changed"] is True, first
+    second = target.module("stack_rollout", args)
+    assert second["changed"] is False, second
