@@ -23,7 +23,10 @@ description:
     update that lost a node leaves it) is resumed with a forced update too, and so is an update waiting for a task
     assigned to a node that went down (Swarm would wait for it forever). So a rerun converges what an interrupted
     or failed deploy left half done, and a release that loses a node completes on the others.
-  - Reports C(changed) when it pruned something or resumed an update.
+  - Reports C(changed) when it resumed an update. Pruning is housekeeping, as the deploy lock and the release history
+    are - it never reports C(changed) (RV(pruned) names what it removed). C(docker stack deploy) updates every service
+    it is given, changed or not, so the version a changed secret or config replaced is only unused from the next
+    deploy on, which then removes it; a rerun with nothing to do still reports no change.
   - Must run on a Swarm manager.
 author:
   - Pliers team (@pliers)
@@ -303,7 +306,7 @@ def main() -> None:
         pruned = prune(module, client, stack, services) if module.params["prune"] and not wanted else []
     except DockerException as exc:
         module.fail_json(msg=f"reading stack {stack} failed: {exc}")
-    module.exit_json(changed=bool(pruned or resumed), services=states, pruned=pruned, resumed=resumed, elapsed=elapsed)
+    module.exit_json(changed=bool(resumed), services=states, pruned=pruned, resumed=resumed, elapsed=elapsed)
 
 
 if __name__ == "__main__":
