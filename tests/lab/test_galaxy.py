@@ -80,7 +80,7 @@ def test_the_tarball_deploys_by_fqcn_with_the_previous_ansible_core(deployed, co
     # allowed here: this deploy returns the stack to the inventory's settings after the earlier tests'
     # extra vars, such as the backup tests' offsite copy. The next test asserts a run that changes nothing.)
     assert result.returncode == 0, version.stdout.splitlines()[0] + "\n" + output(result)
-    assert "Deploy | verify through the edge" in result.stdout, result.stdout[-4000:]
+    assert "Release | record the attempt in the release history" in result.stdout, result.stdout[-4000:]
 
 
 @pytest.mark.parametrize("deployed", ["compose"], indirect=True)
