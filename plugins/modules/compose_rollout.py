@@ -49,6 +49,7 @@ author:
 extends_documentation_fragment:
   - pliers.deploy._attributes
   - pliers.deploy._attributes.actiongroup_deploy
+  - pliers.deploy._files.write
 attributes:
   check_mode:
     support: full
@@ -70,25 +71,6 @@ options:
     type: list
     elements: str
     default: [compose.yaml]
-  write:
-    description: Directories and files to bring to their content first, in the shape of M(pliers.deploy.stack_files)'
-      options (a file is secret unless C(secret=false)). The project file may be among them, with a C(validate)
-      command.
-    type: dict
-    default: {}
-    version_added: 0.2.0
-    suboptions:
-      directories:
-        description: As M(pliers.deploy.stack_files)' O(pliers.deploy.stack_files#module:directories).
-        type: list
-        elements: dict
-        default: []
-      files:
-        description: As M(pliers.deploy.stack_files)' O(pliers.deploy.stack_files#module:files). A file whose
-          C(service) is O(edge) and C(reload=true) is reloaded in the edge when it changes.
-        type: list
-        elements: dict
-        default: []
   pull:
     description: Pull the images the services this run acts on lack, before anything else changes.
     type: bool
@@ -992,7 +974,9 @@ def main() -> None:
         with one_rollout_at_a_time(module, params["project_src"], 3 * params["timeout"]) as waited:
             rollout.run()
     except (RolloutError, EdgeError, FilesError, DockerException, NotFound, OSError) as exc:
-        module.fail_json(msg=str(exc), **dict(rollout.result(waited), changed=False))
+        outcome = rollout.result(waited)
+        outcome["changed"] = False
+        module.fail_json(msg=str(exc), **outcome)
     result = rollout.result(waited)
     if result["failures"]:
         module.fail_json(msg="could not bring back " + "; ".join(result["failures"]), **result)

@@ -26,6 +26,7 @@ author:
 extends_documentation_fragment:
   - pliers.deploy._attributes
   - pliers.deploy._attributes.actiongroup_deploy
+  - pliers.deploy._files
 attributes:
   check_mode:
     support: full
@@ -35,71 +36,6 @@ attributes:
     details: Shows a diff of each file that is not secret (O(files[].secret=false)); RV(updated) names every path
       that changed.
 options:
-  directories:
-    description: Directories to ensure, in order; missing parents are created as C(mkdir -p) would (list a parent
-      before its children to choose its mode and owner).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: Absolute path of the directory.
-        type: path
-        required: true
-      mode:
-        description: Its permissions, in octal (V("0700")).
-        type: str
-        required: true
-      owner:
-        description: Its owner, a user name or a numeric id.
-        type: raw
-        default: root
-      group:
-        description: Its group, a group name or a numeric id.
-        type: raw
-        default: root
-  files:
-    description: Files to write, in order. Their directories must exist or be listed in O(directories).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: Absolute path of the file.
-        type: path
-        required: true
-      content:
-        description: What the file holds, exactly (text, written as UTF-8). Never logged; shown in the output and
-          diffs only when O(files[].secret=false).
-        type: str
-        required: true
-      mode:
-        description: Its permissions, in octal (V("0400")).
-        type: str
-        required: true
-      owner:
-        description: Its owner, a user name or a numeric id (the user a container runs as).
-        type: raw
-        default: root
-      group:
-        description: Its group, a group name or a numeric id.
-        type: raw
-        default: root
-      secret:
-        description: Whether the content is secret (never shown); V(false) for a configuration that may be diffed.
-        type: bool
-        default: true
-      validate:
-        description: A command that must accept the new content before it replaces the file, with C(%s) where the
-          path of a temporary copy goes (as in M(ansible.builtin.copy)).
-        type: str
-      service:
-        description: The stack's service the file belongs to (accepted from the stack's plan; unused here).
-        type: str
-      reload:
-        description: Whether that service reloads the file in place (accepted from the stack's plan; unused here).
-        type: bool
-        default: false
   absent:
     description: Paths that must not exist - a file, or a directory with everything it holds.
     type: list
