@@ -30,6 +30,13 @@ def pytest_collection_modifyitems(config, items):
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = [item for item in items if item not in deselected]
+    # The fault suite's last case stops the Swarm's worker for good and the node-loss tests stop a manager too:
+    # they run last, on a stack every other test has finished with (a stable sort keeps the rest in file order).
+    items.sort(key=lambda item: LAST.index(item.path.name) + 1 if item.path.name in LAST else 0)
+
+
+# The files that run after every other lab test, in this order.
+LAST = ("test_resilience.py", "test_swarm_node_loss.py")
 
 
 # Each Molecule scenario's recap, by scenario (the `deployed` fixture runs them).

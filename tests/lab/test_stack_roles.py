@@ -173,7 +173,8 @@ def test_stack_rollout_run_twice_prunes_then_finds_nothing_to_prune(deployed):
     on(target, f"printf unused | docker secret create --label com.docker.stack.namespace={STACK} {unused} -")
     args = {"stack": STACK, "prune": True, "timeout": 120}
     first = target.module("stack_rollout", args)
-    assert first["pruned"] == [unused] and first["changed"] is False, first  # housekeeping, as the lock is
+    # (Other versions may go too: a deploy that failed before `docker stack deploy` leaves its new ones unused.)
+    assert unused in first["pruned"] and first["changed"] is False, first  # housekeeping, as the lock is
     assert unused not in on(target, "docker secret ls --format '{{.Name}}'")
     second = target.module("stack_rollout", args)
     assert second["pruned"] == [] and second["changed"] is False and not second["resumed"], second
