@@ -203,3 +203,14 @@ def test_the_first_manager_the_run_reaches_leads_it_whatever_the_hash_seed(
     output = result.stdout + result.stderr
     reached = [line for line in output.splitlines() if "UNREACHABLE!" in line]
     assert reached and f"[{deployer}]" in reached[0], output[-3000:]
+
+
+@pytest.mark.parametrize("tags", ["docker_host", "backup", "traefik"])
+def test_tags_that_select_no_service_pass_the_swarm_preflight(tmp_path, tags):
+    """--tags docker_host (or backup, or the edge this inventory does not use) selects no service: the preflight
+    still checks the whole stack, and the run goes on to the hosts."""
+    hosts = swarm_hosts({"m1": EDGE}, {"w1": DB})
+    result = deploy(tmp_path, "local-swarm", *LOCAL_REGISTRY, "--tags", tags, hosts=hosts)
+    output = result.stdout + result.stderr
+    assert "UNREACHABLE" in output, output[-3000:]
+    assert "no services were contributed" not in output, output[-3000:]
