@@ -98,10 +98,10 @@ lab-clean: lab-down ## lab-down, then drop the cached images too
 	@$(LAB) clean-cache
 
 test: setup $(CORE_PREVIOUS_VENV)/.installed ## everything CI runs
-	@# The offline checks side by side (each keeps about one core busy), the lab's images built meanwhile;
-	@# then the labs and Molecule, side by side. --output-sync: each check's output comes whole, when it ends.
-	$(MAKE) --no-print-directory -j4 --output-sync=target lint test-unit test-collection lab-images
-	$(MAKE) --no-print-directory test-lab
+	@# The offline checks (two at a time; --output-sync: each check's output comes whole, when it ends) beside
+	@# the lab's images, then beside the labs and Molecule, which mostly wait on the engine.
+	$(VENV)/bin/python -m tests.lab.parallel \
+		--offline "$(MAKE) --no-print-directory -j2 --output-sync=target lint test-unit test-collection" --durations=10
 
 test-unit: setup ## fast tests that need no engine
 	$(VENV)/bin/pytest -m "not lab"
@@ -127,7 +127,6 @@ test-collection: collection $(CORE_PREVIOUS_VENV)/.installed ## Galaxy's importe
 
 test-lab: setup $(CORE_PREVIOUS_VENV)/.installed ## tests against the real lab, side by side: each mode's Molecule scenario, then its release, backup, monitoring and fault tests on the same hosts; the test lab
 	@# What the labs share (images, CA, SSH key) first; then each lab's tests in a process of its own, side by side.
-	$(LAB) images > /dev/null
 	$(VENV)/bin/python -m tests.lab.parallel --durations=10
 
 bench: setup ## measure deploys against raw Docker on a lab of its own: bench/results.{json,md} (about 30 min; not in make test)

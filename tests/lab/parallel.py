@@ -1,7 +1,8 @@
 """make test-lab: the lab tests in one pytest process per lab, side by side (much of their time is spent waiting
-on health checks and rolling updates, which the others fill).
+on health checks and rolling updates, which the others fill). make test adds the offline checks as one more
+process, started first: they take about a core while the labs, which mostly wait, come up beside them.
 
-    python3 -m tests.lab.parallel [pytest options]
+    python3 -m tests.lab.parallel [--offline "<command>"] [pytest options]
 
 Each pytest process runs the groups PLIERS_LAB_GROUPS names (tests/lab/conftest.py deselects the others): each
 mode's deployed stack (its Molecule scenario, then the release, backup, monitoring and fault tests on the hosts the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -44,19 +46,35 @@ def summary(output: str) -> list[str]:
     return kept + [line for line in lines[-1:] if line not in kept]
 
 
+def start(name: str, command: list[str], environment: dict[str, str]) -> tuple:
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    log = REPORTS / f"lab-{name}.log"
+    thread = threading.Thread(target=relay, args=(name, process, log), daemon=True)
+    thread.start()
+    return name, process, thread, log
+
+
 def main(argv: list[str]) -> int:
     REPORTS.mkdir(parents=True, exist_ok=True)
-    pytest = Path(sys.executable).parent / "pytest"
-    commands = {groups: [str(pytest), "-m", "lab", "-p", "no:cacheprovider", *argv] for groups in PYTEST_GROUPS}
     running = []
-    for name, command in commands.items():
+    if argv[:1] == ["--offline"]:
+        # Not the parent make's jobserver: the offline make runs its own jobs.
+        environment = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS")}
+        running.append(start("offline", shlex.split(argv[1]), environment))
+        argv = argv[2:]
+    # What the labs share (images, CA, SSH key) first.
+    images = subprocess.run(["python3", "-m", "lab", "images"], cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
+    if images.returncode != 0:
+        for _, process, thread, _ in running:
+            process.wait()
+            thread.join()
+        print(f"lab images failed (exit {images.returncode})", file=sys.stderr)
+        return 1
+    pytest = Path(sys.executable).parent / "pytest"
+    for name in PYTEST_GROUPS:
         environment = {**os.environ, "PLIERS_LAB_GROUPS": name, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        log = REPORTS / f"lab-{name.replace(',', '+')}.log"
-        thread = threading.Thread(target=relay, args=(name, process, log), daemon=True)
-        thread.start()
-        running.append((name, process, thread, log))
+        running.append(start(name, [str(pytest), "-m", "lab", "-p", "no:cacheprovider", *argv], environment))
     failed = []
     for name, process, thread, log in running:
         process.wait()
@@ -67,7 +85,7 @@ def main(argv: list[str]) -> int:
         for line in summary(log.read_text()):
             print(f"{name}: {line}")
     if failed:
-        print("lab tests failed: " + "; ".join(failed), file=sys.stderr)
+        print("failed: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
 
