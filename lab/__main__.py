@@ -10,6 +10,7 @@ import sys
 import time
 
 from . import hosts as lab_hosts
+from .acme import DIRECTORY, domain, ensure_acme, root_file
 from .common import LabError, docker, docker_lines, log
 from .engine import engine_version, ensure_engine
 from .images import Builder, clean_cache, push_all
@@ -37,7 +38,7 @@ def push_changed(lab: Lab, builder: Builder, address: str) -> int:
     return len(stale)
 
 
-def up(lab: Lab, count: int, publish: tuple[str, ...] = ()) -> None:
+def up(lab: Lab, count: int, publish: tuple[str, ...] = (), acme_edge: int = 1) -> None:
     started = time.monotonic()
     ensure_engine()
     builder = Builder()
@@ -46,9 +47,14 @@ def up(lab: Lab, count: int, publish: tuple[str, ...] = ()) -> None:
     address = ensure_registry(lab, tags["registry"])
     pushed = push_changed(lab, builder, address)
     hosts = lab_hosts.ensure_hosts(lab, count, tags["host"], publish)
+    if not 1 <= acme_edge <= len(hosts):
+        raise LabError(f"--acme-edge must name one of the {len(hosts)} hosts (1-{len(hosts)}), got {acme_edge}")
+    acme_root = ensure_acme(lab, tags["acme"], hosts[acme_edge - 1].name, hosts[acme_edge - 1].address)
     inventory = lab_hosts.write_inventory(lab, hosts, CA_DIR / "ca.crt")
     print(f"lab {lab.name}: {len(hosts)} hosts up ({', '.join(f'{h.name} {h.address}' for h in hosts)})")
     print(f"  registry   {lab.registry} from the hosts, {address} from this machine ({pushed} images pushed)")
+    edge = hosts[acme_edge - 1].name
+    print(f"  acme       {DIRECTORY} from the hosts, for {domain(lab)} on {edge}; its root {acme_root}")
     print(f"  inventory  {inventory}")
     print(f"  extra vars {lab.credentials}")
     print(f"  took {time.monotonic() - started:.1f}s")
@@ -70,7 +76,7 @@ def down(lab: Lab) -> None:
         if containers or volumes or networks:
             counts = f"{len(containers)} containers, {len(volumes)} volumes, {len(networks)} networks"
             log(f"lab {lab.name} removed: {counts}")
-    for path in (lab.inventory, lab.credentials, lab.state / "pushed.json"):
+    for path in (lab.inventory, lab.credentials, lab.state / "pushed.json", root_file(lab)):
         path.unlink(missing_ok=True)
     for directory in (lab.state / "registry", lab.state / "docker-config"):
         shutil.rmtree(directory, ignore_errors=True)
@@ -99,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MACHINE_PORT:HOST_PORT",
         help="publish a port of the first host on this machine's 127.0.0.1 (repeatable)",
     )
+    up_parser.add_argument(
+        "--acme-edge", default="1", help="the host (1-N) where the edge answers the lab ACME server's challenges"
+    )
     commands.add_parser("down", help="remove everything this lab made")
     reset_parser = commands.add_parser("reset", help="recreate hosts as freshly installed")
     reset_parser.add_argument("hosts", nargs="+")
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lab = Lab(args.name)
         if args.command == "up":
-            up(lab, parse_host_count(args.hosts), parse_ports(args.publish))
+            up(lab, parse_host_count(args.hosts), parse_ports(args.publish), parse_host_count(args.acme_edge))
         elif args.command == "down":
             down(lab)
         elif args.command == "reset":

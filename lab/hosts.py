@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import acme
 from .common import STATE, LabError, docker, docker_lines, log, run
 from .topology import Lab
 
@@ -204,7 +205,12 @@ def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...]
         list(pool.map(lambda name: _wait_ready(lab, name), names))
     # Every host that runs (a stopped one has no address).
     up = set(docker_lines("ps", "--filter", f"label={lab.label}", "--format", "{{.Names}}"))
-    return [lab_host(lab, name) for name in running_hosts(lab) if name in up]
+    hosts = [lab_host(lab, name) for name in running_hosts(lab) if name in up]
+    # The lab's ACME server follows its edge host to the address it came back on.
+    for host in hosts:
+        if host.name in names:
+            acme.follow_edge(lab, host.name, host.address)
+    return hosts
 
 
 def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:
@@ -227,6 +233,10 @@ def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:
         f"    pliers_lab_registry: {lab.registry}",
         f"    pliers_lab_registry_ca_file: {ca_file}",
         f"    pliers_lab_registry_credentials_file: {lab.credentials}",
+        # The lab's ACME server, the name the stack is served as, and the root its certificates chain to.
+        f"    pliers_lab_acme_directory: {acme.DIRECTORY}",
+        f"    pliers_lab_domain: {acme.domain(lab)}",
+        f"    pliers_lab_acme_root_file: {acme.root_file(lab)}",
     ]
     lab.state.mkdir(parents=True, exist_ok=True)
     lab.inventory.write_text("\n".join(lines) + "\n")

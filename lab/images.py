@@ -73,6 +73,9 @@ def catalogue() -> list[Image]:
     images = [
         Image("host", IMAGES_DIR / "host", "trixie"),
         Image("registry", IMAGES_DIR / "registry", "bookworm", (), {}, ("docker-registry", "--version"), " 2.8."),
+        Image(
+            "acme", IMAGES_DIR / "acme", "trixie", (), {}, ("dpkg-query", "-W", "-f", "${Version}", "pebble"), "2.6."
+        ),
         _service("postgres", "15", ("postgres", "--version"), "(PostgreSQL) 15."),
         _service("redis", "7.0", ("redis-server", "--version"), "v=7.0."),
         _service("nginx", "1.22", ("nginx", "-v"), "nginx/1.22."),

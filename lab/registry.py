@@ -25,81 +25,40 @@ USERNAME = "pliers"
 def ensure_ca() -> Path:
     """A lab CA and a registry certificate signed by it (made once, reused)."""
     ca_key, ca_crt = CA_DIR / "ca.key", CA_DIR / "ca.crt"
-    key, crt = CA_DIR / "registry.key", CA_DIR / "registry.crt"
-    if all(p.exists() for p in (ca_key, ca_crt, key, crt)):
-        return ca_crt
-    CA_DIR.mkdir(parents=True, exist_ok=True)
-    CA_DIR.chmod(0o700)
-    log("creating the lab CA and the registry certificate")
-    run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:3072",
-            "-nodes",
-            "-days",
-            "825",
-            "-sha256",
-            "-subj",
-            "/CN=Pliers lab CA",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca_crt),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]
-    )
-    csr = CA_DIR / "registry.csr"
-    run(
-        [
-            "openssl",
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={REGISTRY_ALIAS}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-        ]
-    )
-    extensions = CA_DIR / "registry.ext"
+    if not (ca_key.exists() and ca_crt.exists()):
+        CA_DIR.mkdir(parents=True, exist_ok=True)
+        CA_DIR.chmod(0o700)
+        log("creating the lab CA")
+        run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "825", "-sha256",
+             "-subj", "/CN=Pliers lab CA", "-keyout", str(ca_key), "-out", str(ca_crt),
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+        )  # fmt: skip
+        ca_key.chmod(0o600)
+    server_certificate("registry", REGISTRY_ALIAS)
+    return ca_crt
+
+
+def server_certificate(name: str, alias: str) -> tuple[Path, Path]:
+    """A server certificate from the lab CA for alias (and localhost, 127.0.0.1): CA_DIR/<name>.crt and .key."""
+    key, crt = CA_DIR / f"{name}.key", CA_DIR / f"{name}.crt"
+    if key.exists() and crt.exists():
+        return crt, key
+    log(f"issuing the lab CA's certificate for {alias}")
+    csr, extensions = CA_DIR / f"{name}.csr", CA_DIR / f"{name}.ext"
+    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={alias}",
+         "-keyout", str(key), "-out", str(csr)])  # fmt: skip
     extensions.write_text(
-        f"subjectAltName=DNS:{REGISTRY_ALIAS},DNS:localhost,IP:127.0.0.1\n"
+        f"subjectAltName=DNS:{alias},DNS:localhost,IP:127.0.0.1\n"
         "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
     )
     run(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca_crt),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-days",
-            "825",
-            "-sha256",
-            "-extfile",
-            str(extensions),
-            "-out",
-            str(crt),
-        ]
-    )
-    for path in (ca_key, key):
-        path.chmod(0o600)
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(CA_DIR / "ca.crt"), "-CAkey", str(CA_DIR / "ca.key"),
+         "-CAcreateserial", "-days", "825", "-sha256", "-extfile", str(extensions), "-out", str(crt)]
+    )  # fmt: skip
+    key.chmod(0o600)
     csr.unlink()
-    return ca_crt
+    return crt, key
 
 
 def credentials(lab: Lab) -> tuple[str, str]:
