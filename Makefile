@@ -13,7 +13,7 @@ DEMO_LAB := $(if $(filter swarm,$(MODE)),pliers-swarm,pliers-demo)
 DEMO_HOSTS := $(if $(filter swarm,$(MODE)),3,1)
 DEMO_INVENTORY := $(if $(filter swarm,$(MODE)),inventories/local-swarm,inventories/local)
 DEMO_STATE := .lab/labs/$(DEMO_LAB)
-# The other demo, which would hold 127.0.0.1:8080 too, and how to remove it.
+# The other demo, which would hold 127.0.0.1:8080 and 8443 too, and how to remove it.
 DEMO_OTHER := $(if $(filter swarm,$(MODE)),pliers-demo,pliers-swarm)
 DEMO_OTHER_DOWN := make demo-down$(if $(filter swarm,$(MODE)),, MODE=swarm)
 DEMO_PLAY := $(VENV)/bin/ansible-playbook -i $(DEMO_INVENTORY) -i $(DEMO_STATE)/inventory.yml \
@@ -57,14 +57,16 @@ $(COLLECTION_LINK):
 demo: setup ## deploy the full stack on a lab host (RELEASE=x.y.z: app version; MODE=swarm: 3-node Swarm)
 	@case "$(MODE)" in compose|swarm) ;; *) echo "error: MODE must be compose or swarm, got '$(MODE)'" >&2; exit 2;; esac
 	@if [ -n "$$(docker ps -q --filter label=pliers.lab=$(DEMO_OTHER) 2>/dev/null)" ]; then \
-		echo "error: the $(DEMO_OTHER) demo holds 127.0.0.1:8080; run '$(DEMO_OTHER_DOWN)' first" >&2; exit 2; fi
-	$(LAB) --name $(DEMO_LAB) up --hosts $(DEMO_HOSTS) --publish 8080:80 --publish 9090:9090
+		echo "error: the $(DEMO_OTHER) demo holds 127.0.0.1:8080 and 8443; run '$(DEMO_OTHER_DOWN)' first" >&2; exit 2; fi
+	$(LAB) --name $(DEMO_LAB) up --hosts $(DEMO_HOSTS) --publish 8080:80 --publish 8443:443 --publish 9090:9090
 	$(DEMO_PLAY) playbooks/deploy.yml -e pliers_release=$(RELEASE)
 	@echo
 	@echo "Pliers $(RELEASE) is up ($(MODE) mode):"
-	@echo "  web         http://127.0.0.1:8080/"
-	@echo "  api         http://127.0.0.1:8080/api/health"
-	@echo "  ai-service  http://127.0.0.1:8080/ai/health"
+	@echo "  web         https://127.0.0.1:8443/ (http://127.0.0.1:8080/ redirects there)"
+	@echo "  api         https://127.0.0.1:8443/api/health"
+	@echo "  ai-service  https://127.0.0.1:8443/ai/health"
+	@echo "  certificate from the lab's ACME server (pebble), for $(DEMO_LAB).pliers.test; trust it with curl:"
+	@echo "    curl --cacert $(DEMO_STATE)/acme-root.pem --resolve $(DEMO_LAB).pliers.test:8443:127.0.0.1 https://$(DEMO_LAB).pliers.test:8443/api/health"
 	@echo "  prometheus  $(if $(filter swarm,$(MODE)),not published in swarm mode (see README: Monitoring),http://127.0.0.1:9090/)"
 
 rollback: setup ## return the demo to its previous release (TO=<id or release> from `make releases`)

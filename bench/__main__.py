@@ -31,12 +31,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lab import acme
 from lab import hosts as lab_hosts
 from lab.common import PLAYBOOK_BIN, ROOT, VAULT, LabError, docker
 from lab.images import Builder
 from lab.registry import CA_DIR
 from lab.topology import Lab
-from lab.traffic import Probe
+from lab.traffic import Probe, route_edge
 
 from . import backup as backup_bench
 
@@ -58,6 +59,13 @@ def seconds_of(action: Callable[..., object], *args, **kwargs) -> float:
     started = time.monotonic()
     action(*args, **kwargs)
     return round(time.monotonic() - started, 2)
+
+
+def edge_url(host: lab_hosts.Host) -> str:
+    """The stack as its clients see it, served from host: https://<the lab's name>, trusting the lab's ACME root only
+    (the raw side serves the certificate copied with the project)."""
+    route_edge(acme.domain(LAB), host.address, str(acme.root_file(LAB)))
+    return f"https://{acme.domain(LAB)}"
 
 
 @contextlib.contextmanager
@@ -204,13 +212,13 @@ class Bench:
         deployed, bare = self.host(1), self.host(2)
         up = f"cd {PROJECT_DIR} && docker compose up -d --wait api ai-service web"
         for run in range(self.args.runs):
-            with paused(bare), Probe(f"http://{deployed.address}:80") as probe:
+            with paused(bare), Probe(edge_url(deployed)) as probe:
                 seconds = seconds_of(self.play, "playbooks/deploy.yml", inventory, "-e", "pliers_release=1.1.0")
             ours.append({"seconds": seconds, "requests": probe.sent, "failed": len(probe.failures)})
             # The raw side gets the compose file deploy.yml rendered for 1.1.0: the new images, nothing else.
             lab_hosts.ssh(bare, f"cp {PROJECT_DIR}/compose.yaml /var/tmp/compose-1.0.0.yaml")
             self.copy_project(deployed, bare, only="compose.yaml")
-            with paused(deployed), Probe(f"http://{bare.address}:80") as probe:
+            with paused(deployed), Probe(edge_url(bare)) as probe:
                 seconds = seconds_of(lab_hosts.ssh, bare, up)
             raw.append({"seconds": seconds, "requests": probe.sent, "failed": len(probe.failures)})
             log(f"release run {run + 1}: pliers {ours[-1]}, raw compose {raw[-1]}")

@@ -12,7 +12,9 @@ this file.
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
+import re
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version
@@ -21,6 +23,7 @@ SERVICE_KEYS = frozenset(
     (
         *("image", "command", "environment", "secrets", "configs", "networks", "healthcheck", "depends_on"),
         *("ports", "volumes", "replicas", "resources", "labels", "user", "stop_grace_period", "http", "restart"),
+        *("cap_add", "cap_drop", "read_only", "tmpfs"),
         # What the pipeline reads (never rendered): the step the service belongs to, the role that contributed it,
         # where Prometheus scrapes it, the migrations its image runs, what it offers as the stack's edge.
         *("phase", "role", "metrics", "migrations", "entrypoint", "upstreams"),
@@ -38,6 +41,16 @@ VERIFY_KEYS = frozenset(("path", "json", "body_regex"))
 UPSTREAM_KEYS = frozenset(("dir", "sync"))
 UPDATE_ORDERS = ("start-first", "stop-first")
 ENDPOINT_MODES = ("vip", "dnsrr")
+TLS_MODES = ("acme", "inventory", "off")
+# A Linux capability as Docker names it (without CAP_, e.g. NET_BIND_SERVICE), or ALL.
+CAPABILITY = re.compile(r"^[A-Z_]+$")
+# A host name a router matches, or an address (no wildcard: Traefik's Host matcher takes exact names).
+_DNS_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+SERVER_NAME = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})*$")
+# The edge's middlewares (the traefik role's dynamic configuration defines them): every route's request bodies are
+# limited; the routes other than the web's / (the APIs) are rate-limited per client too.
+BODY_LIMIT = "pliers-body-limit@file"
+RATE_LIMIT = "pliers-rate-limit@file"
 # The label that recreates a Compose container whose secret or config files changed (a bind-mounted file that is
 # replaced is not seen by a running container).
 FILES_LABEL = "pliers.deploy.files"
@@ -74,6 +87,28 @@ def _check_service(name: str, model: dict) -> None:
             _check_keys(f"{where} http verify", model["http"]["verify"], VERIFY_KEYS, ("path",))
     if model.get("upstreams"):
         _check_keys(f"{where} upstreams", model["upstreams"], UPSTREAM_KEYS, ("dir", "sync"))
+    for key in ("cap_add", "cap_drop"):
+        _capabilities(f"{where} {key}", model.get(key), allow_all=key == "cap_drop")
+    if not isinstance(model.get("read_only", False), bool):
+        raise AnsibleFilterError(f"{where}: read_only must be true or false, got {model['read_only']!r}")
+    tmpfs = model.get("tmpfs") or []
+    if not isinstance(tmpfs, list) or not all(isinstance(p, str) and posixpath.isabs(p) for p in tmpfs):
+        raise AnsibleFilterError(f"{where}: tmpfs must be a list of absolute paths, got {tmpfs!r}")
+
+
+def _capabilities(where: str, value, allow_all: bool) -> list[str]:
+    """A service's cap_add or cap_drop: capability names (ALL only to drop: adding every one is privileged)."""
+    if value in (None, []):
+        return []
+    if not isinstance(value, list):
+        raise AnsibleFilterError(f"{where}: expected a list of capability names, got {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not CAPABILITY.match(name) or (name == "ALL" and not allow_all):
+            raise AnsibleFilterError(
+                f"{where}: {name!r} is not a capability name (upper case, like NET_BIND_SERVICE"
+                + (", or ALL)" if allow_all else "; ALL is refused)")
+            )
+    return list(value)
 
 
 # --- Files: where each secret and config lives on the host, and its version ---------------------------------
@@ -171,18 +206,60 @@ def stack_files(services: dict, project_dir: str, selected: list | None = None) 
 # --- What both modes share ------------------------------------------------------------------------------------
 
 
-def traefik_labels(name: str, http: dict, swarm: bool = False) -> dict:
-    """Router and service labels for one HTTP route (Traefik v3, Docker or Swarm provider)."""
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _edge_options(caller: str, server_names, tls: str) -> tuple[list[str], str]:
+    """The names the edge serves and its TLS mode, checked."""
+    if isinstance(server_names, str):
+        server_names = [server_names]
+    names = [str(name) for name in server_names or ()]
+    bad = [name for name in names if not (SERVER_NAME.match(name) or _is_address(name))]
+    if bad:
+        raise AnsibleFilterError(f"{caller}: server_names must be host names, got {', '.join(map(repr, bad))}")
+    if tls not in TLS_MODES:
+        raise AnsibleFilterError(f"{caller}: tls must be one of {', '.join(TLS_MODES)}, got {tls!r}")
+    return names, tls
+
+
+def traefik_labels(name: str, http: dict, swarm: bool = False, server_names=(), tls: str = "acme") -> dict:
+    """Router and service labels for one HTTP route (Traefik v3, Docker or Swarm provider).
+
+    The router matches the server names only (a request for any other host matches no router: Traefik answers 404,
+    with no application content), on HTTPS, or on plain HTTP when tls is off.
+    """
     prefix = http.get("path_prefix", "/")
-    rule = "PathPrefix(`/`)" if prefix == "/" else f"PathPrefix(`{prefix}`)"
+    rule = f"PathPrefix(`{prefix}`)"
+    hosts = [f"Host(`{host}`)" for host in server_names]
+    if len(hosts) == 1:
+        rule = f"{hosts[0]} && {rule}"
+    elif hosts:
+        rule = f"({' || '.join(hosts)}) && {rule}"
+    router = f"traefik.http.routers.{name}"
     labels = {
         "traefik.enable": "true",
-        f"traefik.http.routers.{name}.rule": rule,
-        f"traefik.http.routers.{name}.entrypoints": "websecure",
-        f"traefik.http.routers.{name}.tls": "true",
+        f"{router}.rule": rule,
+        f"{router}.entrypoints": "web" if tls == "off" else "websecure",
+        f"{router}.middlewares": BODY_LIMIT if prefix == "/" else f"{RATE_LIMIT},{BODY_LIMIT}",
         f"traefik.http.services.{name}.loadbalancer.server.port": str(http["port"]),
         f"traefik.http.services.{name}.loadbalancer.healthcheck.path": http.get("health_path", "/health"),
     }
+    if tls != "off":
+        labels[f"{router}.tls"] = "true"
+        # A router's own tls section replaces its entry point's, certificate resolver included: it names it again,
+        # with the names its certificate covers (an ACME server certifies no address).
+        if tls == "acme":
+            labels[f"{router}.tls.certresolver"] = "acme"
+            names = [host for host in server_names if not _is_address(host)]
+            if names:
+                labels[f"{router}.tls.domains[0].main"] = names[0]
+            if names[1:]:
+                labels[f"{router}.tls.domains[0].sans"] = ",".join(names[1:])
     if swarm:
         # Swarm tasks behind dnsrr have no virtual IP: Traefik must talk to the tasks themselves.
         labels[f"traefik.http.services.{name}.loadbalancer.server.scheme"] = "http"
@@ -231,8 +308,17 @@ def _common(name: str, model: dict, networks: dict, top: dict) -> dict:
                 "read_only": bool(volume.get("read_only", False)),
             }
         )
+    # tmpfs as mounts of type tmpfs: the one shape both Compose and docker stack deploy take.
+    volumes += [{"type": "tmpfs", "target": path} for path in model.get("tmpfs") or []]
     if volumes:
         service["volumes"] = volumes
+    # Least privilege: capabilities dropped (ALL) and the few added back (docker stack deploy honours them since
+    # Engine 20.10), a read-only root file system.
+    for key in ("cap_add", "cap_drop"):
+        if model.get(key):
+            service[key] = list(model[key])
+    if model.get("read_only"):
+        service["read_only"] = True
     if model.get("stop_grace_period"):
         service["stop_grace_period"] = model["stop_grace_period"]
     return service
@@ -267,7 +353,7 @@ def _resources(model: dict) -> dict:
     }
 
 
-def _compose_service(name: str, model: dict, networks: dict, edge: str, top: dict, project_dir: str) -> dict:
+def _compose_service(name: str, model: dict, networks: dict, edge: dict, top: dict, project_dir: str) -> dict:
     where = f"service {name}"
     service = _common(name, model, networks, top)
     service["restart"] = model.get("restart", "unless-stopped")
@@ -306,15 +392,15 @@ def _compose_service(name: str, model: dict, networks: dict, edge: str, top: dic
     recreating = [f"{f['name']}={f['version']}" for f in files if not f["reload"]]
     if recreating:
         labels[FILES_LABEL] = content_version(sorted(recreating))
-    if edge == "traefik" and model.get("http"):
-        labels.update(traefik_labels(name, model["http"]))
+    if edge["edge"] == "traefik" and model.get("http"):
+        labels.update(traefik_labels(name, model["http"], **edge["traefik"]))
     if labels:
         service["labels"] = {str(k): str(v) for k, v in sorted(labels.items())}
     return dict(sorted(service.items()))
 
 
 def _swarm_service(
-    name: str, model: dict, networks: dict, edge: str, top: dict, defaults: dict, project_dir: str
+    name: str, model: dict, networks: dict, edge: dict, top: dict, defaults: dict, project_dir: str
 ) -> dict:
     where = f"service {name}"
     service = _common(name, model, networks, top)
@@ -375,8 +461,8 @@ def _swarm_service(
         placement["max_replicas_per_node"] = max_per_node
     if placement:
         deploy["placement"] = placement
-    if edge == "traefik" and model.get("http"):
-        deploy["labels"] = dict(sorted(traefik_labels(name, model["http"], swarm=True).items()))
+    if edge["edge"] == "traefik" and model.get("http"):
+        deploy["labels"] = dict(sorted(traefik_labels(name, model["http"], swarm=True, **edge["traefik"]).items()))
     service["deploy"] = deploy
     if model.get("labels"):
         service["labels"] = {str(k): str(v) for k, v in sorted(model["labels"].items())}
@@ -390,12 +476,28 @@ def _check_stack(services: dict, caller: str, edge: str = "nginx") -> None:
         raise AnsibleFilterError(f"{caller}: edge must be nginx or traefik, got {edge!r}")
 
 
-def compose_project(services: dict, name: str, networks: dict, project_dir: str, edge: str = "nginx") -> dict:
+def _edge(caller: str, edge: str, server_names, tls: str) -> dict:
+    """The edge, and what its router labels need (Traefik): the names it serves, its TLS mode."""
+    names, tls = _edge_options(caller, server_names, tls)
+    return {"edge": edge, "traefik": {"server_names": names, "tls": tls}}
+
+
+def compose_project(
+    services: dict,
+    name: str,
+    networks: dict,
+    project_dir: str,
+    edge: str = "nginx",
+    server_names: list | tuple = (),
+    tls: str = "acme",
+) -> dict:
     """The Compose project for the services (see compose_project.yml)."""
     _check_stack(services, "compose_project", edge)
+    edge_options = _edge("compose_project", edge, server_names, tls)
     top: dict = {"secrets": {}, "configs": {}, "volumes": {}}
     rendered = {
-        svc: _compose_service(svc, model, networks, edge, top, project_dir) for svc, model in sorted(services.items())
+        svc: _compose_service(svc, model, networks, edge_options, top, project_dir)
+        for svc, model in sorted(services.items())
     }
     project: dict = {
         "name": name,
@@ -419,15 +521,18 @@ def swarm_stack(
     endpoint_mode: str = "dnsrr",
     monitor: str = "30s",
     encrypted: bool = False,
+    server_names: list | tuple = (),
+    tls: str = "acme",
 ) -> dict:
     """The Swarm stack file for the services (see swarm_stack.yml)."""
     _check_stack(services, "swarm_stack", edge)
+    edge_options = _edge("swarm_stack", edge, server_names, tls)
     if endpoint_mode not in ENDPOINT_MODES:
         raise AnsibleFilterError(f"swarm_stack: endpoint_mode must be vip or dnsrr, got {endpoint_mode!r}")
     top: dict = {"secrets": {}, "configs": {}, "volumes": {}}
     defaults = {"endpoint_mode": endpoint_mode, "monitor": monitor}
     rendered = {
-        svc: _swarm_service(svc, model, networks, edge, top, defaults, project_dir)
+        svc: _swarm_service(svc, model, networks, edge_options, top, defaults, project_dir)
         for svc, model in sorted(services.items())
     }
     overlay = {}

@@ -5,10 +5,14 @@ and compose_rollout verifies the stack through its edge."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import socket
+import ssl
 import time
 import urllib.error
+from urllib.parse import urlsplit
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
@@ -45,13 +49,49 @@ def check_body(target: dict, body: str) -> str | None:
     return None
 
 
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to the URL's address, presenting another name (SNI, and the certificate check): an edge reached by
+    address answers only its server names, and Traefik's strict SNI refuses a handshake without one."""
+
+    def __init__(self, address: str, port: int | None, name: str, **kwargs) -> None:
+        super().__init__(address, port, **kwargs)
+        self._name = name
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._name)
+
+
+def _get_as(url: str, name: str, timeout: float, validate_certs: bool) -> tuple[int, str]:
+    """GET url from its address as the host name (the Host header, and SNI over HTTPS)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        context = ssl.create_default_context()
+        if not validate_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        connection = _NamedHTTPSConnection(parts.hostname, parts.port, name, timeout=timeout, context=context)
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request("GET", path, headers={"Host": name})
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
 def check_http(target: dict, request_timeout: float, validate_certs: bool) -> tuple[bool, str]:
     try:
-        with open_url(target["url"], timeout=request_timeout, validate_certs=validate_certs) as response:
-            status, body = response.status, response.read().decode(errors="replace")
+        if target.get("host"):
+            status, body = _get_as(target["url"], target["host"], request_timeout, validate_certs)
+        else:
+            with open_url(target["url"], timeout=request_timeout, validate_certs=validate_certs) as response:
+                status, body = response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError, UrlsConnectionError) as exc:
+    except (urllib.error.URLError, OSError, UrlsConnectionError, http.client.HTTPException) as exc:
         return False, f"no answer: {getattr(exc, 'reason', exc)}"
     seen = f"HTTP {status} {body.strip()[:BODY_EXCERPT]}"
     if status != target["status"]:

@@ -167,6 +167,10 @@ options:
       body_regex:
         description: A regular expression the body must match.
         type: str
+      host:
+        description: The host name to ask as (the C(Host) header, and the TLS server name over HTTPS), the URL giving
+          the address - an edge that answers only its server names, reached by address.
+        type: str
   verify_timeout:
     description: Seconds the endpoints of O(verify) may take to pass.
     type: int
@@ -949,6 +953,7 @@ def main() -> None:
                 status=dict(type="int", default=200),
                 json=dict(type="dict"),
                 body_regex=dict(type="str"),
+                host=dict(type="str"),
             ),
         ),
         verify_timeout=dict(type="int", default=120),

@@ -54,6 +54,10 @@ options:
       body_regex:
         description: A regular expression the body must match.
         type: str
+      host:
+        description: The host name to ask as (the C(Host) header, and the TLS server name over HTTPS), the URL giving
+          the address - an edge that answers only its server names, reached by address.
+        type: str
       container:
         description: A container name or id whose health must be C(healthy).
         type: str
@@ -209,6 +213,7 @@ def main() -> None:
                 status=dict(type="int", default=200),
                 json=dict(type="dict"),
                 body_regex=dict(type="str"),
+                host=dict(type="str"),
                 container=dict(type="str"),
                 compose_service=dict(type="str"),
                 compose_project=dict(type="str"),

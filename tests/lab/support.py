@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+from lab import acme
 from lab import hosts as lab_hosts
 from lab.common import PLAYBOOK_BIN, ROOT, VAULT, docker
 from lab.topology import Lab
-from lab.traffic import Probe, http
+from lab.traffic import Probe, http, route_edge
 
 TEST_LAB = Lab("pliers-test")
 
@@ -129,7 +130,11 @@ class Target:
         self.inventory = inventory
         # The deployer holds the lock and the release history; in swarm mode it is the leading manager.
         self.deployer = lab_hosts.lab_host(self.lab, MODES[mode]["deployer"])
-        self.edge = f"http://{lab_hosts.lab_host(self.lab, MODES[mode]['edge']).address}:80"
+        # The stack as its clients see it: https://<the lab's name>, trusting only the lab's ACME root.
+        self.edge_host = lab_hosts.lab_host(self.lab, MODES[mode]["edge"])
+        self.domain = acme.domain(self.lab)
+        route_edge(self.domain, self.edge_host.address, str(acme.root_file(self.lab)))
+        self.edge = f"https://{self.domain}"
         self.db = lab_hosts.lab_host(self.lab, MODES[mode]["db"])
 
     def command(self, playbook: str, *extra: str) -> list[str]:

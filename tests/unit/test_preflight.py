@@ -5,17 +5,26 @@ it, the play would end UNREACHABLE instead of failing on the input."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ..paths import ROOT
 
 FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 GOOD_SECRET = "a-real-looking-secret-0123456789"
+# What the lab's generated inventory gives the local inventories (their edge's name, and pebble's directory).
+LAB_DOMAIN = "pliers-test.pliers.test"
+LAB_ACME_DIRECTORY = "https://acme.pliers.lab:14000/dir"
 
 
 NOWHERE = "ansible_host: 127.0.0.1, ansible_port: 1"
@@ -35,6 +44,7 @@ def deploy(
     command = [
         str(Path(sys.executable).parent / "ansible-playbook"), f"playbooks/{playbook}", "-i", str(inventory),
         "-e", "pliers_lab_registry=registry.test:5000", "-e", f"pliers_lab_registry_ca_file={ca}",
+        "-e", f"pliers_lab_domain={LAB_DOMAIN}", "-e", f"pliers_lab_acme_directory={LAB_ACME_DIRECTORY}",
         *extra,
     ]  # fmt: skip
     if vault.exists():
@@ -214,3 +224,132 @@ def test_tags_that_select_no_service_pass_the_swarm_preflight(tmp_path, tags):
     output = result.stdout + result.stderr
     assert "UNREACHABLE" in output, output[-3000:]
     assert "no services were contributed" not in output, output[-3000:]
+
+
+def extra_vars(tmp_path: Path, **variables) -> tuple[str, str]:
+    """-e @file for variables a command line cannot carry (PEM text has newlines): a JSON file, which is YAML."""
+    path = tmp_path / "extra-vars.json"
+    path.write_text(json.dumps(variables))
+    return "-e", f"@{path}"
+
+
+NOW = datetime.now(UTC)
+SERVER_NAME = "pliers.example.test"
+
+
+def issue(key, name: str, signer=None, days: tuple[int, int] = (-1, 90), ca: bool = False) -> x509.Certificate:
+    """A certificate of key for name, valid from days[0] to days[1] from now: self-signed, or signed by signer (a
+    (certificate, key) pair)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer[0].subject if signer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW + timedelta(days=days[0]))
+        .not_valid_after(NOW + timedelta(days=days[1]))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+    return builder.sign(signer[1] if signer else key, hashes.SHA256())
+
+
+def pem(*certificates: x509.Certificate) -> str:
+    return "".join(certificate.public_bytes(serialization.Encoding.PEM).decode() for certificate in certificates)
+
+
+def key_pem(key) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def inventory_tls(certificate: str, key) -> dict:
+    return {
+        "pliers_tls": "inventory",
+        "pliers_server_names": [SERVER_NAME],
+        "pliers_tls_certificate": certificate,
+        "pliers_tls_key": key_pem(key),
+    }
+
+
+@pytest.fixture(scope="module")
+def signer() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A CA of the test's own: the inventory's certificates are chains (the server's certificate, then the CA's)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return issue(key, "Pliers Test CA", ca=True), key
+
+
+@pytest.mark.parametrize(
+    ("fault", "named"),
+    [
+        ("expired", "pliers_tls_certificate expired on"),
+        ("another key", "pliers_tls_key does not match pliers_tls_certificate"),
+        ("another name", f"pliers_tls_certificate does not cover {SERVER_NAME} (it covers other.example.test)"),
+    ],
+)
+def test_a_bad_inventory_certificate_fails_in_preflight_naming_it(tmp_path, signer, fault, named):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name, days = ("other.example.test" if fault == "another name" else SERVER_NAME), (-1, 90)
+    if fault == "expired":
+        days = (-90, -1)
+    certificate = pem(issue(key, name, signer, days), signer[0])
+    given_key = ec.generate_private_key(ec.SECP256R1()) if fault == "another key" else key
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, *extra_vars(tmp_path, **inventory_tls(certificate, given_key)))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in output, output[-3000:]
+    assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch the host"
+    key_lines = [line for line in key_pem(given_key).splitlines() if not line.startswith("-----")]
+    assert not any(line in output for line in key_lines), "the key's material must never be printed"
+
+
+def test_a_good_inventory_certificate_passes_preflight(tmp_path, signer):
+    """A chain whose server certificate matches the key and covers the name: the run goes on to the host."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = pem(issue(key, SERVER_NAME, signer), signer[0])
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, *extra_vars(tmp_path, **inventory_tls(certificate, key)))
+    output = result.stdout + result.stderr
+    assert "UNREACHABLE" in output, output[-3000:]
+    assert "pliers_tls_certificate" not in output and "pliers_tls_key" not in output, output[-3000:]
+
+
+# A string for the list of names, and a host name among the proxies' addresses: one sentence for both problems.
+NAMES_AND_PROXIES = (
+    f'pliers_server_names must list the host names the edge answers for (pliers.example.com), got "{SERVER_NAME}"; '
+    "pliers_edge_trusted_proxies must list addresses or CIDRs (10.0.0.0/8), got lb.example.test"
+)
+
+
+@pytest.mark.parametrize(
+    ("edge", "named", "not_named"),
+    [
+        # Independent problems of one run: the preflight names them all at once, joined by '; '.
+        (
+            {"pliers_tls": "off", "pliers_server_names": SERVER_NAME,
+             "pliers_edge_trusted_proxies": ["10.0.0.0/8", "lb.example.test"]},
+            [NAMES_AND_PROXIES],
+            ["pliers_tls acme"],
+        ),
+        # An address is a name the edge may answer for, but no ACME certificate covers it; good proxies pass.
+        (
+            {"pliers_tls": "acme", "pliers_server_names": ["127.0.0.1"],
+             "pliers_edge_trusted_proxies": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]},
+            ["pliers_tls acme needs a DNS name in pliers_server_names"],
+            ["pliers_server_names must", "pliers_edge_trusted_proxies"],
+        ),
+        # The argument spec's choices.
+        ({"pliers_tls": "bogus"}, ["pliers_tls must be one of: acme, inventory, off"], []),
+    ],
+)  # fmt: skip
+def test_bad_edge_inputs_fail_in_preflight_naming_the_variable(tmp_path, edge, named, not_named):
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, *extra_vars(tmp_path, **edge))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    for problem in named:
+        assert problem in output, output[-3000:]
+    for variable in not_named:
+        assert variable not in output, output[-3000:]
+    assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch the host"

@@ -45,12 +45,23 @@ def test_every_service_runs_healthy(containers):
 @pytest.mark.parametrize(("path", "expected"), [("/", "Pliers"), ("/api/health", '"version": "1.0.0"'),
                                                 ("/ai/health", '"service": "ai-service"')])  # fmt: skip
 def test_the_edge_routes_each_path(host, path, expected):
-    body = host.check_output(f"curl -fsS http://127.0.0.1{path}")
+    # Over HTTPS, as the lab's name (the certificate's trust is tests/lab's: this checks the routes).
+    name = host.ansible.get_variables()["pliers_lab_domain"]
+    body = host.check_output(f"curl -fsSk --resolve {name}:443:127.0.0.1 https://{name}{path}")
     assert expected in body
 
 
+def test_http_redirects_to_https(host):
+    name = host.ansible.get_variables()["pliers_lab_domain"]
+    curl = f"curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' -H 'Host: {name}'"
+    answer = host.check_output(f"{curl} http://127.0.0.1/api/health")
+    assert answer == f"308 https://{name}:8443/api/health"
+
+
 def test_only_the_edge_is_reachable_from_another_host(bystander, address):
-    assert bystander.run(f"timeout 3 bash -c '</dev/tcp/{address}/80'").rc == 0, "the edge must answer"
+    for port in (80, 443):
+        answer = bystander.run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'")
+        assert answer.rc == 0, f"the edge must answer on {port}"
     for port in CLOSED_PORTS:
         attempt = bystander.run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'")
         assert attempt.rc != 0, f"port {port} of the deploy host answers from another host"

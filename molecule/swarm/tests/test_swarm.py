@@ -76,8 +76,10 @@ def test_postgres_and_redis_run_on_the_db_node(host):
 def test_the_edge_routes_through_the_edge_node(host):
     assert running_tasks(host, "edge") == [EDGE_NODE]
     edge = node(EDGE_NODE)
-    assert '"version": "1.0.0"' in edge.check_output("curl -fsS http://127.0.0.1/api/health")
-    assert '"service": "ai-service"' in edge.check_output("curl -fsS http://127.0.0.1/ai/health")
+    name = host.ansible.get_variables()["pliers_lab_domain"]
+    curl = f"curl -fsSk --resolve {name}:443:127.0.0.1 https://{name}"
+    assert '"version": "1.0.0"' in edge.check_output(f"{curl}/api/health")
+    assert '"service": "ai-service"' in edge.check_output(f"{curl}/ai/health")
 
 
 def test_secrets_are_swarm_secrets_never_in_the_environment(host):

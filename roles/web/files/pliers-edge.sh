@@ -21,7 +21,8 @@ set -u
 
 CONF=${PLIERS_EDGE_CONF:-/etc/nginx/conf.d}
 SOURCE=${PLIERS_EDGE_SOURCE:-$CONF/upstreams}
-RUN=${PLIERS_EDGE_RUN:-/run/pliers-edge}
+# Under /tmp: the edge runs unprivileged (the nginx image's contract: /tmp is writable, /run is not).
+RUN=${PLIERS_EDGE_RUN:-/tmp/pliers-edge}
 INTERVAL=${PLIERS_EDGE_INTERVAL:-1}
 PIDFILE="$RUN/follow.pid"
 

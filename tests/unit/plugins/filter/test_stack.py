@@ -100,10 +100,90 @@ def test_traefik_edge_gets_router_labels_from_http_routes():
     services = {"api": model(http={"port": 3000, "path_prefix": "/api"}), "web": model(http={"port": 8080})}
     assert "labels" not in render(services)["services"]["api"]
     labels = render(services, edge="traefik")["services"]["api"]["labels"]
-    assert labels["traefik.http.routers.api.rule"] == "PathPrefix(`/api`)"
+    assert labels["traefik.http.routers.api.rule"] == "PathPrefix(`/api`)", "no server names: any host"
     assert labels["traefik.http.services.api.loadbalancer.server.port"] == "3000"
     web_labels = render(services, edge="traefik")["services"]["web"]["labels"]
     assert web_labels["traefik.http.routers.web.rule"] == "PathPrefix(`/`)"
+
+
+ROUTED = {"api": model(http={"port": 3000, "path_prefix": "/api"}), "web": model(http={"port": 8080})}
+
+
+def test_traefik_routers_match_the_server_names_only_and_limit_what_they_route():
+    names = ["pliers.example.com", "www.pliers.example.com", "10.0.0.5"]
+    project = render(ROUTED, edge="traefik", server_names=names, tls="inventory")
+    api, web = (project["services"][name]["labels"] for name in ("api", "web"))
+    hosts = "(Host(`pliers.example.com`) || Host(`www.pliers.example.com`) || Host(`10.0.0.5`))"
+    assert api["traefik.http.routers.api.rule"] == f"{hosts} && PathPrefix(`/api`)"
+    assert web["traefik.http.routers.web.rule"] == f"{hosts} && PathPrefix(`/`)"
+    one = render(ROUTED, edge="traefik", server_names=["pliers.example.com"], tls="inventory")["services"]["api"]
+    assert one["labels"]["traefik.http.routers.api.rule"] == "Host(`pliers.example.com`) && PathPrefix(`/api`)"
+    # The APIs rate-limited per client; every request body limited.
+    assert api["traefik.http.routers.api.middlewares"] == "pliers-rate-limit@file,pliers-body-limit@file"
+    assert web["traefik.http.routers.web.middlewares"] == "pliers-body-limit@file"
+    assert api["traefik.http.routers.api.entrypoints"] == "websecure" and api["traefik.http.routers.api.tls"] == "true"
+    assert not any(".tls.certresolver" in label or ".tls.domains" in label for label in api)
+    # Swarm: the same labels, in deploy.labels.
+    stack = swarm(ROUTED, edge="traefik", server_names=names, tls="inventory")
+    swarm_labels = stack["services"]["api"]["deploy"]["labels"]
+    assert {key: swarm_labels[key] for key in api if key.startswith("traefik.")} == {
+        key: value for key, value in api.items() if key.startswith("traefik.")
+    }
+
+
+def test_traefik_routers_with_acme_name_the_resolver_and_the_names_but_the_addresses():
+    names = ["pliers.example.com", "10.0.0.5", "www.pliers.example.com"]
+    labels = render(ROUTED, edge="traefik", server_names=names, tls="acme")["services"]["api"]["labels"]
+    # A router's own tls section replaces its entry point's: it names the resolver itself.
+    assert labels["traefik.http.routers.api.tls"] == "true"
+    assert labels["traefik.http.routers.api.tls.certresolver"] == "acme"
+    assert labels["traefik.http.routers.api.tls.domains[0].main"] == "pliers.example.com"
+    assert labels["traefik.http.routers.api.tls.domains[0].sans"] == "www.pliers.example.com"
+    single = render(ROUTED, edge="traefik", server_names=["pliers.example.com"], tls="acme")["services"]["api"]
+    assert "traefik.http.routers.api.tls.domains[0].sans" not in single["labels"]
+
+
+def test_traefik_routers_without_tls_serve_plain_http():
+    options = {"edge": "traefik", "server_names": ["pliers.example.com"], "tls": "off"}
+    for labels in (
+        render(ROUTED, **options)["services"]["api"]["labels"],
+        swarm(ROUTED, **options)["services"]["api"]["deploy"]["labels"],
+    ):
+        assert labels["traefik.http.routers.api.entrypoints"] == "web"
+        assert not any(key.startswith("traefik.http.routers.api.tls") for key in labels)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"server_names": ["pliers.example.com", "`) || PathPrefix(`/"]}, "server_names must be host names"),
+        ({"server_names": ["*.example.com"]}, "server_names must be host names"),
+        ({"server_names": [""]}, "server_names must be host names"),
+        ({"tls": "on"}, "tls must be one of acme, inventory, off, got 'on'"),
+    ],
+)
+def test_bad_edge_options_are_refused(options, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        render(ROUTED, edge="traefik", **options)
+    with pytest.raises(AnsibleFilterError, match=message):
+        swarm(ROUTED, edge="traefik", **options)
+
+
+def test_capabilities_a_read_only_root_and_tmpfs_are_rendered_in_both_modes():
+    service = model(cap_drop=["ALL"], cap_add=["NET_BIND_SERVICE"], read_only=True, tmpfs=["/tmp", "/run"],
+                    volumes=[{"source": "data", "target": "/data"}])  # fmt: skip
+    compose = render({"api": service})["services"]["api"]
+    stack = swarm({"api": {**swarm_model(), **service}})["services"]["api"]
+    for rendered in (compose, stack):
+        assert rendered["cap_drop"] == ["ALL"] and rendered["cap_add"] == ["NET_BIND_SERVICE"]
+        assert rendered["read_only"] is True
+        assert rendered["volumes"] == [
+            {"type": "volume", "source": "data", "target": "/data", "read_only": False},
+            {"type": "tmpfs", "target": "/tmp"},
+            {"type": "tmpfs", "target": "/run"},
+        ]
+    plain = render({"api": model(read_only=False, cap_add=[])})["services"]["api"]
+    assert not {"cap_add", "cap_drop", "read_only", "volumes"} & set(plain)
 
 
 @pytest.mark.parametrize(
@@ -120,6 +200,13 @@ def test_traefik_edge_gets_router_labels_from_http_routes():
         ({"api": model(secrets=[secret(), secret(name="other", target="/x/database_password")])}, "both end in"),
         ({"api": model(ports=[{"published": 80, "target": 8080, "bind": "any"}])}, "ports[0]: unknown key(s) bind"),
         ({"api": model(http={"path_prefix": "/api"})}, "service api http: missing port"),
+        ({"api": model(cap_add=["ALL"])}, "service api cap_add: 'ALL' is not a capability name"),
+        ({"api": model(cap_drop=["net_raw"])}, "service api cap_drop: 'net_raw' is not a capability name"),
+        ({"api": model(cap_drop="ALL")}, "service api cap_drop: expected a list of capability names"),
+        ({"api": model(cap_add=[1])}, "service api cap_add: 1 is not a capability name"),
+        ({"api": model(read_only="yes")}, "service api: read_only must be true or false"),
+        ({"api": model(tmpfs=["tmp"])}, "service api: tmpfs must be a list of absolute paths"),
+        ({"api": model(tmpfs="/tmp")}, "service api: tmpfs must be a list of absolute paths"),
         ({}, "no services were contributed"),
     ],
 )
