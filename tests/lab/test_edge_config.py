@@ -67,7 +67,10 @@ def test_what_each_shape_renders(edge_config):
     assert f"server_name {NAME};" in text
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in text
     if case == "tls-off-behind-a-load-balancer":
-        assert "listen 8443" not in text and "return 308" not in text and "Strict-Transport-Security" not in text
+        assert "listen 8443" not in text and "return 308" not in text
+        # HSTS only on what the load balancer says came over HTTPS.
+        assert "add_header Strict-Transport-Security $pliers_hsts always;" in text
+        assert 'https "max-age=31536000";' in text
         assert "set_real_ip_from 10.0.0.0/8;" in text and "set_real_ip_from 192.0.2.7;" in text
         assert '"~^1:(?<proto>https?)$" $proto;' in text
     else:

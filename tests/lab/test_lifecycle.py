@@ -20,7 +20,7 @@ def test_up_twice_is_a_no_op_and_down_leaves_nothing(test_lab):
     first = lab_cli("up", "--hosts", "1", name=LIFECYCLE_LAB)
     assert "1 hosts up" in first.stdout
     containers = sorted(labelled("container", LIFECYCLE_LAB))
-    assert len(containers) == 2  # the host and the registry
+    assert len(containers) == 3  # the host, the registry and the ACME server
 
     second = lab_cli("up", "--hosts", "1", name=LIFECYCLE_LAB)
     assert sorted(labelled("container", LIFECYCLE_LAB)) == containers
