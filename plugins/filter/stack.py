@@ -23,7 +23,7 @@ SERVICE_KEYS = frozenset(
     (
         *("image", "command", "environment", "secrets", "configs", "networks", "healthcheck", "depends_on"),
         *("ports", "volumes", "replicas", "resources", "labels", "user", "stop_grace_period", "http", "restart"),
-        *("cap_add", "cap_drop", "read_only", "tmpfs"),
+        *("cap_add", "cap_drop", "read_only", "tmpfs", "pids_limit"),
         # What the pipeline reads (never rendered): the step the service belongs to, the role that contributed it,
         # where Prometheus scrapes it, the migrations its image runs, what it offers as the stack's edge.
         *("phase", "role", "metrics", "migrations", "entrypoint", "upstreams"),
@@ -55,6 +55,10 @@ RATE_LIMIT = "pliers-rate-limit@file"
 # replaced is not seen by a running container).
 FILES_LABEL = "pliers.deploy.files"
 LOOPBACK_PREFIXES = ("127.", "::1", "localhost")
+# Least privilege unless a service says otherwise: every capability dropped, a read-only root file system (tmpfs
+# where the image writes), a bounded number of processes, and no privilege gained through setuid binaries.
+HARDENED = {"cap_drop": ["ALL"], "read_only": True, "pids_limit": 256}
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
 
 
 def _check_keys(where: str, value: dict, allowed: frozenset, required: tuple[str, ...] = ()) -> None:
@@ -94,6 +98,11 @@ def _check_service(name: str, model: dict) -> None:
     tmpfs = model.get("tmpfs") or []
     if not isinstance(tmpfs, list) or not all(isinstance(p, str) and posixpath.isabs(p) for p in tmpfs):
         raise AnsibleFilterError(f"{where}: tmpfs must be a list of absolute paths, got {tmpfs!r}")
+    pids = model.get("pids_limit", HARDENED["pids_limit"])
+    if isinstance(pids, str) and pids.isdigit():
+        pids = int(pids)
+    if not isinstance(pids, int) or isinstance(pids, bool) or pids < 16:
+        raise AnsibleFilterError(f"{where}: pids_limit must be a whole number of processes, 16 or more, got {pids!r}")
 
 
 def _capabilities(where: str, value, allow_all: bool) -> list[str]:
@@ -312,12 +321,12 @@ def _common(name: str, model: dict, networks: dict, top: dict) -> dict:
     volumes += [{"type": "tmpfs", "target": path} for path in model.get("tmpfs") or []]
     if volumes:
         service["volumes"] = volumes
-    # Least privilege: capabilities dropped (ALL) and the few added back (docker stack deploy honours them since
-    # Engine 20.10), a read-only root file system.
+    # Least privilege (HARDENED, unless the service says otherwise): capabilities dropped and the few it needs
+    # added back (docker stack deploy honours them since Engine 20.10), a read-only root file system.
     for key in ("cap_add", "cap_drop"):
-        if model.get(key):
-            service[key] = list(model[key])
-    if model.get("read_only"):
+        if model.get(key, HARDENED.get(key)):
+            service[key] = list(model.get(key, HARDENED.get(key)))
+    if model.get("read_only", HARDENED["read_only"]):
         service["read_only"] = True
     if model.get("stop_grace_period"):
         service["stop_grace_period"] = model["stop_grace_period"]
@@ -346,17 +355,22 @@ def _ports(where: str, model: dict, swarm: bool) -> list[dict]:
 
 
 def _resources(model: dict) -> dict:
-    return {
+    """The service's limits and reservations, with its process limit (Compose and docker stack deploy alike)."""
+    resources = {
         kind: {key: str(value) for key, value in limits.items()}
         for kind, limits in sorted((model.get("resources") or {}).items())
         if limits
     }
+    resources.setdefault("limits", {})["pids"] = int(model.get("pids_limit", HARDENED["pids_limit"]))
+    return resources
 
 
 def _compose_service(name: str, model: dict, networks: dict, edge: dict, top: dict, project_dir: str) -> dict:
     where = f"service {name}"
     service = _common(name, model, networks, top)
     service["restart"] = model.get("restart", "unless-stopped")
+    # Swarm cannot set it per service: there, the engine's default (docker_host's daemon.json) applies.
+    service["security_opt"] = [NO_NEW_PRIVILEGES]
     files = service_files(name, model, project_dir)
     mounted = _reload_dir(name, files)
     refs: dict[str, list] = {"secrets": [], "configs": []}

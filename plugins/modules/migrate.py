@@ -11,6 +11,8 @@ version_added: 0.1.0
 description:
   - Runs the API image's migration command (see docs/app-contract.md) as a one-off container on the stack's
     database network, with the stack's secrets mounted read-only as files.
+  - The container is hardened as the stack's services are, as the image's user; every capability dropped, a read-only
+    root file system with a C(tmpfs) C(/tmp), no new privileges, at most 256 processes.
   - Always reports the pending migrations first; applies them only outside check mode, and with O(apply).
   - Reports C(changed) only when a migration was applied (in check mode, or without O(apply), when one would be).
   - Pulls the image when the target does not have it, except in check mode, where its migrations are then
@@ -194,6 +196,12 @@ def run_once(module, client, command: list[str]) -> dict:
         network=params["network"],
         volumes=volumes,
         labels={"pliers.deploy.role": "migrate"},
+        # As hardened as the stack's services (the renderer's defaults).
+        cap_drop=["ALL"],
+        read_only=True,
+        tmpfs={"/tmp": ""},  # noqa: S108 - the container's own /tmp, a tmpfs
+        security_opt=["no-new-privileges:true"],
+        pids_limit=256,
     )
     container = started_container(module, client, create)
     try:

@@ -102,7 +102,7 @@ def test_secret_files_belong_to_the_user_that_reads_them(host):
     assert host.file(f"{PROJECT_DIR}/secrets/api/database_password").uid == 10001
     assert host.file(f"{PROJECT_DIR}/secrets/ai-service/openai_api_key").uid == 10001
     assert host.file(f"{PROJECT_DIR}/secrets/redis/redis.conf").uid == 999
-    assert host.file(f"{PROJECT_DIR}/secrets/postgres/postgres_password").uid == 0
+    assert host.file(f"{PROJECT_DIR}/secrets/postgres/postgres_password").uid == 999
     assert host.file(f"{PROJECT_DIR}/secrets/postgres-exporter/postgres_password").uid == 65534
     assert host.file(f"{PROJECT_DIR}/secrets/alertmanager/alertmanager.yml").uid == 100
 

@@ -58,7 +58,7 @@ def test_renders_networks_secrets_configs_and_volumes():
     assert api["environment"] == {"DATABASE_PASSWORD_FILE": "/run/secrets/database_password", "PORT": "3000"}
     assert api["secrets"] == [{"source": "api_db", "target": "database_password"}]
     assert api["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    assert api["deploy"] == {"resources": {"limits": {"cpus": "0.5", "memory": "256M"}}}
+    assert api["deploy"] == {"resources": {"limits": {"cpus": "0.5", "memory": "256M", "pids": 256}}}
     assert api["restart"] == "unless-stopped"
     assert "ports" not in api, "only the edge publishes ports"
     # Each file in its service's own directory, named after its target; what the pipeline reads is left out.
@@ -182,8 +182,20 @@ def test_capabilities_a_read_only_root_and_tmpfs_are_rendered_in_both_modes():
             {"type": "tmpfs", "target": "/tmp"},
             {"type": "tmpfs", "target": "/run"},
         ]
-    plain = render({"api": model(read_only=False, cap_add=[])})["services"]["api"]
+    plain = render({"api": model(read_only=False, cap_drop=[])})["services"]["api"]
     assert not {"cap_add", "cap_drop", "read_only", "volumes"} & set(plain)
+
+
+def test_every_service_is_hardened_unless_it_says_otherwise():
+    compose = render({"api": model()})["services"]["api"]
+    stack = swarm({"api": swarm_model()})["services"]["api"]
+    for rendered in (compose, stack):
+        assert rendered["cap_drop"] == ["ALL"] and "cap_add" not in rendered
+        assert rendered["read_only"] is True
+        assert rendered["deploy"]["resources"]["limits"]["pids"] == 256
+    # Swarm takes no-new-privileges from the engine's defaults (docker_host's daemon.json), Compose per container.
+    assert compose["security_opt"] == ["no-new-privileges:true"] and "security_opt" not in stack
+    assert render({"api": model(pids_limit="512")})["services"]["api"]["deploy"]["resources"]["limits"]["pids"] == 512
 
 
 @pytest.mark.parametrize(
@@ -207,6 +219,8 @@ def test_capabilities_a_read_only_root_and_tmpfs_are_rendered_in_both_modes():
         ({"api": model(read_only="yes")}, "service api: read_only must be true or false"),
         ({"api": model(tmpfs=["tmp"])}, "service api: tmpfs must be a list of absolute paths"),
         ({"api": model(tmpfs="/tmp")}, "service api: tmpfs must be a list of absolute paths"),
+        ({"api": model(pids_limit="many")}, "service api: pids_limit must be a whole number of processes, 16 or more"),
+        ({"api": model(pids_limit=4)}, "service api: pids_limit must be a whole number of processes, 16 or more"),
         ({}, "no services were contributed"),
     ],
 )
@@ -216,7 +230,7 @@ def test_bad_models_are_refused_naming_the_service_and_key(services, message):
 
 
 def test_zero_replicas_render():
-    assert render({"api": model(replicas=0)})["services"]["api"]["deploy"] == {"replicas": 0}
+    assert render({"api": model(replicas=0)})["services"]["api"]["deploy"]["replicas"] == 0
 
 
 # --- Swarm ----------------------------------------------------------------------------------------------------
@@ -249,7 +263,7 @@ def test_swarm_branch_renders_deploy_blocks_placement_and_versioned_secrets():
     assert api["deploy"]["placement"] == {"max_replicas_per_node": 2}
     uncapped = swarm({"api": swarm_model(replicas=3)})["services"]["api"]
     assert uncapped["deploy"]["update_config"]["order"] == "start-first" and "placement" not in uncapped["deploy"]
-    assert api["deploy"]["resources"] == {"limits": {"cpus": "0.5"}, "reservations": {"memory": "64M"}}
+    assert api["deploy"]["resources"] == {"limits": {"cpus": "0.5", "pids": 256}, "reservations": {"memory": "64M"}}
     assert "depends_on" not in api and "restart" not in api, "Swarm ignores them: the renderer leaves them out"
     assert api["secrets"] == [
         {"source": "api_db", "target": "database_password", "uid": "10001", "gid": "10001", "mode": 0o400}
