@@ -62,6 +62,9 @@ def test_a_restore_brings_back_the_items_and_redis_data_byte_for_byte(deployed):
     assert backup.returncode == 0, output(backup)
     assert f"{BACKUPS}/" in lab_hosts.ssh(deployed.db, f"ls -d {BACKUPS}/*/ | tail -1").stdout
     assert lab_hosts.ssh(deployed.db, f"stat -c %a {BACKUPS}").stdout.strip() == "700"
+    # Every dump, manifest and directory of the backup is root's alone.
+    modes = lab_hosts.ssh(deployed.db, f"find {BACKUPS}/{newest_backup(deployed)} -printf '%m %y %p\\n'").stdout
+    assert all(line.split()[0] == ("700" if line.split()[1] == "d" else "600") for line in modes.splitlines()), modes
 
     status, _ = http(f"{deployed.edge}/api/items", method="DELETE")
     assert status == 200 and json.loads(items(deployed)) == []

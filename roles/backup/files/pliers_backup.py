@@ -557,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help="a backup's name (default: the newest)")
     parser.add_argument("--drill", action="store_true", help="backup: then run a restore drill on it")
     args = parser.parse_args(argv)
+    # Dumps hold every row and every Redis key: whatever this run creates is root's alone (0600, directories 0700);
+    # the status node exporter reads is made readable explicitly.
+    os.umask(0o077)
     try:
         config = json.loads(Path(args.config).read_text())
         root = Path(config["backup_dir"])
