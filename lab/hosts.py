@@ -18,6 +18,8 @@ from .common import STATE, LabError, docker, docker_lines, log, run
 from .topology import Lab
 
 SSH_KEY = STATE / "ssh" / "id_ed25519"
+# The lab's own commands to its hosts (a host that was just made has keys no file knows yet). Ansible does check
+# them: the inventory names the lab's known_hosts (write_inventory).
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
 BOOT_TIMEOUT = 90
 
@@ -213,8 +215,23 @@ def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...]
     return hosts
 
 
+def write_known_hosts(lab: Lab, hosts: list[Host]) -> Path:
+    """The hosts' SSH host keys, as an operator's known_hosts holds them: read through the engine, not over the
+    network the keys vouch for."""
+    lines = []
+    for host in hosts:
+        keys = docker("exec", host.name, "sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub").stdout.splitlines()
+        lines += [f"{host.address} {' '.join(key.split()[:2])}" for key in keys if key.strip()]
+    path = lab.state / "known_hosts"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:
-    """The Ansible inventory playbooks and Molecule use (SSH, as AWX reaches hosts)."""
+    """The Ansible inventory playbooks and Molecule use (SSH, as AWX reaches hosts, checking the hosts' keys)."""
+    known_hosts = write_known_hosts(lab, hosts)
+    ssh_options = f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o LogLevel=ERROR"
     lines = [
         f"# Written by `python3 -m lab up` for lab {lab.name}; rewritten on every run.",
         "# Registry credentials are not here: pass -e @" + str(lab.credentials),
@@ -227,7 +244,7 @@ def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:
         "  vars:",
         "    ansible_user: root",
         f"    ansible_ssh_private_key_file: {SSH_KEY}",
-        "    ansible_ssh_common_args: " + json.dumps(" ".join(SSH_OPTIONS)),
+        "    ansible_ssh_common_args: " + json.dumps(ssh_options),
         "    ansible_python_interpreter: /usr/bin/python3",
         f"    pliers_lab_name: {lab.name}",
         f"    pliers_lab_registry: {lab.registry}",
