@@ -1,0 +1,41 @@
+"""A verbose Swarm deploy prints no join token and no secret value: AWX keeps every job event, and -vvv prints every
+task's arguments and results. Checked on the deployed Swarm stack (after the release tests): the run's output is
+searched for the Swarm's join tokens and for every value of the inventory's vault and the registry's credentials."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from lab import hosts as lab_hosts
+from lab.common import PLAYBOOK_BIN, ROOT, VAULT
+
+from .support import output
+
+VAULT_FILE = ROOT / "inventories" / "local" / "group_vars" / "all" / "vault.yml"
+
+
+def vault_values() -> dict[str, str]:
+    view = [str(PLAYBOOK_BIN.parent / "ansible-vault"), "view", "--vault-password-file", VAULT, str(VAULT_FILE)]
+    values = yaml.safe_load(subprocess.run(view, capture_output=True, text=True, check=True).stdout)
+    return {name: str(value) for name, value in values.items() if str(value)}
+
+
+@pytest.mark.parametrize("deployed", ["swarm"], indirect=True)
+def test_a_verbose_swarm_deploy_prints_no_join_token_and_no_secret(deployed):
+    secrets = vault_values()
+    secrets["vault_registry_password"] = yaml.safe_load(deployed.lab.credentials.read_text())["vault_registry_password"]
+    for role in ("worker", "manager"):
+        token = lab_hosts.ssh(deployed.deployer, f"docker swarm join-token -q {role}").stdout.strip()
+        secrets[f"the {role} join token"] = token
+    assert len(secrets) >= 5 and all(len(value) >= 16 for value in secrets.values()), sorted(secrets)
+
+    run = deployed.play("deploy.yml", "-vvv")
+    assert run.returncode == 0, output(run)
+    printed = run.stdout + run.stderr
+    # The run did print its tasks' arguments and results (a quiet run would prove nothing).
+    assert printed.count("task path:") > 50 and '"ansible_facts"' in printed
+    leaked = sorted(name for name, value in secrets.items() if value in printed)
+    assert not leaked, f"the -vvv output of the deploy holds {', '.join(leaked)}"
