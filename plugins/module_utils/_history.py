@@ -48,8 +48,17 @@ def line(entry: dict) -> str:
     return text + (f" - {str(entry['message'])[:300]}" if entry.get("message") else "")
 
 
+def _user() -> str:
+    """Who runs this, by name; by uid where no passwd entry names it (a minimal container)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 def succeeded(entries: list[dict]) -> list[dict]:
-    return [entry for entry in entries if entry.get("result") == "ok"]
+    """The releases that ran: restores are recorded too, but they change the data, not the release that runs."""
+    return [entry for entry in entries if entry.get("result") == "ok" and entry.get("playbook") != "restore"]
 
 
 def rollback_target(module, entries: list[dict], wanted: str) -> dict:
@@ -78,7 +87,7 @@ def append(module, path: str, entries: list[dict], record: dict) -> dict:
     entry = {
         "id": (entries[-1].get("id", len(entries)) if entries else 0) + 1,
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "user": record.pop("user", None) or getpass.getuser(),
+        "user": record.pop("user", None) or _user(),
         "from": good[-1].get("versions", {}) if good else {},
     }
     started = record.pop("started", None)

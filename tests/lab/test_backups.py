@@ -74,6 +74,9 @@ def test_a_restore_brings_back_the_items_and_redis_data_byte_for_byte(deployed):
     assert restore.returncode == 0, output(restore)
     assert items(deployed) == before
     assert redis(deployed, "GET", "pliers:test:restore") == "kept"
+    # The restore is in the release history, beside the releases.
+    last = json.loads(lab_hosts.ssh(deployed.deployer, "tail -1 /var/lib/pliers/local/releases.log").stdout)
+    assert (last["playbook"], last["result"], last["release"]) == ("restore", "ok", f"backup {newest_backup(deployed)}")
 
 
 @pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import subprocess
 
 import pytest
 
@@ -165,3 +166,60 @@ def test_the_live_database_refuses_connections_from_before_its_sessions_end_unti
     else:
         assert statements[-2:] == ['ALTER DATABASE "pliers_restoring" RENAME TO "pliers"',
                                    'DROP DATABASE "pliers_before_restore" WITH (FORCE)']  # fmt: skip
+
+
+def redis_restore_setup(tmp_path, monkeypatch, appenddirname="appendonlydir"):
+    """A backup whose manifest says Redis keeps an append-only file, and a Redis volume (stopped) at tmp/volume."""
+    root = tmp_path / "backups"
+    backup = make_backup(root, "20261201T000000Z")
+    manifest = json.loads((backup / "manifest.json").read_text())
+    manifest["redis"] = {"appendonly": "yes", "appenddirname": appenddirname, "appendfilename": "appendonly.aof"}
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    inspected = json.dumps([{"Mountpoint": str(volume)}]).encode()
+    monkeypatch.setattr(pliers_backup, "run", lambda *command, **_: subprocess.CompletedProcess(command, 0, inspected))
+
+    def stopped(config, service):
+        raise pliers_backup.BackupError(f"{service} is not running")
+
+    monkeypatch.setattr(pliers_backup, "container", stopped)
+    config = {"backup_dir": str(root), "mode": "compose", "project": "p", "redis": {"service": "redis", "volume": "v"}}
+    return config, volume
+
+
+def test_the_redis_restore_replaces_links_planted_in_the_volume_and_never_follows_them(tmp_path, monkeypatch):
+    config, volume = redis_restore_setup(tmp_path, monkeypatch)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kept").write_text("not Redis's")
+    # What a compromised Redis could leave in its own volume: links where the restore writes and removes.
+    for name in ("dump.rdb", ".dump.rdb.restoring", ".appendonlydir.restoring"):
+        (volume / name).symlink_to(outside / "kept" if "rdb" in name else outside)
+    (volume / "appendonlydir").symlink_to(outside)
+
+    result = pliers_backup.restore_redis(config, None)
+
+    assert (outside / "kept").read_text() == "not Redis's" and sorted(p.name for p in outside.iterdir()) == ["kept"]
+    assert not (volume / "dump.rdb").is_symlink() and (volume / "dump.rdb").read_bytes() == b"REDIS0011"
+    aof = volume / "appendonlydir"
+    assert aof.is_dir() and not aof.is_symlink()
+    assert sorted(p.name for p in aof.iterdir()) == ["appendonly.aof.1.base.rdb", "appendonly.aof.1.incr.aof",
+                                                     "appendonly.aof.manifest"]  # fmt: skip
+    assert (aof / "appendonly.aof.1.base.rdb").read_bytes() == b"REDIS0011"
+    assert sorted(p.name for p in volume.iterdir()) == ["appendonlydir", "dump.rdb"]
+    assert result["name"] == "20261201T000000Z"
+
+
+# Every path resolves inside the test's own directory: a restore that wrongly followed one must not harm the machine
+# running the tests (an absolute /etc once did, as root).
+@pytest.mark.parametrize("appenddirname", ["../victim", "<absolute>", "..", "a/b", ""])
+def test_the_redis_restore_refuses_a_manifest_naming_a_path_out_of_the_volume(tmp_path, monkeypatch, appenddirname):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "kept").write_text("kept")
+    appenddirname = appenddirname.replace("<absolute>", str(victim))
+    config, volume = redis_restore_setup(tmp_path, monkeypatch, appenddirname)
+    with pytest.raises(pliers_backup.BackupError, match="appenddirname .* not a plain file name"):
+        pliers_backup.restore_redis(config, None)
+    assert list(volume.iterdir()) == [] and (victim / "kept").read_text() == "kept"

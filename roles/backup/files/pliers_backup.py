@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -516,38 +517,91 @@ def restore_redis(config: dict, name: str | None) -> dict:
         running = None  # stopped, as it must be
     if running:
         raise BackupError("Redis is running: stop it before its data is replaced")
+    persistence = manifest.get("redis") or {}
+    aof = persistence.get("appendonly") == "yes"
+    if aof:
+        # Names Redis reported at backup time: a plain name each, never a path out of the volume.
+        aof_dir = plain_name(persistence.get("appenddirname"), "appenddirname")
+        base = plain_name(persistence.get("appendfilename"), "appendfilename")
     # The volume, not a container: in swarm mode a service scaled to zero leaves no container behind.
     volume = json.loads(run("docker", "volume", "inspect", config["redis"]["volume"]).stdout)[0]
     data = Path(volume["Mountpoint"])
-    owner = data.stat()
-    written = [data / "dump.rdb"]
-    install(chosen / REDIS_FILE, data / "dump.rdb", owner)
-    persistence = manifest.get("redis") or {}
-    if persistence.get("appendonly") == "yes":
-        aof_dir = data / persistence["appenddirname"]
-        base = persistence["appendfilename"]
-        staging = data / f".{persistence['appenddirname']}.restoring"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        install(chosen / REDIS_FILE, staging / f"{base}.1.base.rdb", owner)
-        (staging / f"{base}.1.incr.aof").touch()
-        (staging / f"{base}.manifest").write_text(
-            f"file {base}.1.base.rdb seq 1 type b\nfile {base}.1.incr.aof seq 1 type i\n"
-        )
-        for path in (staging, *staging.iterdir()):
-            os.chown(path, owner.st_uid, owner.st_gid)
-        shutil.rmtree(aof_dir, ignore_errors=True)
-        os.rename(staging, aof_dir)
-        written.append(aof_dir)
+    # Everything below is done relative to the volume's directory, whose content Redis's user controls: a link it
+    # left there is replaced or removed, never followed, and what is written is owned like the directory.
+    data_fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        owner = os.fstat(data_fd)
+        written = [data / "dump.rdb"]
+        install(chosen / REDIS_FILE, "dump.rdb", data_fd, owner)
+        if aof:
+            staging = f".{aof_dir}.restoring"
+            remove(staging, data_fd)
+            os.mkdir(staging, 0o700, dir_fd=data_fd)
+            staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=data_fd)
+            try:
+                os.fchown(staging_fd, owner.st_uid, owner.st_gid)
+                install(chosen / REDIS_FILE, f"{base}.1.base.rdb", staging_fd, owner)
+                install_text("", f"{base}.1.incr.aof", staging_fd, owner)
+                manifest_text = f"file {base}.1.base.rdb seq 1 type b\nfile {base}.1.incr.aof seq 1 type i\n"
+                install_text(manifest_text, f"{base}.manifest", staging_fd, owner)
+            finally:
+                os.close(staging_fd)
+            remove(aof_dir, data_fd)
+            os.rename(staging, aof_dir, src_dir_fd=data_fd, dst_dir_fd=data_fd)
+            written.append(data / aof_dir)
+    finally:
+        os.close(data_fd)
     return {"changed": True, "name": chosen.name, "written": [str(path) for path in written]}
 
 
-def install(source: Path, target: Path, owner: os.stat_result) -> None:
-    """Copy source to target atomically, owned like the data directory."""
-    tmp = target.with_name(f".{target.name}.restoring")
-    shutil.copyfile(source, tmp)
-    os.chown(tmp, owner.st_uid, owner.st_gid)
-    os.replace(tmp, target)
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+
+
+def plain_name(value, what: str) -> str:
+    if not isinstance(value, str) or not PLAIN_NAME.match(value) or ".." in value:
+        raise BackupError(f"the backup's manifest gives Redis's {what} as {value!r}: not a plain file name")
+    return value
+
+
+def remove(name: str, dir_fd: int) -> None:
+    """Remove name in the directory dir_fd, whatever it is: a link is removed, never followed."""
+    try:
+        found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(found.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        for entry in os.listdir(fd):
+            remove(entry, fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def install(source: Path, name: str, dir_fd: int, owner: os.stat_result) -> None:
+    """Copy source (a file of the backup) to name in the directory dir_fd atomically, owned like the directory."""
+    with open(source, "rb") as handle:
+        _install(name, dir_fd, owner, lambda target: shutil.copyfileobj(handle, target))
+
+
+def install_text(text: str, name: str, dir_fd: int, owner: os.stat_result) -> None:
+    _install(name, dir_fd, owner, lambda target: target.write(text.encode()))
+
+
+def _install(name: str, dir_fd: int, owner: os.stat_result, fill) -> None:
+    tmp = f".{name}.restoring"
+    remove(tmp, dir_fd)
+    # O_EXCL and O_NOFOLLOW: a file of our own, created here, whatever was planted under its name.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    with open(fd, "wb") as target:
+        fill(target)
+        target.flush()
+        os.fsync(target.fileno())
+        os.fchown(target.fileno(), owner.st_uid, owner.st_gid)
+    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def main(argv: list[str] | None = None) -> int:

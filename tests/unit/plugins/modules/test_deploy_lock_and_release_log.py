@@ -315,3 +315,15 @@ def test_without_hard_links_a_free_lock_is_still_taken_0600(tmp_path, lock):
     assert not taken.get("failed") and lock_file(lock)["token"] == taken["token"]
     assert mode(lock) == 0o600
     assert not [name for name in os.listdir(os.path.dirname(lock)) if name.endswith(".tmp")]
+
+
+def test_a_restore_is_recorded_but_is_never_a_release_to_roll_back_to(tmp_path):
+    history = str(tmp_path / "releases.log")
+    for release in ("1.0.0", "1.1.0"):
+        record(tmp_path, history, release)
+    restore = {"user": "alice", "playbook": "restore", "release": "backup 20261201T000000Z", "versions": {},
+               "result": "ok"}  # fmt: skip
+    assert not run("release_log", tmp_path, path=history, record=restore).get("failed")
+    read = run("release_log", tmp_path, path=history)
+    assert read["current"]["release"] == "1.1.0" and "restore backup 20261201T000000Z: ok" in read["lines"][-1]
+    assert run("release_log", tmp_path, path=history, rollback_to="previous")["target"]["release"] == "1.0.0"
