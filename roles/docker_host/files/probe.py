@@ -37,6 +37,8 @@ found = {
     "sdk": importable("docker"),
     # What community.docker.docker_stack needs on a manager.
     "stack_tools": importable("jsondiff", "yaml"),
+    # What the Swarm's firewall is loaded with.
+    "nft": shutil.which("nft") is not None or shutil.which("nft", path="/usr/sbin:/sbin") is not None,
     "login": login(sys.argv[1]),
 }
 print(json.dumps(found))
