@@ -40,5 +40,7 @@ found = {
     # What the Swarm's firewall is loaded with.
     "nft": shutil.which("nft") is not None or shutil.which("nft", path="/usr/sbin:/sbin") is not None,
     "login": login(sys.argv[1]),
+    # inactive, active, or locked: a manager of an autolocked Swarm whose engine restarted.
+    "swarm": output("docker", "info", "--format", "{{.Swarm.LocalNodeState}}") if shutil.which("docker") else "",
 }
 print(json.dumps(found))
