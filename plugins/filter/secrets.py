@@ -6,22 +6,50 @@ content_version: the short name of a content's version (secrets, configs, their 
 from __future__ import annotations
 
 import hashlib
+import re
+from urllib.parse import urlsplit
 
 # Values the example vaults ship, and the usual stand-ins people forget to replace.
 PLACEHOLDERS = ("change_me", "changeme", "change-me", "placeholder", "example", "replace_me", "todo", "xxxx")
 STRICT_ENVIRONMENTS = ("staging", "production")
+PEM_BOUNDARY = re.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----")
+BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]+")
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _is_placeholder(text: str) -> bool:
+    """Whether text holds a placeholder: one of PLACEHOLDERS anywhere in it, but in a PEM block (a certificate, a
+    key) only outside its base64 lines or as a whole line, where no chance run of letters (todo) is one; and in a URL
+    (a webhook's, holding its token) only after its host, which may well be a test's example.net."""
+    lowered = text.lower()
+    if PEM_BOUNDARY.search(text):
+        lines = [line.strip().lower() for line in text.splitlines()]
+        return any(
+            line in PLACEHOLDERS
+            or (not PEM_BOUNDARY.fullmatch(line.upper()) and not BASE64_LINE.fullmatch(line)
+                and any(marker in line for marker in PLACEHOLDERS))
+            for line in lines
+        )  # fmt: skip
+    if URL.match(text):
+        try:
+            parts = urlsplit(text)
+            lowered = " ".join((parts.username or "", parts.password or "", parts.path, parts.query, parts.fragment))
+            lowered = lowered.lower()
+        except ValueError:
+            pass
+    return any(marker in lowered for marker in PLACEHOLDERS)
 
 
 def secret_problem(value, name: str, environment: str = "", min_length: int = 16) -> str:
-    """'' when value is usable as the secret called name; otherwise a sentence naming it and why.
+    """'' when value is usable as the secret called name (a password, a token, an API key, a URL that holds one, a PEM
+    key or certificate); otherwise a sentence naming it and why.
 
     The sentence never contains the value itself.
     """
     text = "" if value is None else str(value)
     if not text.strip():
         return f"{name} is empty or missing (set it in the inventory's vault)"
-    lowered = text.lower()
-    if any(marker in lowered for marker in PLACEHOLDERS):
+    if _is_placeholder(text):
         return f"{name} still holds a placeholder value (replace it in the inventory's vault)"
     if environment in STRICT_ENVIRONMENTS and len(text) < min_length:
         return f"{name} must be at least {min_length} characters in {environment}"

@@ -65,7 +65,7 @@ LOCAL_REGISTRY = ("-e", "vault_registry_username=pliers", "-e", f"vault_registry
         (("-e", "web_http_port=70000"), "web_http_port must be a TCP port"),
         (("-e", "pliers_edge=haproxy"), "pliers_edge"),
         (("-e", "monitoring_scrape_interval=often"), "monitoring_scrape_interval"),
-        (("-e", "monitoring_prometheus_port=99999"), "monitoring_prometheus_port must be a port number"),
+        (("-e", "monitoring_prometheus_port=99999"), "monitoring_prometheus_port must be a TCP port"),
         (("-e", "monitoring_bind_address=localhost"), "monitoring_bind_address must be an IPv4 or IPv6 address"),
         (("-e", "monitoring_alert_webhook_url=hooks.example.net/x"), "monitoring_alert_webhook_url must be an http"),
         (("-e", "monitoring_alert_email_to=ops@example.net"), "monitoring_alert_smtp_smarthost (host:port)"),
@@ -89,7 +89,7 @@ def test_every_problem_of_a_role_is_named_in_one_run(tmp_path):
     result = deploy(tmp_path, "local", *LOCAL_REGISTRY, *bad)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    for named in ("monitoring_prometheus_port must be a port number", "monitoring_bind_address must be an IPv4",
+    for named in ("monitoring_prometheus_port must be a TCP port", "monitoring_bind_address must be an IPv4",
                   "monitoring_scrape_interval (like 15s)"):  # fmt: skip
         assert named in output, output[-3000:]
     assert "monitoring_grafana_port" not in output, "a port with a leading zero is still a port"
@@ -316,9 +316,10 @@ def test_a_good_inventory_certificate_passes_preflight(tmp_path, signer):
     assert "pliers_tls_certificate" not in output and "pliers_tls_key" not in output, output[-3000:]
 
 
-# A string for the list of names, and a host name among the proxies' addresses: one sentence for both problems.
+# A string for the list of names (the check of every role's lists), and a host name among the proxies' addresses: one
+# sentence for both problems.
 NAMES_AND_PROXIES = (
-    f'pliers_server_names must list the host names the edge answers for (pliers.example.com), got "{SERVER_NAME}"; '
+    f"pliers_server_names must be a list ([a, b] in YAML, or one '- a' a line), got a string \"{SERVER_NAME}\"; "
     "pliers_edge_trusted_proxies must list addresses or CIDRs (10.0.0.0/8), got lb.example.test"
 )
 
@@ -353,3 +354,143 @@ def test_bad_edge_inputs_fail_in_preflight_naming_the_variable(tmp_path, edge, n
     for variable in not_named:
         assert variable not in output, output[-3000:]
     assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch the host"
+
+
+# --- Issue #18: no input reaches a host unchecked -----------------------------------------------------------------
+
+# Staging's and production's vault values, good ones (each case overrides one with a bad one).
+STRICT_VAULT = {
+    "vault_registry_username": "pliers",
+    **{f"vault_{name}": GOOD_SECRET for name in ("registry_password", "postgres_password", "redis_password",
+                                                 "openai_api_key", "grafana_admin_password")},
+    "vault_anthropic_api_key": "",
+    "vault_alert_webhook_url": "https://hooks.slack.test/services/T0KEN-0123456789",
+}  # fmt: skip
+EMAIL = {"monitoring_alert_email_to": "ops@example.net", "monitoring_alert_email_from": "alerts@example.net",
+         "monitoring_alert_smtp_smarthost": "smtp.example.net:587"}  # fmt: skip
+SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
+OFFSITE = {"backup_offsite_repository": "sftp:restic@backup.example.net:/srv/restic/pliers",
+           "backup_offsite_password": GOOD_SECRET, "backup_offsite_ssh_key": SSH_KEY,
+           "backup_offsite_known_hosts": "backup.example.net ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGg="}  # fmt: skip
+
+
+def strict_run(tmp_path: Path, environment: str, variables: dict) -> subprocess.CompletedProcess:
+    """staging (one host) or production (a Swarm, with the example vault's certificate and key) with good secrets but
+    for those variables gives."""
+    example = ROOT / "inventories" / environment / "group_vars" / "all" / "vault.yml.example"
+    hosts = swarm_hosts({"m1": EDGE}, {"w1": DB}) if environment == "production" else ONE_HOST
+    return deploy(tmp_path, environment, "-e", f"@{example}", "-e", json.dumps({**STRICT_VAULT, **variables}),
+                  hosts=hosts)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("environment", "variables", "named"),
+    [
+        # 1. Text written into units and configuration files: one line, and what the file reads there only.
+        ("local", {"backup_schedule": "daily\nExecStartPre=/bin/sh -c id"},
+         "backup_schedule must be a systemd calendar spec on one line"),
+        ("local", {"backup_schedule": "*-*-* 03:15:00; %n"}, "backup_schedule must be a systemd calendar spec"),
+        ("local", {"monitoring_loki_retention": "168h\nauth_enabled: true"},
+         "monitoring_loki_retention must be a single line, with no newline"),
+        ("local", {"web_edge_read_timeout": "30s;\n    return 200"},
+         "web_edge_read_timeout must be a time as nginx reads it"),
+        ("local", {"redis_maxmemory": "256mb\nrename-command CONFIG x"},
+         "redis_maxmemory must be a size as redis.conf"),
+        ("local", {"postgres_initdb_args": "--data-checksums; id"}, "postgres_initdb_args must be initdb options"),
+        ("local", {**EMAIL, "monitoring_alert_email_to": "ops@example.net\r\nBcc: x@example.org"},
+         "monitoring_alert_email_to must be a single line"),
+        ("local", {"pliers_release": "1.0.0\n"}, "pliers_release must be a single line"),
+        ("local", {"docker_host_log_max_size": "10m\n"}, "docker_host_log_max_size must be a size in bytes as Docker"),
+        ("local", {"api_database_user": "pliers\n"}, "api_database_user must be a lowercase identifier"),
+        ("local", {"pliers_redis_password": 'with "quotes"'}, "pliers_redis_password must not contain whitespace"),
+        # 2. Image references, by the distribution grammar.
+        ("local", {"api_image": "registry.test:5000/pliers/api:1.0 ; rm -rf /"},
+         "api_image must be an image reference"),
+        ("local", {"web_edge_image": "registry.test:5000/Pliers/nginx:1.22"},
+         "web_edge_image must be an image reference"),
+        ("local", {"monitoring_prometheus_image": "registry.test:5000/pliers/../prometheus:2.42"},
+         "monitoring_prometheus_image must be an image reference"),
+        ("local", {"pliers_lab_registry": "registry.test:5000/a b"}, "pliers_registry must be a registry host"),
+        # 3. Resource limits.
+        ("local", {"api_memory": "1 gigabyte"}, "api_memory must be a size in bytes as Docker reads it"),
+        ("local", {"redis_cpus": "-1"}, "redis_cpus must be a number of CPUs above 0"),
+        ("local", {"ai_service_reserved_memory": "1G"},
+         "ai_service_reserved_memory (1G) must not be more than ai_service_memory (256M)"),
+        # 4. Ports.
+        ("local", {"web_https_redirect_port": 70000}, "web_https_redirect_port must be a TCP port (1-65535)"),
+        ("local", {"web_https_port": 0}, "web_https_port must be a TCP port (1-65535)"),
+        ("local", {"monitoring_grafana_port": "3000/tcp"}, "monitoring_grafana_port must be a TCP port"),
+        ("local", {**EMAIL, "monitoring_alert_smtp_smarthost": "smtp.example.net:99999"},
+         "monitoring_alert_smtp_smarthost (host:port) with a port from 1 to 65535"),
+        # 5. URLs, parsed.
+        ("local", {"pliers_lab_acme_directory": "https://acme.pliers.lab:99999/dir"},
+         "pliers_acme_directory must be an https:// URL: its port must be a number from 1 to 65535"),
+        ("local", {"pliers_lab_acme_directory": "https://user:pw@acme.pliers.lab/dir"},
+         "pliers_acme_directory must be an https:// URL: it must not hold a password"),
+        ("local", {"monitoring_alert_webhook_url": "https://hooks.slack.test/a b"},
+         "monitoring_alert_webhook_url must be an http:// or https:// URL: it must not contain whitespace"),
+        ("local", {**OFFSITE, "backup_offsite_repository": "sftp:restic@backup.example.net:/srv/restic pliers"},
+         "backup_offsite_repository must read sftp:<user>@<host>:/<path>, with no whitespace"),
+        ("local", {"docker_host_upstream_repository": "ftp://download.docker.com/linux/debian"},
+         "docker_host_upstream_repository must be an https:// or http:// URL: its scheme"),
+        # 6. Placeholders in every secret, in staging and production.
+        ("staging", {"vault_openai_api_key": "sk-CHANGE_ME-0123456789"},
+         "ai_service_openai_api_key still holds a placeholder"),
+        ("staging", {"vault_anthropic_api_key": "changeme-0123456789abcdef"},
+         "ai_service_anthropic_api_key still holds a placeholder"),
+        ("staging", {"vault_alert_webhook_url": "https://hooks.example.com/CHANGE_ME"},
+         "monitoring_alert_webhook_url still holds a placeholder"),
+        ("staging", {**EMAIL, "monitoring_alert_smtp_username": "ops", "monitoring_alert_smtp_password": "CHANGE_ME"},
+         "monitoring_alert_smtp_password still holds a placeholder"),
+        ("staging", {**OFFSITE, "backup_offsite_password": "replace_me-0123456789"},
+         "backup_offsite_password still holds a placeholder"),
+        ("staging", {"vault_registry_password": "placeholder-0123456789"},
+         "docker_host_registry_password still holds a placeholder"),
+        ("production", {}, "pliers_tls_certificate still holds a placeholder"),
+        # 7. Lists and mappings, as the roles iterate them (an argument spec takes "a,b" and "k=v").
+        ("local", {"pliers_extra_roles": "my.collection.role"}, "pliers_extra_roles must be a list"),
+        ("local", {"docker_host_node_labels": "db=true"}, "docker_host_node_labels must be a mapping"),
+        ("local", {"pliers_versions": "api=1.0.0"}, "pliers_versions must be a mapping"),
+        ("local", {"docker_host_upstream_packages": "docker-ce,docker-ce-cli"},
+         "docker_host_upstream_packages must be a list"),
+    ],
+)  # fmt: skip
+def test_no_bad_input_reaches_a_host(tmp_path, environment, variables, named):
+    if environment == "local":
+        result = deploy(tmp_path, environment, *LOCAL_REGISTRY, "-e", json.dumps(variables))
+    else:
+        result = strict_run(tmp_path, environment, variables)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in output, output[-3000:]
+    assert "UNREACHABLE" not in output and "unreachable=0" in output, "preflight must not touch the host"
+
+
+def test_a_variable_no_role_declares_is_warned_about_naming_what_it_probably_meant(tmp_path):
+    """A typo is warned about, not refused: the run goes on past preflight (to the unreachable host)."""
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, "-e", "pliers_enviroment=production")
+    output = result.stdout + result.stderr
+    warnings = [line for line in output.splitlines() if "[WARNING]" in line and "pliers_enviroment" in line]
+    assert warnings and "did you mean pliers_environment?" in warnings[0], output[-3000:]
+    assert "UNREACHABLE" in output, "the run must go on past preflight"
+    # What the lab's inventory and the collection itself set is no typo.
+    assert not [line for line in output.splitlines() if "[WARNING]" in line and "pliers_lab_" in line]
+
+
+def test_the_good_example_inventories_pass_preflight(tmp_path):
+    """Staging with good secrets, an offsite copy and e-mail alerts: every check passes, the run reaches the host."""
+    result = strict_run(tmp_path, "staging", {**OFFSITE, **EMAIL, "backup_schedule": "Mon..Fri *-*-* 02:30:00"})
+    output = result.stdout + result.stderr
+    assert "UNREACHABLE" in output, output[-3000:]
+    assert "declared by no role" not in output, output[-3000:]
+
+
+def test_passwords_with_quotes_dollars_backslashes_and_newlines_pass_preflight(tmp_path):
+    """The database password reaches its readers as a file: any text is fine (Redis's is written into redis.conf,
+    and stays without whitespace, quotes or backslashes)."""
+    password = 'it\'s "quoted", $HOME and $(id), back\\slash\\\\, and\na second line'
+    secrets = extra_vars(tmp_path, pliers_database_password=password, vault_registry_password=password)
+    result = deploy(tmp_path, "local", *LOCAL_REGISTRY, *secrets)
+    output = result.stdout + result.stderr
+    assert "UNREACHABLE" in output, output[-3000:]
+    assert "a second line" not in output and "$(id)" not in output, "a password must never be shown"

@@ -33,3 +33,41 @@ def test_content_version_is_short_stable_and_follows_the_content():
     assert content_version("a") != content_version("b")
     assert content_version(["x", "y"]) == content_version("x\ny")
     assert content_version(["x", "y"]) != content_version(["x", "z"])
+
+
+PEM_PLACEHOLDER = "-----BEGIN CERTIFICATE-----\nCHANGE_ME\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        PEM_PLACEHOLDER,
+        "-----BEGIN PRIVATE KEY-----\n  CHANGE_ME\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nCHANGEME\n-----END OPENSSH PRIVATE KEY-----\n",
+        "-----BEGIN CERTIFICATE-----\nMIIBxTCCAWug\n<paste the certificate here: todo>\n-----END CERTIFICATE-----\n",
+        "https://hooks.example.com/CHANGE_ME",
+        "https://hooks.slack.test/services/xxxx",
+        "https://change_me@hooks.slack.test/x",
+    ],
+)
+def test_placeholders_in_certificates_keys_and_urls_are_refused(value):
+    assert secret_problem(value, "pliers_tls_key", "production") == (
+        "pliers_tls_key still holds a placeholder value (replace it in the inventory's vault)"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # A marker by chance inside the base64 of a key or certificate is none.
+        "-----BEGIN CERTIFICATE-----\nMIIBtodoXXXXexampleQ0hBTkdF\nTodo==\n-----END CERTIFICATE-----\n",
+        # A webhook on a test's example.net still holds a real-looking token.
+        "https://hooks.example.net/T0KEN-abcdef",
+    ],
+)
+def test_markers_that_are_no_placeholder_are_not_refused(value):
+    assert secret_problem(value, "x", "production") == ""
+
+
+def test_the_example_vaults_certificate_and_key_are_refused():
+    assert "placeholder" in secret_problem(PEM_PLACEHOLDER, "pliers_tls_certificate", "staging")
