@@ -450,6 +450,8 @@ def strict_run(tmp_path: Path, environment: str, variables: dict) -> subprocess.
         # 7. Lists and mappings, as the roles iterate them (an argument spec takes "a,b" and "k=v").
         ("local", {"pliers_extra_roles": "my.collection.role"}, "pliers_extra_roles must be a list"),
         ("local", {"docker_host_node_labels": "db=true"}, "docker_host_node_labels must be a mapping"),
+        ("local", {"docker_host_swarm_firewall_allowed": ["10.0.0.0/8", "monitoring.example.com", "fd00::/8"]},
+         "docker_host_swarm_firewall_allowed must list IPv4 addresses or CIDRs"),
         ("local", {"pliers_versions": "api=1.0.0"}, "pliers_versions must be a mapping"),
         ("local", {"docker_host_upstream_packages": "docker-ce,docker-ce-cli"},
          "docker_host_upstream_packages must be a list"),
