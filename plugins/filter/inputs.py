@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
+from ansible_collections.pliers.deploy.plugins.filter.networks import is_address
 
 # Newlines, carriage returns, tabs and every other C0 or C1 control character, and Unicode's line separators.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -106,14 +106,6 @@ def _matches(pattern: str):
     return check
 
 
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 # Each format: what checks a value (as text), and what the sentence says is expected.
 FORMATS = {
     # systemd.time(7): weekdays, dates and times with * , - .. / ~ : and a time zone (Europe/Berlin, Etc/GMT+1), or a
@@ -147,7 +139,7 @@ FORMATS = {
         "a registry host, with its port if not the default (registry.example.com:5000)",
     ),
     # An address to bind: IPv4 or IPv6, as Python's ipaddress reads it.
-    "address": (_is_address, "an IPv4 or IPv6 address"),
+    "address": (is_address, "an IPv4 or IPv6 address"),
 }
 
 

@@ -11,6 +11,15 @@ from collections.abc import Mapping, Sequence, Set
 from ansible.errors import AnsibleFilterError
 
 
+def is_address(text: str) -> bool:
+    """Whether text is an IPv4 or IPv6 address (a host name is not)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_network(value) -> bool:
     """Whether value is text naming an address or a network (host bits allowed: 10.0.0.1/8 is 10.0.0.0/8)."""
     if not isinstance(value, str):

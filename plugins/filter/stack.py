@@ -12,11 +12,11 @@ this file.
 
 from __future__ import annotations
 
-import ipaddress
 import posixpath
 import re
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.pliers.deploy.plugins.filter.networks import is_address
 from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version
 
 SERVICE_KEYS = frozenset(
@@ -215,20 +215,12 @@ def stack_files(services: dict, project_dir: str, selected: list | None = None) 
 # --- What both modes share ------------------------------------------------------------------------------------
 
 
-def _is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
 def _edge_options(caller: str, server_names, tls: str) -> tuple[list[str], str]:
     """The names the edge serves and its TLS mode, checked."""
     if isinstance(server_names, str):
         server_names = [server_names]
     names = [str(name) for name in server_names or ()]
-    bad = [name for name in names if not (SERVER_NAME.match(name) or _is_address(name))]
+    bad = [name for name in names if not (SERVER_NAME.match(name) or is_address(name))]
     if bad:
         raise AnsibleFilterError(f"{caller}: server_names must be host names, got {', '.join(map(repr, bad))}")
     if tls not in TLS_MODES:
@@ -264,7 +256,7 @@ def traefik_labels(name: str, http: dict, swarm: bool = False, server_names=(), 
         # with the names its certificate covers (an ACME server certifies no address).
         if tls == "acme":
             labels[f"{router}.tls.certresolver"] = "acme"
-            names = [host for host in server_names if not _is_address(host)]
+            names = [host for host in server_names if not is_address(host)]
             if names:
                 labels[f"{router}.tls.domains[0].main"] = names[0]
             if names[1:]:
