@@ -18,7 +18,8 @@ from .paths import ROOT
 # The vault values the inventories name (each may be overridden), shaped as the roles' checks want them.
 SECRET = "a-test-secret-0123456789"
 VAULT = {
-    **{name: SECRET for name in ("postgres_password", "redis_password", "openai_api_key", "anthropic_api_key",
+    **{name: SECRET for name in ("postgres_password", "postgres_owner_password", "postgres_app_password",
+                                 "postgres_monitor_password", "redis_password", "openai_api_key", "anthropic_api_key",
                                  "grafana_admin_password", "registry_username", "registry_password")},
     "alert_webhook_url": "https://hooks.example.net/T0KEN",
     "tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",

@@ -1,11 +1,13 @@
 # Copyright (c) pliers.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """secret_problem: what is wrong with a secret's value, in words, or '' when nothing is.
-content_version: the short name of a content's version (secrets, configs, their labels)."""
+content_version: the short name of a content's version (secrets, configs, their labels).
+rotating_login: a database login named after its password (a rotation without a failed request)."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from urllib.parse import urlsplit
 
@@ -62,6 +64,14 @@ def content_version(content) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def rotating_login(role: str, password, key) -> str:
+    """<role>_<8 hex digits of the HMAC-SHA-256 of password keyed with key>: a new password is a new login, which
+    lives beside the old one until the services that use the old one are replaced. The key (another secret) keeps
+    the name from telling anything about the password."""
+    digest = hmac.new(str(key).encode(), str(password).encode(), hashlib.sha256).hexdigest()
+    return f"{role}_{digest[:8]}"
+
+
 class FilterModule:
     def filters(self):
-        return {"secret_problem": secret_problem, "content_version": content_version}
+        return {"secret_problem": secret_problem, "content_version": content_version, "rotating_login": rotating_login}

@@ -25,8 +25,9 @@ SERVICE_KEYS = frozenset(
         *("ports", "volumes", "replicas", "resources", "labels", "user", "stop_grace_period", "http", "restart"),
         *("cap_add", "cap_drop", "read_only", "tmpfs", "pids_limit"),
         # What the pipeline reads (never rendered): the step the service belongs to, the role that contributed it,
-        # where Prometheus scrapes it, the migrations its image runs, what it offers as the stack's edge.
-        *("phase", "role", "metrics", "migrations", "entrypoint", "upstreams"),
+        # where Prometheus scrapes it, the migrations its image runs, what it offers as the stack's edge, the
+        # accounts it logs in to a data store with, the data store it is.
+        *("phase", "role", "metrics", "migrations", "entrypoint", "upstreams", "accounts", "store"),
         # Swarm only (ignored by Compose): how the service is placed, updated and reached.
         *("placement", "update_order", "mode", "max_replicas_per_node", "endpoint_mode", "generic_resources"),
     )
@@ -39,6 +40,10 @@ HEALTHCHECK_KEYS = frozenset(("test", "interval", "timeout", "retries", "start_p
 HTTP_KEYS = frozenset(("port", "path_prefix", "health_path", "verify"))
 VERIFY_KEYS = frozenset(("path", "json", "body_regex"))
 UPSTREAM_KEYS = frozenset(("dir", "sync"))
+MIGRATIONS_KEYS = frozenset(("network", "backup_first", "environment", "secrets"))
+ACCOUNT_KEYS = frozenset(("store", "name", "password", "privileges", "group"))
+STORE_KEYS = frozenset(("kind", "database", "admin_user", "admin_password", "network", "port"))
+STORE_KINDS = ("postgres",)
 UPDATE_ORDERS = ("start-first", "stop-first")
 ENDPOINT_MODES = ("vip", "dnsrr")
 TLS_MODES = ("acme", "inventory", "off")
@@ -91,6 +96,14 @@ def _check_service(name: str, model: dict) -> None:
             _check_keys(f"{where} http verify", model["http"]["verify"], VERIFY_KEYS, ("path",))
     if model.get("upstreams"):
         _check_keys(f"{where} upstreams", model["upstreams"], UPSTREAM_KEYS, ("dir", "sync"))
+    if model.get("migrations"):
+        _check_keys(f"{where} migrations", model["migrations"], MIGRATIONS_KEYS)
+    for index, account in enumerate(model.get("accounts") or []):
+        _check_keys(f"{where} accounts[{index}]", account, ACCOUNT_KEYS, ("store", "name", "password", "privileges"))
+    if model.get("store"):
+        _check_keys(f"{where} store", model["store"], STORE_KEYS, ("kind", "database", "admin_user", "admin_password"))
+        if model["store"]["kind"] not in STORE_KINDS:
+            raise AnsibleFilterError(f"{where} store: kind must be one of {', '.join(STORE_KINDS)}")
     for key in ("cap_add", "cap_drop"):
         _capabilities(f"{where} {key}", model.get(key), allow_all=key == "cap_drop")
     if not isinstance(model.get("read_only", False), bool):
@@ -165,6 +178,13 @@ def service_files(name: str, model: dict, project_dir: str) -> list[dict]:
     return files
 
 
+def migration_files(name: str, model: dict, project_dir: str) -> list[dict]:
+    """The secret files only the service's migrations mount (e.g. the database owner's password, which the service
+    itself never sees), in <project_dir>/secrets/<service>-migrations/."""
+    secrets = (model.get("migrations") or {}).get("secrets") or []
+    return service_files(f"{name}-migrations", {"secrets": secrets}, project_dir) if secrets else []
+
+
 def _reload_dir(name: str, files: list[dict]) -> str | None:
     """The container directory a service's reloadable configs live in (their host directory is mounted there)."""
     targets = {posixpath.dirname(f["target"]) for f in files if f["reload"]}
@@ -183,7 +203,7 @@ def stack_files(services: dict, project_dir: str, selected: list | None = None) 
     files: list[dict] = []
     names: dict[str, tuple[str, str]] = {}
     for service, model in sorted(services.items()):
-        for entry in service_files(service, model, project_dir):
+        for entry in service_files(service, model, project_dir) + migration_files(service, model, project_dir):
             # Two services naming the same secret or config with different contents would overwrite each other.
             previous = names.setdefault(entry["name"], (service, entry["version"]))
             if previous[1] != entry["version"]:
@@ -598,18 +618,75 @@ def _migrations(name: str, model: dict, project_dir: str) -> dict:
     network = migrations.get("network") or (model.get("networks") or [None])[0]
     if network not in (model.get("networks") or []):
         raise AnsibleFilterError(f"service {name}: migrations run on one of its networks, got {network!r}")
+    # The service's environment and secret files, with the migrations' own in their place (same target).
+    own = migration_files(name, model, project_dir)
+    replaced = {f["target"] for f in own}
+    environment = {**(model.get("environment") or {}), **(migrations.get("environment") or {})}
     return {
         "service": name,
         "network": network,
         "backup_first": bool(migrations.get("backup_first", True)),
         "image": model["image"],
-        "environment": {str(k): str(v) for k, v in (model.get("environment") or {}).items()},
+        "environment": {str(k): str(v) for k, v in environment.items()},
         "secrets": [
             {"name": f["name"], "file": f["path"], "target": f["target"]}
-            for f in service_files(name, model, project_dir)
-            if f["secret"]
+            for f in service_files(name, model, project_dir) + own
+            if f["secret"] and (f in own or f["target"] not in replaced)
         ],
     }
+
+
+def stack_stores(services: dict, project_dir: str = "/", selected: list | None = None) -> list[dict]:
+    """Each data store of the stack (a service with a store) and the accounts every service logs in to it with:
+    what the stack's access step brings each store to (see stack_stores.yml). The accounts carry passwords. With
+    selected, only the stores selected or with an account of a selected service."""
+    _check_stack(services, "stack_stores")
+    stores = []
+    for name, model in sorted(services.items()):
+        _check_service(name, model)
+        store = model.get("store")
+        if not store:
+            continue
+        admin = [
+            f for f in service_files(name, model, project_dir) if f["secret"] and f["target"] == store["admin_password"]
+        ]
+        if not admin:
+            raise AnsibleFilterError(f"service {name} store: no secret has the target {store['admin_password']!r}")
+        network = store.get("network") or (model.get("networks") or [None])[0]
+        if network not in (model.get("networks") or []):
+            raise AnsibleFilterError(f"service {name} store: reached on one of its networks, got {network!r}")
+        accounts = [
+            {key: str(account[key]) for key in ("name", "password", "privileges", "group") if account.get(key)}
+            | {"service": user}
+            for user, user_model in sorted(services.items())
+            for account in user_model.get("accounts") or []
+            if account["store"] == name
+        ]
+        stores.append(
+            {
+                "service": name,
+                "kind": store["kind"],
+                "image": model["image"],
+                "network": network,
+                "port": int(store.get("port", 5432)),
+                "database": str(store["database"]),
+                "admin_user": str(store["admin_user"]),
+                "admin_password_file": admin[0]["path"],
+                "accounts": accounts,
+            }
+        )
+    unknown = sorted(
+        {a["store"] for m in services.values() for a in m.get("accounts") or []} - {s["service"] for s in stores}
+    )
+    if unknown:
+        raise AnsibleFilterError(f"stack_stores: accounts name a store no service is: {', '.join(unknown)}")
+    if selected is not None:
+        stores = [
+            store
+            for store in stores
+            if store["service"] in selected or any(a["service"] in selected for a in store["accounts"])
+        ]
+    return stores
 
 
 def stack_plan(services: dict, selected: list | None = None, project_dir: str = "/") -> dict:
@@ -685,5 +762,6 @@ class FilterModule:
             "swarm_stack": swarm_stack,
             "stack_files": stack_files,
             "stack_plan": stack_plan,
+            "stack_stores": stack_stores,
             "contribute": contribute,
         }

@@ -5,8 +5,17 @@
 from __future__ import annotations
 
 # The SDK's exceptions are re-exported: the modules catch them without importing the SDK themselves.
-__all__ = ["HAS_DOCKER_SDK", "DockerException", "ImageNotFound", "NotFound", "docker_client"]
+__all__ = [
+    "HARDENED",
+    "HAS_DOCKER_SDK",
+    "DockerException",
+    "ImageNotFound",
+    "NotFound",
+    "docker_client",
+    "run_one_off",
+]
 
+import time
 import traceback
 
 try:
@@ -34,3 +43,50 @@ def docker_client(module, timeout: int = 60):
         return client
     except DockerException as exc:
         module.fail_json(msg=f"cannot reach the Docker engine on the target: {exc}")
+
+
+# A one-off container is as hardened as the stack's services (the renderer's defaults): every capability dropped, a
+# read-only root file system with its own /tmp, no new privileges, at most 256 processes.
+HARDENED = dict(
+    cap_drop=["ALL"],
+    read_only=True,
+    tmpfs={"/tmp": ""},  # noqa: S108 - the container's own /tmp, a tmpfs
+    security_opt=["no-new-privileges:true"],
+    pids_limit=256,
+)
+
+# A container joining a Swarm's attachable overlay asks the managers for an address; a busy manager lets the
+# request time out ("attaching to network failed ... context deadline exceeded"), and the same start succeeds
+# moments later. Only that failure is retried: the container never ran.
+NETWORK_ATTACH_FAILED = "attaching to network failed"
+START_ATTEMPTS = 3
+START_RETRY_SECONDS = 3.0
+
+
+def _started(module, client, create: dict):
+    """A container, created and started; a start whose network attachment timed out is tried again."""
+    attempt = 1
+    while True:
+        container = client.containers.create(**create)
+        try:
+            container.start()
+            return container
+        except DockerException as exc:
+            container.remove(force=True)
+            if NETWORK_ATTACH_FAILED not in str(exc) or attempt == START_ATTEMPTS:
+                raise
+            module.warn(f"starting the one-off container failed (attempt {attempt} of {START_ATTEMPTS}): {exc}")
+        time.sleep(START_RETRY_SECONDS * attempt)
+        attempt += 1
+
+
+def run_one_off(module, client, timeout: int, **create) -> tuple[int, str, str]:
+    """Run a hardened one-off container to its end and remove it: (exit status, stdout, stderr)."""
+    container = _started(module, client, {**HARDENED, **create})
+    try:
+        outcome = container.wait(timeout=timeout)
+        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace").strip()
+        stderr = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()
+    finally:
+        container.remove(force=True)
+    return int(outcome.get("StatusCode", -1)), stdout, stderr

@@ -147,7 +147,6 @@ known:
 
 import json
 import posixpath
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
@@ -155,31 +154,8 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     ImageNotFound,
     NotFound,
     docker_client,
+    run_one_off,
 )
-
-# A container joining a Swarm's attachable overlay asks the managers for an address; a busy manager lets the
-# request time out ("attaching to network failed ... context deadline exceeded"), and the same start succeeds
-# moments later. Only that failure is retried: the container never ran, so nothing was applied.
-NETWORK_ATTACH_FAILED = "attaching to network failed"
-START_ATTEMPTS = 3
-START_RETRY_SECONDS = 3.0
-
-
-def started_container(module, client, create: dict):
-    """A one-off container, created and started; a start whose network attachment timed out is tried again."""
-    attempt = 1
-    while True:
-        container = client.containers.create(**create)
-        try:
-            container.start()
-            return container
-        except DockerException as exc:
-            container.remove(force=True)
-            if NETWORK_ATTACH_FAILED not in str(exc) or attempt == START_ATTEMPTS:
-                raise
-            module.warn(f"starting the one-off container failed (attempt {attempt} of {START_ATTEMPTS}): {exc}")
-        time.sleep(START_RETRY_SECONDS * attempt)
-        attempt += 1
 
 
 def run_once(module, client, command: list[str]) -> dict:
@@ -189,31 +165,20 @@ def run_once(module, client, command: list[str]) -> dict:
         secret["file"]: {"bind": posixpath.join("/run/secrets", secret["target"]), "mode": "ro"}
         for secret in params["secrets"]
     }
-    create = dict(
+    status, stdout, stderr = run_one_off(
+        module,
+        client,
+        params["timeout"],
         image=params["image"],
         command=command,
         environment={str(k): str(v) for k, v in params["env"].items()},
         network=params["network"],
         volumes=volumes,
         labels={"pliers.deploy.role": "migrate"},
-        # As hardened as the stack's services (the renderer's defaults).
-        cap_drop=["ALL"],
-        read_only=True,
-        tmpfs={"/tmp": ""},  # noqa: S108 - the container's own /tmp, a tmpfs
-        security_opt=["no-new-privileges:true"],
-        pids_limit=256,
     )
-    container = started_container(module, client, create)
-    try:
-        outcome = container.wait(timeout=params["timeout"])
-        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace").strip()
-        stderr = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()
-    finally:
-        container.remove(force=True)
-    if outcome.get("StatusCode") != 0:
+    if status != 0:
         module.fail_json(
-            msg=f"'{' '.join(command)}' in {params['image']} failed (exit {outcome.get('StatusCode')}): "
-            f"{stderr[-1500:] or stdout[-1500:]}"
+            msg=f"'{' '.join(command)}' in {params['image']} failed (exit {status}): {stderr[-1500:] or stdout[-1500:]}"
         )
     try:
         return json.loads(stdout.splitlines()[-1])

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from lab import acme
 from lab import hosts as lab_hosts
 from lab.common import PLAYBOOK_BIN, ROOT, VAULT, docker
@@ -105,6 +107,14 @@ FIGURES: dict[str, dict] = {}
 FAULTS: dict[str, list[dict]] = {}
 
 
+def vault_values() -> dict[str, str]:
+    """The lab inventories' vault, decrypted: each non-empty value by name."""
+    vault_file = ROOT / "inventories" / "local" / "group_vars" / "all" / "vault.yml"
+    view = [str(PLAYBOOK_BIN.parent / "ansible-vault"), "view", "--vault-password-file", VAULT, str(vault_file)]
+    values = yaml.safe_load(subprocess.run(view, capture_output=True, text=True, check=True).stdout)
+    return {name: str(value) for name, value in values.items() if str(value)}
+
+
 def fault_line(mode: str, entry: dict) -> str:
     recovery = entry.get("recovery_seconds")
     extra = {k: v for k, v in entry.items() if k not in FAULT_KEYS}
@@ -161,19 +171,24 @@ class Target:
         assert status == 200, f"the api does not answer through the edge: {status} {body}"
         return json.loads(body)["version"]
 
-    def sql(self, query: str) -> str:
-        """One value from PostgreSQL, on the node that runs it (a Compose container or a Swarm task)."""
+    def exec_in(self, service: str, command: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """`docker exec` of command (a shell line) in a running container of the service, on the first node that runs
+        one (a Compose container or a Swarm task); input goes to its standard input."""
         find = (
-            "docker ps -q --filter label=com.docker.compose.service=postgres; "
-            f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_postgres"
+            f"docker ps -q --filter label=com.docker.compose.service={service}; "
+            f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_{service}"
         )
         for host in lab_hosts.running_hosts(self.lab):
             node = lab_hosts.lab_host(self.lab, host)
             containers = lab_hosts.ssh(node, find).stdout.split()
             if containers:
-                command = f'docker exec {containers[0]} psql -U pliers -d pliers -tAc "{query}"'
-                return lab_hosts.ssh(node, command).stdout.strip()
-        raise AssertionError("no node runs PostgreSQL")
+                interactive = "-i " if input is not None else ""
+                return lab_hosts.ssh(node, f"docker exec {interactive}{containers[0]} {command}", input=input)
+        raise AssertionError(f"no node runs {service}")
+
+    def sql(self, query: str) -> str:
+        """One value from PostgreSQL, asked as its superuser."""
+        return self.exec_in("postgres", f'psql -U pliers -d pliers -tAc "{query}"').stdout.strip()
 
     def promql(self, query: str) -> list[dict]:
         """An instant query, asked of the running Prometheus with its own promtool (its port need not be published)."""

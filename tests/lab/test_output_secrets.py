@@ -6,23 +6,12 @@ autolock, turns it off again.)"""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import yaml
 
 from lab import hosts as lab_hosts
-from lab.common import PLAYBOOK_BIN, ROOT, VAULT
 
-from .support import output
-
-VAULT_FILE = ROOT / "inventories" / "local" / "group_vars" / "all" / "vault.yml"
-
-
-def vault_values() -> dict[str, str]:
-    view = [str(PLAYBOOK_BIN.parent / "ansible-vault"), "view", "--vault-password-file", VAULT, str(VAULT_FILE)]
-    values = yaml.safe_load(subprocess.run(view, capture_output=True, text=True, check=True).stdout)
-    return {name: str(value) for name, value in values.items() if str(value)}
+from .support import output, vault_values
 
 
 @pytest.mark.parametrize("deployed", ["swarm"], indirect=True)

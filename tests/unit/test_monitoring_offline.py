@@ -46,7 +46,17 @@ def rendered(mode, tmp_path_factory) -> tuple[Path, dict]:
     """The stack rendered in that mode (passed to the roles, whatever the inventory says)."""
     inventory, overrides = CASES[mode]
     project = tmp_path_factory.mktemp(f"monitoring-{mode}")
-    secrets = {f"vault_{name}": SECRET for name in ("postgres_password", "redis_password", "grafana_admin_password")}
+    secrets = {
+        f"vault_{name}": SECRET
+        for name in (
+            "postgres_password",
+            "postgres_owner_password",
+            "postgres_app_password",
+            "postgres_monitor_password",
+            "redis_password",
+            "grafana_admin_password",
+        )
+    }
     overrides = {**secrets, **overrides, "pliers_mode": mode}
     services = render_stack(project, inventory, overrides)
     return project, services

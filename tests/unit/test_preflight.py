@@ -361,7 +361,8 @@ def test_bad_edge_inputs_fail_in_preflight_naming_the_variable(tmp_path, edge, n
 # Staging's and production's vault values, good ones (each case overrides one with a bad one).
 STRICT_VAULT = {
     "vault_registry_username": "pliers",
-    **{f"vault_{name}": GOOD_SECRET for name in ("registry_password", "postgres_password", "redis_password",
+    **{f"vault_{name}": GOOD_SECRET for name in ("registry_password", "postgres_password", "postgres_owner_password",
+                                                 "postgres_app_password", "postgres_monitor_password", "redis_password",
                                                  "openai_api_key", "grafana_admin_password")},
     "vault_anthropic_api_key": "",
     "vault_alert_webhook_url": "https://hooks.slack.test/services/T0KEN-0123456789",

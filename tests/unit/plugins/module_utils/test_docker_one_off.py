@@ -1,10 +1,11 @@
-"""migrate's one-off container: a start whose Swarm network attachment timed out is tried again, nothing else."""
+"""The modules' one-off containers (migrate, postgres_access): a start whose Swarm network attachment timed out is
+tried again, nothing else."""
 
 from __future__ import annotations
 
 import pytest
+from ansible_collections.pliers.deploy.plugins.module_utils import _docker
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import DockerException
-from ansible_collections.pliers.deploy.plugins.modules import migrate
 
 ATTACH_TIMEOUT = (
     "attaching to network failed, make sure your network options are correct and check manager logs: "
@@ -47,26 +48,26 @@ class FakeModule:
 
 @pytest.fixture(autouse=True)
 def no_wait(monkeypatch):
-    monkeypatch.setattr(migrate, "START_RETRY_SECONDS", 0)
+    monkeypatch.setattr(_docker, "START_RETRY_SECONDS", 0)
 
 
 def test_a_timed_out_network_attachment_is_started_again_in_a_new_container():
     client, module = FakeClient([ATTACH_TIMEOUT, ATTACH_TIMEOUT, None]), FakeModule()
-    container = migrate.started_container(module, client, {"image": "api:1.0.0"})
+    container = _docker._started(module, client, {"image": "api:1.0.0"})
     assert container is client.created[-1] and not container.removed
     assert [c.removed for c in client.created] == [True, True, False]
     assert len(module.warnings) == 2 and "attempt 1 of 3" in module.warnings[0]
 
 
 def test_the_attachment_failing_every_time_fails_naming_it():
-    client = FakeClient([ATTACH_TIMEOUT] * migrate.START_ATTEMPTS)
+    client = FakeClient([ATTACH_TIMEOUT] * _docker.START_ATTEMPTS)
     with pytest.raises(DockerException, match="attaching to network failed"):
-        migrate.started_container(FakeModule(), client, {"image": "api:1.0.0"})
-    assert len(client.created) == migrate.START_ATTEMPTS and all(c.removed for c in client.created)
+        _docker._started(FakeModule(), client, {"image": "api:1.0.0"})
+    assert len(client.created) == _docker.START_ATTEMPTS and all(c.removed for c in client.created)
 
 
 def test_any_other_start_failure_is_not_retried():
     client = FakeClient(["No such image: api:9.9.9"])
     with pytest.raises(DockerException, match="No such image"):
-        migrate.started_container(FakeModule(), client, {"image": "api:9.9.9"})
+        _docker._started(FakeModule(), client, {"image": "api:9.9.9"})
     assert len(client.created) == 1 and client.created[0].removed

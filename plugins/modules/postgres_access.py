@@ -1,0 +1,453 @@
+#!/usr/bin/python
+# Copyright (c) pliers.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: postgres_access
+short_description: Bring the stack's PostgreSQL roles and privileges to their definition
+version_added: 0.2.0
+description:
+  - Connects as the database's superuser, from a one-off container of the PostgreSQL image on the stack's database
+    network (hardened as the migrations' container is), reads the roles and privileges of one database, and changes
+    only what differs from O(accounts).
+  - An C(owner) account owns the database, its C(public) schema and every table, view and sequence in it (objects
+    another role owns, e.g. the superuser's from before, are given to it); migrations run as it.
+  - A C(dml) account is a login role in a group role (its O(accounts[].group)) that may only read and write the
+    rows of the owner's tables and use their sequences, now and for every table the owner creates later; it cannot
+    create anything (C(PUBLIC) keeps no privilege on the database and no C(CREATE) on the schema).
+  - A C(monitor) account is a login role in C(pg_monitor), which may connect and read the statistics views.
+  - Passwords are set as SCRAM-SHA-256 verifiers computed here (no password in any SQL text) and compared with the
+    stored verifier without logging in.
+  - With O(prune), login roles in a C(dml) group that O(accounts) no longer name are dropped (the group's old login
+    after a password rotation, once the services using it were replaced).
+author:
+  - Pliers team (@pliers)
+extends_documentation_fragment:
+  - pliers.deploy._attributes
+  - pliers.deploy._attributes.actiongroup_deploy
+attributes:
+  check_mode:
+    support: full
+    details: Reads the roles and reports what would change; changes nothing and pulls no image.
+  diff_mode:
+    support: none
+options:
+  image:
+    description: The PostgreSQL image (the stack's, which has C(psql)).
+    type: str
+    required: true
+  network:
+    description: The Docker network on which the database answers.
+    type: str
+    required: true
+  host:
+    description: The database's name on that network.
+    type: str
+    default: postgres
+  port:
+    description: Its port.
+    type: int
+    default: 5432
+  database:
+    description: The database whose privileges are managed.
+    type: str
+    required: true
+  admin_user:
+    description: The superuser to connect as.
+    type: str
+    required: true
+  admin_password_file:
+    description: The file on the target that holds the superuser's password (the stack's secret file); the container
+      runs as the file's owner, which reads it.
+    type: path
+    required: true
+  accounts:
+    description: The roles the stack's services log in as.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: The login role.
+        type: str
+        required: true
+      password:
+        description: Its password.
+        type: str
+        required: true
+      privileges:
+        description: What it may do.
+        type: str
+        required: true
+        choices: [owner, dml, monitor]
+      group:
+        description: For C(dml), the group role that holds the privileges (required then).
+        type: str
+      service:
+        description: The service that logs in as it (for messages only).
+        type: str
+  prune:
+    description: Drop the login roles of a C(dml) group that O(accounts) does not name.
+    type: bool
+    default: false
+  missing_ok:
+    description: When O(network) does not exist (the database was never started, e.g. before a first deploy),
+      change nothing and report RV(reached) false instead of failing.
+    type: bool
+    default: false
+  timeout:
+    description: Seconds one C(psql) run may take.
+    type: int
+    default: 120
+requirements:
+  - the Python Docker SDK on the target
+"""
+
+EXAMPLES = r"""
+- name: The owner the migrations run as, the api's login, the exporter's
+  pliers.deploy.postgres_access:
+    image: registry.example.com/pliers/postgres:15
+    network: pliers-production_database
+    database: pliers
+    admin_user: pliers
+    admin_password_file: /opt/pliers/production/secrets/postgres/postgres_password
+    accounts:
+      - {name: pliers_owner, password: "{{ vault_owner_password }}", privileges: owner}
+      - {name: pliers_app_1f3a9c2e, group: pliers_app, password: "{{ vault_app_password }}", privileges: dml}
+      - {name: pliers_monitor, password: "{{ vault_monitor_password }}", privileges: monitor}
+  no_log: true
+"""
+
+RETURN = r"""
+reached:
+  description: Whether the database was reached (false only with O(missing_ok), when O(network) does not exist).
+  returned: always
+  type: bool
+actions:
+  description: What this run changed (or, in check mode, would change), one line each; no password is in them.
+  returned: always
+  type: list
+  elements: str
+  sample: ["create login pliers_app_1f3a9c2e in pliers_app", "drop login pliers_app_0b71d44a"]
+"""
+
+import json
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pliers.deploy.plugins.module_utils import _scram
+from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
+    DockerException,
+    ImageNotFound,
+    NotFound,
+    docker_client,
+    run_one_off,
+)
+
+# One JSON document: the roles (their verifiers included: only a superuser reads them), the database's and the public
+# schema's owners and privileges, every relation of the schema, and the schema's default privileges.
+STATE_QUERY = r"""
+SELECT json_build_object(
+  'roles', (SELECT json_object_agg(a.rolname, json_build_object(
+      'login', a.rolcanlogin, 'super', a.rolsuper, 'createdb', a.rolcreatedb, 'createrole', a.rolcreaterole,
+      'password', a.rolpassword,
+      'member_of', ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                         WHERE m.member = a.oid ORDER BY 1)))
+    FROM pg_authid a WHERE a.rolname !~ '^pg_'),
+  'database_owner', (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()),
+  'database_acl', (SELECT datacl::text[] FROM pg_database WHERE datname = current_database()),
+  'schema_owner', (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'),
+  'schema_acl', (SELECT nspacl::text[] FROM pg_namespace WHERE nspname = 'public'),
+  'relations', (SELECT coalesce(json_agg(json_build_object(
+      'name', c.relname, 'kind', c.relkind, 'owner', pg_get_userbyid(c.relowner), 'acl', c.relacl::text[],
+      'follows_table', EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                               AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+      ORDER BY c.relname), '[]')
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')),
+  'default_acl', (SELECT coalesce(json_agg(json_build_object(
+      'role', pg_get_userbyid(d.defaclrole), 'type', d.defaclobjtype, 'acl', d.defaclacl::text[])), '[]')
+    FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace WHERE n.nspname = 'public')
+);
+"""
+
+# The privileges a dml group holds, in PostgreSQL's ACL letters: rows of tables and views (a: INSERT, r: SELECT,
+# w: UPDATE, d: DELETE), sequences (r: SELECT, U: USAGE).
+TABLE_PRIVILEGES = frozenset("arwd")
+SEQUENCE_PRIVILEGES = frozenset("rU")
+KINDS = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def acl(items: list | None) -> dict[str, frozenset]:
+    """grantee -> privilege letters, from aclitem texts ("grantee=letters/grantor"; an empty grantee is PUBLIC)."""
+    held: dict[str, frozenset] = {}
+    for item in items or []:
+        grantee, rest = item.partition("=")[::2]
+        letters = rest.split("/", 1)[0].replace("*", "")
+        held[grantee.strip('"')] = held.get(grantee.strip('"'), frozenset()) | frozenset(letters)
+    return held
+
+
+class Plan:
+    """The statements that bring the state to the accounts, and a line saying each."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.actions: list[str] = []
+
+    def add(self, action: str, *statements: str) -> None:
+        self.actions.append(action)
+        self.statements.extend(statements)
+
+
+def _role(plan: Plan, roles: dict, account: dict, database: str) -> None:
+    """The account's login role: created, or its attributes, password and group set."""
+    name, privileges = account["name"], account["privileges"]
+    current = roles.get(name)
+    memberships = {"dml": [account.get("group")], "monitor": ["pg_monitor"]}.get(privileges, [])
+    if current is None:
+        plan.add(
+            f"create login {name}" + (f" in {', '.join(memberships)}" if memberships else ""),
+            f"CREATE ROLE {ident(name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD "
+            f"'{_scram.verifier(account['password'])}'"
+            + (f" IN ROLE {', '.join(map(ident, memberships))}" if memberships else ""),
+        )
+        return
+    if not current["login"] or current["super"] or current["createdb"] or current["createrole"]:
+        plan.add(
+            f"make {name} a plain login",
+            f"ALTER ROLE {ident(name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
+        )
+    if not _scram.matches(account["password"], current["password"]):
+        verifier = _scram.verifier(account["password"])
+        plan.add(f"set the password of {name}", f"ALTER ROLE {ident(name)} PASSWORD '{verifier}'")
+    for group in memberships:
+        if group not in current["member_of"]:
+            plan.add(f"put {name} in {group}", f"GRANT {ident(group)} TO {ident(name)}")
+
+
+def plan_changes(state: dict, accounts: list[dict], database: str, prune: bool) -> Plan:
+    """What to change so that the state matches the accounts (see DOCUMENTATION)."""
+    plan = Plan()
+    roles = state.get("roles") or {}
+    owners = sorted({a["name"] for a in accounts if a["privileges"] == "owner"})
+    groups = sorted({a["group"] for a in accounts if a["privileges"] == "dml"})
+    owner = owners[0] if owners else state["database_owner"]
+    db = ident(database)
+
+    for group in groups:
+        if group not in roles:
+            plan.add(f"create group {group}", f"CREATE ROLE {ident(group)} NOLOGIN")
+        elif roles[group]["login"] or roles[group]["super"]:
+            plan.add(f"make {group} a group that cannot log in", f"ALTER ROLE {ident(group)} NOLOGIN NOSUPERUSER")
+    for account in accounts:
+        _role(plan, roles, account, database)
+
+    # The owner's: the database, its public schema, every object in the schema (a sequence a column owns follows
+    # its table).
+    if owners and state["database_owner"] != owner:
+        plan.add(f"give database {database} to {owner}", f"ALTER DATABASE {db} OWNER TO {ident(owner)}")
+    if owners and state["schema_owner"] not in (owner, "pg_database_owner"):
+        plan.add(f"give schema public to {owner}", f"ALTER SCHEMA public OWNER TO {ident(owner)}")
+    for relation in state.get("relations") or []:
+        if owners and relation["owner"] != owner and not relation["follows_table"]:
+            kind = KINDS[relation["kind"]]
+            plan.add(
+                f"give {kind.lower()} {relation['name']} to {owner}",
+                f"ALTER {kind} public.{ident(relation['name'])} OWNER TO {ident(owner)}",
+            )
+
+    # Nobody but the accounts connects; nobody creates in the schema but its owner.
+    database_acl = acl(state.get("database_acl"))
+    if state.get("database_acl") is None or "" in database_acl:
+        plan.add(f"take every privilege on database {database} from PUBLIC", f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
+    for grantee in groups + sorted({a["name"] for a in accounts if a["privileges"] == "monitor"}):
+        if "c" not in database_acl.get(grantee, frozenset()):
+            plan.add(f"let {grantee} connect to {database}", f"GRANT CONNECT ON DATABASE {db} TO {ident(grantee)}")
+    schema_acl = acl(state.get("schema_acl"))
+    if state.get("schema_acl") is None or "C" in schema_acl.get("", frozenset()):
+        plan.add("take CREATE on schema public from PUBLIC", "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+
+    # Each group: the rows of every table, the use of every sequence, now and for the owner's later ones.
+    for group in groups:
+        if "U" not in schema_acl.get(group, frozenset()):
+            plan.add(f"let {group} use schema public", f"GRANT USAGE ON SCHEMA public TO {ident(group)}")
+        tables, sequences = [], []
+        for relation in state.get("relations") or []:
+            held = acl(relation["acl"]).get(group, frozenset())
+            wanted = SEQUENCE_PRIVILEGES if relation["kind"] == "S" else TABLE_PRIVILEGES
+            if relation["kind"] == "m":
+                wanted = frozenset("r")
+            if held != wanted:
+                (sequences if relation["kind"] == "S" else tables).append(relation["name"])
+        if tables:
+            plan.add(
+                f"let {group} read and write the rows of {', '.join(tables)} (and nothing else)",
+                f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ident(group)}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {ident(group)}",
+            )
+        if sequences:
+            plan.add(
+                f"let {group} use the sequences {', '.join(sequences)} (and nothing else)",
+                f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {ident(group)}",
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ident(group)}",
+            )
+        defaults = {
+            (d["role"], d["type"]): acl(d["acl"]).get(group, frozenset()) for d in state.get("default_acl") or []
+        }
+        for kind, letters, objects, privileges in (
+            ("r", TABLE_PRIVILEGES, "TABLES", "SELECT, INSERT, UPDATE, DELETE"),
+            ("S", SEQUENCE_PRIVILEGES, "SEQUENCES", "USAGE, SELECT"),
+        ):
+            if defaults.get((owner, kind)) != letters:
+                plan.add(
+                    f"let {group} use the {objects.lower()} {owner} creates later",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {ident(owner)} IN SCHEMA public "
+                    f"GRANT {privileges} ON {objects} TO {ident(group)}",
+                )
+
+    if prune:
+        logins = {a["name"] for a in accounts}
+        for name, role in sorted(roles.items()):
+            if role["login"] and name not in logins and set(role["member_of"]) & set(groups):
+                plan.add(
+                    f"drop login {name}",
+                    f"REASSIGN OWNED BY {ident(name)} TO {ident(owner)}",
+                    f"DROP OWNED BY {ident(name)}",
+                    f"DROP ROLE {ident(name)}",
+                )
+    return plan
+
+
+def check_accounts(module, accounts: list[dict], admin: str) -> None:
+    names = [a["name"] for a in accounts]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    problems = [f"account {n} is named more than once" for n in duplicated]
+    owners = sorted({a["name"] for a in accounts if a["privileges"] == "owner"})
+    if len(owners) > 1:
+        problems.append(f"one owner only, got {', '.join(owners)}")
+    for account in accounts:
+        if account["privileges"] == "dml" and not account.get("group"):
+            problems.append(f"account {account['name']}: a dml account needs its group")
+        if account["name"] == admin or account.get("group") == admin:
+            problems.append(f"account {account['name']}: the superuser {admin} is not an account")
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+
+
+class Psql:
+    """psql in a one-off container of the image, connected as the superuser, running one SQL file at a time."""
+
+    def __init__(self, module, client) -> None:
+        self.module, self.client = module, client
+        params = module.params
+        self.uid = os.stat(params["admin_password_file"]).st_uid
+
+    def run(self, sql: str) -> str:
+        params = self.module.params
+        with tempfile.TemporaryDirectory(prefix="pliers-access-") as workdir:
+            path = os.path.join(workdir, "run.sql")
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "w") as handle:
+                handle.write(sql)
+            os.chown(workdir, self.uid, -1)
+            os.chown(path, self.uid, -1)
+            status, stdout, stderr = run_one_off(
+                self.module,
+                self.client,
+                params["timeout"],
+                image=params["image"],
+                entrypoint=["/bin/sh", "-c"],
+                command=[
+                    'PGPASSWORD="$(cat /run/secrets/admin_password)" '
+                    "exec psql -X -q -A -t -v ON_ERROR_STOP=1 -f /run/pliers/run.sql"
+                ],
+                user=str(self.uid),
+                environment={
+                    "PGHOST": params["host"],
+                    "PGPORT": str(params["port"]),
+                    "PGUSER": params["admin_user"],
+                    "PGDATABASE": params["database"],
+                    "PGCONNECT_TIMEOUT": "10",
+                    "PGAPPNAME": "pliers-deploy-access",
+                },
+                network=params["network"],
+                volumes={
+                    params["admin_password_file"]: {"bind": "/run/secrets/admin_password", "mode": "ro"},
+                    workdir: {"bind": "/run/pliers", "mode": "ro"},
+                },
+                labels={"pliers.deploy.role": "postgres-access"},
+            )
+        if status != 0:
+            where = f"{params['host']}/{params['database']}"
+            self.module.fail_json(msg=f"psql on {where} failed (exit {status}): {(stderr or stdout)[-1500:]}")
+        return stdout
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            image=dict(type="str", required=True),
+            network=dict(type="str", required=True),
+            host=dict(type="str", default="postgres"),
+            port=dict(type="int", default=5432),
+            database=dict(type="str", required=True),
+            admin_user=dict(type="str", required=True),
+            admin_password_file=dict(type="path", required=True, no_log=False),
+            accounts=dict(
+                type="list",
+                elements="dict",
+                required=True,
+                options=dict(
+                    name=dict(type="str", required=True),
+                    password=dict(type="str", required=True, no_log=True),
+                    privileges=dict(type="str", required=True, choices=["owner", "dml", "monitor"]),
+                    group=dict(type="str"),
+                    service=dict(type="str"),
+                ),
+            ),
+            prune=dict(type="bool", default=False),
+            missing_ok=dict(type="bool", default=False),
+            timeout=dict(type="int", default=120),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    check_accounts(module, params["accounts"], params["admin_user"])
+    client = docker_client(module, timeout=params["timeout"] + 30)
+    try:
+        client.networks.get(params["network"])
+    except NotFound:
+        if params["missing_ok"]:
+            module.exit_json(changed=False, reached=False, actions=[])
+        module.fail_json(msg=f"network {params['network']} does not exist: start the stack's data services first")
+    if not os.path.isfile(params["admin_password_file"]):
+        module.fail_json(msg=f"admin_password_file {params['admin_password_file']} does not exist")
+    try:
+        try:
+            client.images.get(params["image"])
+        except ImageNotFound:
+            if module.check_mode:
+                module.warn(f"{params['image']} is not on this host: no role was read (check mode pulls nothing)")
+                module.exit_json(changed=True, reached=False, actions=["unknown: the image is not on this host"])
+            client.images.pull(params["image"])
+        psql = Psql(module, client)
+        state = json.loads(psql.run(STATE_QUERY).splitlines()[-1])
+        plan = plan_changes(state, params["accounts"], params["database"], params["prune"])
+        if plan.statements and not module.check_mode:
+            psql.run("BEGIN;\n" + "".join(f"{statement};\n" for statement in plan.statements) + "COMMIT;\n")
+    except (ValueError, IndexError) as exc:
+        module.fail_json(msg=f"reading the roles of {params['database']} failed: {exc}")
+    except DockerException as exc:
+        module.fail_json(msg=f"reaching {params['host']} with {params['image']} failed: {exc}")
+    module.exit_json(changed=bool(plan.statements), reached=True, actions=plan.actions)
+
+
+if __name__ == "__main__":
+    main()
