@@ -6,8 +6,8 @@ rotating_login: a database login named after its password (a rotation without a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import re
 from urllib.parse import urlsplit
 
@@ -64,12 +64,16 @@ def content_version(content) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def rotating_login(role: str, password, key) -> str:
-    """<role>_<8 hex digits of the HMAC-SHA-256 of password keyed with key>: a new password is a new login, which
-    lives beside the old one until the services that use the old one are replaced. The key (another secret) keeps
-    the name from telling anything about the password."""
-    digest = hmac.new(str(key).encode(), str(password).encode(), hashlib.sha256).hexdigest()
-    return f"{role}_{digest[:8]}"
+# Rounds of the slow hash a login's name is made with: a guess of the password costs this much to check against it.
+LOGIN_ROUNDS = 200_000
+
+
+@functools.lru_cache(maxsize=64)
+def rotating_login(role: str, password) -> str:
+    """<role>_<8 hex digits of a slow hash (PBKDF2-HMAC-SHA-256) of the password, salted with the role>: a new
+    password is a new login, which lives beside the old one until the services that use the old one are replaced."""
+    digest = hashlib.pbkdf2_hmac("sha256", str(password).encode(), f"pliers-login:{role}".encode(), LOGIN_ROUNDS)
+    return f"{role}_{digest.hex()[:8]}"
 
 
 class FilterModule:

@@ -639,7 +639,8 @@ def _migrations(name: str, model: dict, project_dir: str) -> dict:
 def stack_stores(services: dict, project_dir: str = "/", selected: list | None = None) -> list[dict]:
     """Each data store of the stack (a service with a store) and the accounts every service logs in to it with:
     what the stack's access step brings each store to (see stack_stores.yml). The accounts carry passwords. With
-    selected, only the stores selected or with an account of a selected service."""
+    selected, only the accounts of the selected services (a service left as it runs keeps its credentials), and the
+    stores with one."""
     _check_stack(services, "stack_stores")
     stores = []
     for name, model in sorted(services.items()):
@@ -682,9 +683,9 @@ def stack_stores(services: dict, project_dir: str = "/", selected: list | None =
         raise AnsibleFilterError(f"stack_stores: accounts name a store no service is: {', '.join(unknown)}")
     if selected is not None:
         stores = [
-            store
+            {**store, "accounts": [a for a in store["accounts"] if a["service"] in selected]}
             for store in stores
-            if store["service"] in selected or any(a["service"] in selected for a in store["accounts"])
+            if any(a["service"] in selected for a in store["accounts"])
         ]
     return stores
 

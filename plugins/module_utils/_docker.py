@@ -84,7 +84,10 @@ def run_one_off(module, client, timeout: int, **create) -> tuple[int, str, str]:
     """Run a hardened one-off container to its end and remove it: (exit status, stdout, stderr)."""
     container = _started(module, client, {**HARDENED, **create})
     try:
-        outcome = container.wait(timeout=timeout)
+        try:
+            outcome = container.wait(timeout=timeout)
+        except Exception as exc:  # the SDK's read timeout is its HTTP client's, not a DockerException
+            raise DockerException(f"the one-off container did not finish in {timeout}s ({exc})") from exc
         stdout = container.logs(stdout=True, stderr=False).decode(errors="replace").strip()
         stderr = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()
     finally:

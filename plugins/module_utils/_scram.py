@@ -19,11 +19,15 @@ ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
 
 
 def _saslprep(password: str) -> bytes:
-    """The password as PostgreSQL hashes it: SASLprep'd (RFC 4013) when that succeeds, its raw bytes otherwise (as
-    PostgreSQL does for a password SASLprep prohibits, e.g. one holding a control character)."""
+    """The password as PostgreSQL hashes it (pg_saslprep): ASCII as it is; otherwise SASLprep'd (RFC 4013), or its
+    raw bytes when that fails - a prohibited or unassigned character before or after normalisation, malformed
+    bidirectional text, or nothing left once mapped."""
+    if password.isascii():
+        return password.encode()
     mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c))
     normalized = unicodedata.normalize("NFKC", mapped)
     prohibited = (
+        stringprep.in_table_a1,
         stringprep.in_table_c12,
         stringprep.in_table_c21_c22,
         stringprep.in_table_c3,
@@ -34,7 +38,7 @@ def _saslprep(password: str) -> bytes:
         stringprep.in_table_c8,
         stringprep.in_table_c9,
     )
-    if any(check(c) for c in normalized for check in prohibited):
+    if not normalized or any(check(c) for c in mapped + normalized for check in prohibited):
         return password.encode()
     bidi = [stringprep.in_table_d1(c) for c in normalized]
     if any(bidi) and (not (bidi[0] and bidi[-1]) or any(stringprep.in_table_d2(c) for c in normalized)):

@@ -20,8 +20,9 @@ description:
   - A C(monitor) account is a login role in C(pg_monitor), which may connect and read the statistics views.
   - Passwords are set as SCRAM-SHA-256 verifiers computed here (no password in any SQL text) and compared with the
     stored verifier without logging in.
-  - With O(prune), login roles in a C(dml) group that O(accounts) no longer name are dropped (the group's old login
-    after a password rotation, once the services using it were replaced).
+  - With O(prune), the logins this module made in a C(dml) group (C(<group>_<8 hex digits>), see the
+    C(pliers.deploy.rotating_login) filter) that O(accounts) no longer names are dropped once no session uses them
+    (the group's old login after a password rotation, once the services using it were replaced).
 author:
   - Pliers team (@pliers)
 extends_documentation_fragment:
@@ -93,8 +94,8 @@ options:
     type: bool
     default: false
   missing_ok:
-    description: When O(network) does not exist (the database was never started, e.g. before a first deploy),
-      change nothing and report RV(reached) false instead of failing.
+    description: When O(network) does not exist (the database was never started, e.g. before a first deploy) or the
+      database does not answer (stopped, starting), change nothing and report RV(reached) false instead of failing.
     type: bool
     default: false
   timeout:
@@ -122,7 +123,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 reached:
-  description: Whether the database was reached (false only with O(missing_ok), when O(network) does not exist).
+  description: Whether the database was reached (false only with O(missing_ok), when O(network) does not exist or
+    the database does not answer).
   returned: always
   type: bool
 actions:
@@ -131,11 +133,18 @@ actions:
   type: list
   elements: str
   sample: ["create login pliers_app_1f3a9c2e in pliers_app", "drop login pliers_app_0b71d44a"]
+notes:
+  description: What was left as it is, and why (an old login that sessions still use, a database that did not answer).
+  returned: always
+  type: list
+  elements: str
 """
 
 import json
 import os
+import re
 import tempfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils import _scram
@@ -147,13 +156,16 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     run_one_off,
 )
 
-# One JSON document: the roles (their verifiers included: only a superuser reads them), the database's and the public
-# schema's owners and privileges, every relation of the schema, and the schema's default privileges.
+# One JSON document: the roles (the verifiers of the accounts' roles only: only a superuser reads them, and nothing
+# else's leaves the database), their open sessions, the database's and the public schema's owners and privileges,
+# every relation of the schema, and the schema's default privileges. %s: the accounts' names, as an SQL array.
 STATE_QUERY = r"""
 SELECT json_build_object(
   'roles', (SELECT json_object_agg(a.rolname, json_build_object(
       'login', a.rolcanlogin, 'super', a.rolsuper, 'createdb', a.rolcreatedb, 'createrole', a.rolcreaterole,
-      'password', a.rolpassword,
+      'replication', a.rolreplication, 'bypassrls', a.rolbypassrls,
+      'password', CASE WHEN a.rolname = ANY(%s) THEN a.rolpassword END,
+      'sessions', (SELECT count(*) FROM pg_stat_activity s WHERE s.usesysid = a.oid),
       'member_of', ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
                          WHERE m.member = a.oid ORDER BY 1)))
     FROM pg_authid a WHERE a.rolname !~ '^pg_'),
@@ -163,8 +175,8 @@ SELECT json_build_object(
   'schema_acl', (SELECT nspacl::text[] FROM pg_namespace WHERE nspname = 'public'),
   'relations', (SELECT coalesce(json_agg(json_build_object(
       'name', c.relname, 'kind', c.relkind, 'owner', pg_get_userbyid(c.relowner), 'acl', c.relacl::text[],
-      'follows_table', EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                               AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+      'follows_table', c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                               AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
       ORDER BY c.relname), '[]')
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')),
@@ -174,15 +186,40 @@ SELECT json_build_object(
 );
 """
 
+# What psql says when the database is not there to answer (stopped, starting, its name not resolved yet).
+NOT_ANSWERING = (
+    "could not connect",
+    "could not translate host name",
+    "Connection refused",
+    "timeout expired",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+)
+
 # The privileges a dml group holds, in PostgreSQL's ACL letters: rows of tables and views (a: INSERT, r: SELECT,
 # w: UPDATE, d: DELETE), sequences (r: SELECT, U: USAGE).
 TABLE_PRIVILEGES = frozenset("arwd")
+# Seconds a prune waits for the sessions of an old login to end (its containers draining) before it keeps it.
+SESSIONS_WAIT = 60
+# What rotating_login adds to a group's name.
+ROTATED_LOGIN = re.compile(r"^_[0-9a-f]{8}$")
+PLAIN_LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 SEQUENCE_PRIVILEGES = frozenset("rU")
 KINDS = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
 
 
 def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def state_query(accounts: list[dict]) -> str:
+    names = ", ".join(literal(a["name"]) for a in accounts)
+    return STATE_QUERY % (f"ARRAY[{names}]::name[]",)
 
 
 def acl(items: list | None) -> dict[str, frozenset]:
@@ -196,11 +233,12 @@ def acl(items: list | None) -> dict[str, frozenset]:
 
 
 class Plan:
-    """The statements that bring the state to the accounts, and a line saying each."""
+    """The statements that bring the state to the accounts, a line saying each, and what was left as it is."""
 
     def __init__(self) -> None:
         self.statements: list[str] = []
         self.actions: list[str] = []
+        self.notes: list[str] = []
 
     def add(self, action: str, *statements: str) -> None:
         self.actions.append(action)
@@ -215,22 +253,23 @@ def _role(plan: Plan, roles: dict, account: dict, database: str) -> None:
     if current is None:
         plan.add(
             f"create login {name}" + (f" in {', '.join(memberships)}" if memberships else ""),
-            f"CREATE ROLE {ident(name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD "
+            f"CREATE ROLE {ident(name)} {PLAIN_LOGIN} PASSWORD "
             f"'{_scram.verifier(account['password'])}'"
             + (f" IN ROLE {', '.join(map(ident, memberships))}" if memberships else ""),
         )
         return
-    if not current["login"] or current["super"] or current["createdb"] or current["createrole"]:
-        plan.add(
-            f"make {name} a plain login",
-            f"ALTER ROLE {ident(name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
-        )
+    if not current["login"] or any(
+        current.get(flag) for flag in ("super", "createdb", "createrole", "replication", "bypassrls")
+    ):
+        plan.add(f"make {name} a plain login", f"ALTER ROLE {ident(name)} {PLAIN_LOGIN}")
     if not _scram.matches(account["password"], current["password"]):
         verifier = _scram.verifier(account["password"])
         plan.add(f"set the password of {name}", f"ALTER ROLE {ident(name)} PASSWORD '{verifier}'")
     for group in memberships:
         if group not in current["member_of"]:
             plan.add(f"put {name} in {group}", f"GRANT {ident(group)} TO {ident(name)}")
+    for group in sorted(set(current["member_of"]) - set(memberships)):
+        plan.add(f"take {name} out of {group}", f"REVOKE {ident(group)} FROM {ident(name)}")
 
 
 def plan_changes(state: dict, accounts: list[dict], database: str, prune: bool) -> Plan:
@@ -283,8 +322,6 @@ def plan_changes(state: dict, accounts: list[dict], database: str, prune: bool) 
         for relation in state.get("relations") or []:
             held = acl(relation["acl"]).get(group, frozenset())
             wanted = SEQUENCE_PRIVILEGES if relation["kind"] == "S" else TABLE_PRIVILEGES
-            if relation["kind"] == "m":
-                wanted = frozenset("r")
             if held != wanted:
                 (sequences if relation["kind"] == "S" else tables).append(relation["name"])
         if tables:
@@ -307,22 +344,32 @@ def plan_changes(state: dict, accounts: list[dict], database: str, prune: bool) 
             ("S", SEQUENCE_PRIVILEGES, "SEQUENCES", "USAGE, SELECT"),
         ):
             if defaults.get((owner, kind)) != letters:
+                defaults_for = f"ALTER DEFAULT PRIVILEGES FOR ROLE {ident(owner)} IN SCHEMA public"
                 plan.add(
-                    f"let {group} use the {objects.lower()} {owner} creates later",
-                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {ident(owner)} IN SCHEMA public "
-                    f"GRANT {privileges} ON {objects} TO {ident(group)}",
+                    f"let {group} use the {objects.lower()} {owner} creates later (and nothing else)",
+                    f"{defaults_for} REVOKE ALL ON {objects} FROM {ident(group)}",
+                    f"{defaults_for} GRANT {privileges} ON {objects} TO {ident(group)}",
                 )
 
+    # Only a login this module made (<group>_<8 hex digits>, a plain one) that no session uses any more: one an old
+    # container still holds is dropped by a later run.
     if prune:
         logins = {a["name"] for a in accounts}
         for name, role in sorted(roles.items()):
-            if role["login"] and name not in logins and set(role["member_of"]) & set(groups):
-                plan.add(
-                    f"drop login {name}",
-                    f"REASSIGN OWNED BY {ident(name)} TO {ident(owner)}",
-                    f"DROP OWNED BY {ident(name)}",
-                    f"DROP ROLE {ident(name)}",
-                )
+            made_here = any(
+                g in role["member_of"] and name.startswith(g) and ROTATED_LOGIN.match(name[len(g) :]) for g in groups
+            )
+            if not role["login"] or name in logins or not made_here or role["super"]:
+                continue
+            if role.get("sessions"):
+                plan.notes.append(f"kept login {name}: {role['sessions']} session(s) still use it")
+                continue
+            plan.add(
+                f"drop login {name}",
+                f"REASSIGN OWNED BY {ident(name)} TO {ident(owner)}",
+                f"DROP OWNED BY {ident(name)}",
+                f"DROP ROLE {ident(name)}",
+            )
     return plan
 
 
@@ -386,6 +433,10 @@ class Psql:
             )
         if status != 0:
             where = f"{params['host']}/{params['database']}"
+            if params["missing_ok"] and any(sign in stderr for sign in NOT_ANSWERING):
+                self.module.exit_json(
+                    changed=False, reached=False, actions=[], notes=[f"{where} does not answer: {stderr[-300:]}"]
+                )
             self.module.fail_json(msg=f"psql on {where} failed (exit {status}): {(stderr or stdout)[-1500:]}")
         return stdout
 
@@ -425,7 +476,7 @@ def main() -> None:
         client.networks.get(params["network"])
     except NotFound:
         if params["missing_ok"]:
-            module.exit_json(changed=False, reached=False, actions=[])
+            module.exit_json(changed=False, reached=False, actions=[], notes=[f"no network {params['network']}"])
         module.fail_json(msg=f"network {params['network']} does not exist: start the stack's data services first")
     if not os.path.isfile(params["admin_password_file"]):
         module.fail_json(msg=f"admin_password_file {params['admin_password_file']} does not exist")
@@ -438,15 +489,21 @@ def main() -> None:
                 module.exit_json(changed=True, reached=False, actions=["unknown: the image is not on this host"])
             client.images.pull(params["image"])
         psql = Psql(module, client)
-        state = json.loads(psql.run(STATE_QUERY).splitlines()[-1])
-        plan = plan_changes(state, params["accounts"], params["database"], params["prune"])
+        # An old login's last sessions close as its containers finish draining: a prune waits for them a while.
+        deadline = time.monotonic() + (SESSIONS_WAIT if params["prune"] and not module.check_mode else 0)
+        while True:
+            state = json.loads(psql.run(state_query(params["accounts"])).splitlines()[-1])
+            plan = plan_changes(state, params["accounts"], params["database"], params["prune"])
+            if not plan.notes or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         if plan.statements and not module.check_mode:
             psql.run("BEGIN;\n" + "".join(f"{statement};\n" for statement in plan.statements) + "COMMIT;\n")
     except (ValueError, IndexError) as exc:
         module.fail_json(msg=f"reading the roles of {params['database']} failed: {exc}")
     except DockerException as exc:
         module.fail_json(msg=f"reaching {params['host']} with {params['image']} failed: {exc}")
-    module.exit_json(changed=bool(plan.statements), reached=True, actions=plan.actions)
+    module.exit_json(changed=bool(plan.statements), reached=True, actions=plan.actions, notes=plan.notes)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import json
 import secrets
 import time
 
+import pytest
 from ansible_collections.pliers.deploy.plugins.filter.secrets import rotating_login
 
+from lab import hosts as lab_hosts
 from lab.traffic import Probe
 
 from .support import output, vault_values, wait_for
@@ -105,9 +107,7 @@ def test_rotating_the_database_passwords_fails_no_request(deployed):
         return current
 
     vault = vault_values()
-    from_the_vault = rotating_login(
-        "pliers_app", vault["vault_postgres_app_password"], vault["vault_postgres_owner_password"]
-    )
+    from_the_vault = rotating_login("pliers_app", vault["vault_postgres_app_password"])
     rotated = deploy(
         *("-e", f"pliers_database_app_password=rotated-{secrets.token_urlsafe(18)}"),
         *("-e", f"pliers_database_owner_password=rotated-{secrets.token_urlsafe(18)}"),
@@ -119,3 +119,12 @@ def test_rotating_the_database_passwords_fails_no_request(deployed):
     # Back to the vault's values: a second rotation, as clean.
     assert deploy(name="rotation back") == from_the_vault
     exporter_logs_in(deployed, since=time.time())
+
+
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # Swarm starts a stopped task by itself
+def test_a_deploy_onto_a_stopped_database_starts_it_first_then_brings_its_roles(deployed):
+    lab_hosts.ssh(deployed.deployer, "docker stop $(docker ps -q --filter label=com.docker.compose.service=postgres)")
+    result = deployed.play("deploy.yml")
+    assert result.returncode == 0, output(result)
+    assert "postgres: converged" in result.stdout, output(result)
+    assert "rows" in as_the_api(deployed, "SELECT count(*) FROM items")

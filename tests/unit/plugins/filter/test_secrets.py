@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version, secret_problem
+from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version, rotating_login, secret_problem
 
 
 @pytest.mark.parametrize(
@@ -71,3 +73,11 @@ def test_markers_that_are_no_placeholder_are_not_refused(value):
 
 def test_the_example_vaults_certificate_and_key_are_refused():
     assert "placeholder" in secret_problem(PEM_PLACEHOLDER, "pliers_tls_certificate", "staging")
+
+
+def test_a_login_is_named_after_its_password_and_role():
+    first = rotating_login("pliers_app", "app-password-1")
+    assert re.fullmatch(r"pliers_app_[0-9a-f]{8}", first)
+    assert rotating_login("pliers_app", "app-password-1") == first
+    assert rotating_login("pliers_app", "app-password-2") != first
+    assert rotating_login("other_app", "app-password-1")[-8:] != first[-8:]

@@ -43,3 +43,20 @@ def test_a_new_verifier_has_a_new_salt_and_matches():
 )
 def test_no_verifier_or_another_kind_never_matches(stored):
     assert not _scram.matches("anything", stored)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "a\u0340",  # a prohibited character (C.8) that normalisation would compose away
+        "\uff21\U0001f600",  # an unassigned code point (A.1 in RFC 3454's Unicode 3.2)
+        "\u00ad",  # maps to nothing
+    ],
+)
+def test_what_saslprep_refuses_is_hashed_as_its_raw_bytes_as_postgresql_does(password):
+    assert _scram._saslprep(password) == password.encode()
+
+
+def test_what_saslprep_accepts_is_normalised():
+    assert _scram._saslprep("\uff46\uff55\uff4c\uff4c") == b"full"
+    assert _scram._saslprep("pa\u00a0ss") == b"pa ss"  # a non-ASCII space is a space
