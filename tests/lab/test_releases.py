@@ -9,7 +9,9 @@ rollout's duration and the probe's counts are written to .lab/reports/releases-<
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 
 import pytest
@@ -92,12 +94,18 @@ def test_a_concurrent_deploy_is_refused_while_the_first_completes(deployed):
     before = last_attempt(deployed)
     first = subprocess.Popen(
         deployed.command("deploy.yml", "-e", "pliers_release=1.1.0"),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lock = "test -e /var/lib/pliers/local/deploy.lock"
     wait_for(lambda: lab_hosts.ssh(deployed.deployer, lock, check=False).returncode == 0, timeout=300,
              what="the first deploy to take the lock")  # fmt: skip
-    second = deployed.play("deploy.yml", "-e", "pliers_release=1.1.0")
+    # The first deploy is paused while it holds the lock (alive, as a slow one is), so that the second meets it
+    # however fast the first would have finished.
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        second = deployed.play("deploy.yml", "-e", "pliers_release=1.1.0")
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     first_output, _ = first.communicate(timeout=900)
     assert second.returncode != 0, output(second)
     assert "another deploy holds the lock" in second.stdout and "since" in second.stdout, output(second)
