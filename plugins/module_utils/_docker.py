@@ -12,6 +12,7 @@ __all__ = [
     "ImageNotFound",
     "NotFound",
     "docker_client",
+    "image_here",
     "run_one_off",
 ]
 
@@ -43,6 +44,18 @@ def docker_client(module, timeout: int = 60):
         return client
     except DockerException as exc:
         module.fail_json(msg=f"cannot reach the Docker engine on the target: {exc}")
+
+
+def image_here(module, client, image: str) -> bool:
+    """Whether the target has the image for a one-off container, pulled when it lacks it; in check mode nothing is
+    pulled (that would change the target), and False says the image is missing."""
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        if module.check_mode:
+            return False
+        client.images.pull(image)
+    return True
 
 
 # A one-off container is as hardened as the stack's services (the renderer's defaults): every capability dropped, a

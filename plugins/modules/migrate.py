@@ -151,9 +151,9 @@ import posixpath
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     DockerException,
-    ImageNotFound,
     NotFound,
     docker_client,
+    image_here,
     run_one_off,
 )
 
@@ -218,13 +218,9 @@ def main() -> None:
             msg=f"network {module.params['network']} does not exist: start the stack's data services first"
         )
     try:
-        try:
-            client.images.get(module.params["image"])
-        except ImageNotFound:
-            if module.check_mode:
-                # Pulling would change the target: what the image would migrate is not known until a real run.
-                module.exit_json(changed=True, known=False, pending=[], applied=[], applied_now=[], version="")
-            client.images.pull(module.params["image"])
+        if not image_here(module, client, module.params["image"]):
+            # Check mode pulls nothing: what the image would migrate is not known until a real run.
+            module.exit_json(changed=True, known=False, pending=[], applied=[], applied_now=[], version="")
         status = run_once(module, client, module.params["status_command"])
         pending = list(status.get("pending", []))
         result = dict(

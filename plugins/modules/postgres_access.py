@@ -150,9 +150,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils import _scram
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     DockerException,
-    ImageNotFound,
     NotFound,
     docker_client,
+    image_here,
     run_one_off,
 )
 
@@ -200,12 +200,13 @@ NOT_ANSWERING = (
 # The privileges a dml group holds, in PostgreSQL's ACL letters: rows of tables and views (a: INSERT, r: SELECT,
 # w: UPDATE, d: DELETE), sequences (r: SELECT, U: USAGE).
 TABLE_PRIVILEGES = frozenset("arwd")
-# Seconds a prune waits for the sessions of an old login to end (its containers draining) before it keeps it.
-SESSIONS_WAIT = 60
+SEQUENCE_PRIVILEGES = frozenset("rU")
+# Every login the accounts get: it may log in, and nothing more.
+PLAIN_LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 # What rotating_login adds to a group's name.
 ROTATED_LOGIN = re.compile(r"^_[0-9a-f]{8}$")
-PLAIN_LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-SEQUENCE_PRIVILEGES = frozenset("rU")
+# Seconds a prune waits for the sessions of an old login to end (its containers draining) before it keeps it.
+SESSIONS_WAIT = 60
 KINDS = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
 
 
@@ -227,8 +228,9 @@ def acl(items: list | None) -> dict[str, frozenset]:
     held: dict[str, frozenset] = {}
     for item in items or []:
         grantee, rest = item.partition("=")[::2]
+        grantee = grantee.strip('"')
         letters = rest.split("/", 1)[0].replace("*", "")
-        held[grantee.strip('"')] = held.get(grantee.strip('"'), frozenset()) | frozenset(letters)
+        held[grantee] = held.get(grantee, frozenset()) | frozenset(letters)
     return held
 
 
@@ -245,7 +247,7 @@ class Plan:
         self.statements.extend(statements)
 
 
-def _role(plan: Plan, roles: dict, account: dict, database: str) -> None:
+def _role(plan: Plan, roles: dict, account: dict) -> None:
     """The account's login role: created, or its attributes, password and group set."""
     name, privileges = account["name"], account["privileges"]
     current = roles.get(name)
@@ -287,7 +289,7 @@ def plan_changes(state: dict, accounts: list[dict], database: str, prune: bool) 
         elif roles[group]["login"] or roles[group]["super"]:
             plan.add(f"make {group} a group that cannot log in", f"ALTER ROLE {ident(group)} NOLOGIN NOSUPERUSER")
     for account in accounts:
-        _role(plan, roles, account, database)
+        _role(plan, roles, account)
 
     # The owner's: the database, its public schema, every object in the schema (a sequence a column owns follows
     # its table).
@@ -481,13 +483,9 @@ def main() -> None:
     if not os.path.isfile(params["admin_password_file"]):
         module.fail_json(msg=f"admin_password_file {params['admin_password_file']} does not exist")
     try:
-        try:
-            client.images.get(params["image"])
-        except ImageNotFound:
-            if module.check_mode:
-                module.warn(f"{params['image']} is not on this host: no role was read (check mode pulls nothing)")
-                module.exit_json(changed=True, reached=False, actions=["unknown: the image is not on this host"])
-            client.images.pull(params["image"])
+        if not image_here(module, client, params["image"]):
+            module.warn(f"{params['image']} is not on this host: no role was read (check mode pulls nothing)")
+            module.exit_json(changed=True, reached=False, actions=["unknown: the image is not on this host"])
         psql = Psql(module, client)
         # An old login's last sessions close as its containers finish draining: a prune waits for them a while.
         deadline = time.monotonic() + (SESSIONS_WAIT if params["prune"] and not module.check_mode else 0)
