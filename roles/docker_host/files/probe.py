@@ -1,10 +1,16 @@
 # The docker_host role's probe (tasks/probe.yml), run by the host's python3: what the host has, as one JSON line.
+import datetime
 import hashlib
 import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+import time
+
+# What a Docker bug leaves behind (moby/libnetwork#1765): a VXLAN device from an overlay network's earlier sandbox
+# that holds the network's VNI, so the node cannot join the network again until its engine restarts.
+STUCK_OVERLAY = "error creating vxlan interface: file exists"
 
 
 def output(*argv):
@@ -30,17 +36,94 @@ def login(registry):
     return hashlib.sha256(auth.encode()).hexdigest() if auth else ""
 
 
-found = {
-    "engine": output("systemctl", "is-active", "docker") == "active",
-    "enabled": output("systemctl", "is-enabled", "docker") == "enabled",
-    "compose": output("docker", "compose", "version", "--short") if shutil.which("docker") else "",
-    "sdk": importable("docker"),
-    # What community.docker.docker_stack needs on a manager.
-    "stack_tools": importable("jsondiff", "yaml"),
-    # What the Swarm's firewall is loaded with.
-    "nft": shutil.which("nft") is not None or shutil.which("nft", path="/usr/sbin:/sbin") is not None,
-    "login": login(sys.argv[1]),
-    # inactive, active, or locked: a manager of an autolocked Swarm whose engine restarted.
-    "swarm": output("docker", "info", "--format", "{{.Swarm.LocalNodeState}}") if shutil.which("docker") else "",
-}
-print(json.dumps(found))
+def node_tasks():
+    """On a Swarm manager: this node's tasks, as docker inspect gives them."""
+    ids = output("docker", "node", "ps", "self", "--quiet", "--no-trunc").split()
+    try:
+        return json.loads(output("docker", "inspect", "--type", "task", *ids)) if ids else []
+    except ValueError:
+        return []
+
+
+# The hosts' Python may be older than 3.11 (no datetime.UTC).
+UTC = datetime.timezone.utc  # noqa: UP017
+
+
+def engine_started():
+    """When the engine last started (UTC, as task timestamps are): errors before it are from its earlier life."""
+    since = output("systemctl", "show", "docker", "--property", "ActiveEnterTimestamp", "--value", "--timestamp=utc")
+    try:
+        return datetime.datetime.strptime(since, "%a %Y-%m-%d %H:%M:%S %Z").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.datetime.min.replace(tzinfo=UTC)
+
+
+def newest_by_slot(tasks):
+    """Each slot's newest task on this node (a global service's slot is its node)."""
+    newest = {}
+    for task in sorted(tasks, key=lambda task: task.get("CreatedAt", "")):
+        newest[(task.get("ServiceID"), task.get("Slot") or task.get("NodeID"))] = task
+    return newest
+
+
+def stuck_overlay(tasks, since):
+    """The services whose newest task here failed, since the engine started, on a stale overlay device."""
+    stuck = set()
+    for task in newest_by_slot(tasks).values():
+        status = task.get("Status", {})
+        # To the second: older Pythons parse only 3 or 6 digits of a fraction.
+        stamp = datetime.datetime.fromisoformat(status.get("Timestamp", "0001-01-01T00:00:00")[:19] + "+00:00")
+        if STUCK_OVERLAY in status.get("Err", "") and stamp > since:
+            stuck.add(task.get("ServiceID", ""))
+    return sorted(stuck)
+
+
+def settle(seconds):
+    """After an unlock or an engine restart: wait until this manager's tasks run again (at least 10 s: the node
+    reports its tasks' new states late), or until one is stuck on a stale overlay device, or for the given time."""
+    start, since = time.monotonic(), engine_started()
+    while True:
+        tasks = node_tasks()
+        stuck = stuck_overlay(tasks, since)
+        waiting = [
+            task
+            for task in newest_by_slot(tasks).values()
+            if task.get("DesiredState") == "running" and task.get("Status", {}).get("State") != "running"
+        ]
+        waited = time.monotonic() - start
+        if stuck or waited > seconds or (waited >= 10 and not waiting):
+            return {"stuck": stuck, "waited": round(waited)}
+        time.sleep(2)
+
+
+def main():
+    """python3 -c probe.py REGISTRY: what the host has; python3 -c probe.py REGISTRY --settle SECONDS: settle()."""
+    if len(sys.argv) > 2 and sys.argv[2] == "--settle":
+        print(json.dumps(settle(int(sys.argv[3]))))
+        return
+
+    swarm = (
+        output("docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}")
+        if shutil.which("docker")
+        else ""
+    )
+    found = {
+        "engine": output("systemctl", "is-active", "docker") == "active",
+        "enabled": output("systemctl", "is-enabled", "docker") == "enabled",
+        "compose": output("docker", "compose", "version", "--short") if shutil.which("docker") else "",
+        "sdk": importable("docker"),
+        # What community.docker.docker_stack needs on a manager.
+        "stack_tools": importable("jsondiff", "yaml"),
+        # What the Swarm's firewall is loaded with.
+        "nft": shutil.which("nft") is not None or shutil.which("nft", path="/usr/sbin:/sbin") is not None,
+        "login": login(sys.argv[1]),
+        # inactive, active, or locked: a manager of an autolocked Swarm whose engine restarted.
+        "swarm": swarm.split(" ")[0],
+        # A manager's tasks that cannot start for a stale overlay device (a worker cannot list its tasks).
+        "stuck_overlay": stuck_overlay(node_tasks(), engine_started()) if swarm == "active true" else [],
+    }
+    print(json.dumps(found))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The docker_host probe's reading of a Swarm manager's tasks, without an engine: which services are stuck on a
+stale overlay device (moby/libnetwork#1765) and must have their node's engine restarted. (The unlock and the wait
+for the tasks run on the Swarm lab: tests/lab/test_output_secrets.py.)"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+
+from ..paths import ROOT
+
+SPEC = importlib.util.spec_from_file_location("probe", ROOT / "roles/docker_host/files/probe.py")
+probe = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(probe)
+
+STARTED = datetime.datetime(2026, 12, 3, 20, 0, tzinfo=datetime.UTC)
+STUCK = (
+    'network sandbox join failed: subnet sandbox join failed for "10.0.2.0/24": '
+    "error creating vxlan interface: file exists"
+)
+
+
+def task(service, slot, created, state, error="", stamp="2026-12-03T20:05:00.123456789Z"):
+    return {
+        "ServiceID": service, "Slot": slot, "NodeID": "node-a", "CreatedAt": created, "DesiredState": "running",
+        "Status": {"State": state, "Err": error, "Timestamp": stamp},
+    }  # fmt: skip
+
+
+def test_a_slot_whose_newest_task_failed_on_a_stale_overlay_device_is_stuck():
+    tasks = [
+        task("postgres", 1, "2026-12-03T20:01:00Z", "rejected", STUCK),
+        task("postgres", 1, "2026-12-03T20:04:00Z", "rejected", STUCK),
+        task("redis", 1, "2026-12-03T20:04:00Z", "running"),
+    ]
+    assert probe.stuck_overlay(tasks, STARTED) == ["postgres"]
+
+
+def test_a_slot_running_again_or_a_failure_from_the_engines_earlier_life_is_not_stuck():
+    tasks = [
+        task("postgres", 1, "2026-12-03T20:01:00Z", "rejected", STUCK),
+        task("postgres", 1, "2026-12-03T20:02:00Z", "running"),
+        # A global service's slot is its node; this failure is older than the engine's start.
+        task("node-exporter", 0, "2026-12-03T19:50:00Z", "rejected", STUCK, stamp="2026-12-03T19:50:00Z"),
+        task("api", 2, "2026-12-03T20:03:00Z", "failed", "task: non-zero exit (1)"),
+    ]
+    assert probe.stuck_overlay(tasks, STARTED) == []
+
+
+def test_the_engines_start_is_read_as_systemd_prints_it(monkeypatch):
+    monkeypatch.setattr(probe, "output", lambda *argv: "Thu 2026-12-03 20:00:00 UTC")
+    assert probe.engine_started() == STARTED
+    monkeypatch.setattr(probe, "output", lambda *argv: "")
+    assert probe.engine_started() == datetime.datetime.min.replace(tzinfo=datetime.UTC)
