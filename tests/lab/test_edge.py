@@ -11,7 +11,6 @@ import socket
 import ssl
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -154,12 +153,35 @@ def test_an_unknown_host_gets_no_application_content(deployed, scheme):
     assert "version" not in body and "Pliers" not in body
 
 
+def statuses_at_once(target, path: str, count: int) -> list[int]:
+    """The statuses of COUNT requests for PATH that reach the edge at once: every connection is opened (its TLS
+    handshake done) first, then every request is sent, then the answers are read - so that what the edge counts does
+    not depend on how fast this machine's client or the api behind the edge is (a loaded machine sent 16 threads'
+    requests slower than the limit)."""
+    context = ssl.create_default_context(cafile=str(acme.root_file(target.lab)))
+    connections = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((target.edge_host.address, 443), timeout=30)
+            connections.append(context.wrap_socket(sock, server_hostname=target.domain))
+        request = f"GET {path} HTTP/1.1\r\nHost: {target.domain}\r\nConnection: close\r\n\r\n".encode()
+        for tls in connections:
+            tls.sendall(request)
+        statuses = []
+        for tls in connections:
+            status_line = tls.makefile("rb").readline().decode(errors="replace").split()
+            statuses.append(int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0)
+        return statuses
+    finally:
+        for tls in connections:
+            tls.close()
+
+
 def test_a_client_past_the_rate_limit_gets_429_and_is_served_again(deployed):
-    """The lab's limit: 50 requests/second per client on /api/ (burst 50). 300 at once: the burst is served, the
+    """The lab's limit: 50 requests/second per client on /api/ (burst 50). 200 at once: the burst is served, the
     rest answered 429; a second later the client is served again."""
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        statuses = list(pool.map(lambda _: http(f"{deployed.edge}/api/health", timeout=15)[0], range(300)))
-    print(f"[{deployed.mode}] 300 requests at once: {statuses.count(200)} served, {statuses.count(429)} answered 429")
+    statuses = statuses_at_once(deployed, "/api/health", 200)
+    print(f"[{deployed.mode}] 200 requests at once: {statuses.count(200)} served, {statuses.count(429)} answered 429")
     assert statuses.count(429) > 0 and statuses.count(200) >= 50, statuses
     assert set(statuses) <= {200, 429}, statuses
     time.sleep(2)

@@ -118,7 +118,7 @@ def main():
         "nft": shutil.which("nft") is not None or shutil.which("nft", path="/usr/sbin:/sbin") is not None,
         "login": login(sys.argv[1]),
         # inactive, active, or locked: a manager of an autolocked Swarm whose engine restarted.
-        "swarm": swarm.split(" ")[0],
+        "swarm": swarm.partition(" ")[0],
         # A manager's tasks that cannot start for a stale overlay device (a worker cannot list its tasks).
         "stuck_overlay": stuck_overlay(node_tasks(), engine_started()) if swarm == "active true" else [],
     }
