@@ -19,7 +19,9 @@ from .paths import ROOT
 SECRET = "a-test-secret-0123456789"
 VAULT = {
     **{name: SECRET for name in ("postgres_password", "postgres_owner_password", "postgres_app_password",
-                                 "postgres_monitor_password", "redis_password", "openai_api_key", "anthropic_api_key",
+                                 "postgres_monitor_password", "redis_password", "redis_api_password",
+                                 "redis_ai_service_password", "redis_monitor_password", "redis_backup_password",
+                                 "openai_api_key", "anthropic_api_key",
                                  "grafana_admin_password", "registry_username", "registry_password")},
     "alert_webhook_url": "https://hooks.example.net/T0KEN",
     "tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",

@@ -112,6 +112,8 @@ def redis_client():
     return redis.Redis(
         host=setting("REDIS_HOST", "redis"),
         port=int(setting("REDIS_PORT", "6379")),
+        # Its own ACL user (REDIS_USERNAME), or Redis's default user when none is given.
+        username=setting("REDIS_USERNAME"),
         password=setting("REDIS_PASSWORD"),
         socket_timeout=2,
         socket_connect_timeout=2,

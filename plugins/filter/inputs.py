@@ -124,6 +124,11 @@ FORMATS = {
         _matches(r"[a-z_][a-z0-9_]{0,62}"),
         "a lowercase identifier (letters, digits and _, at most 63, not starting with a digit)",
     ),
+    # A Redis ACL user's name, as an ACL file takes it unquoted (and redis_access accepts it).
+    "redis_user": (
+        _matches(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"),
+        "a Redis user name (letters, digits, '.', '_' and '-', at most 64, not starting with '.', '_' or '-')",
+    ),
     # The official image's entrypoint evaluates POSTGRES_INITDB_ARGS in a shell: options and plain words only.
     "initdb_args": (
         _matches(r"-[A-Za-z0-9_.,/:=@+-]*(?: [A-Za-z0-9_.,/:=@+-]+)*"),

@@ -43,7 +43,8 @@ UPSTREAM_KEYS = frozenset(("dir", "sync"))
 MIGRATIONS_KEYS = frozenset(("network", "backup_first", "environment", "secrets"))
 ACCOUNT_KEYS = frozenset(("store", "name", "password", "privileges", "group"))
 STORE_KEYS = frozenset(("kind", "database", "admin_user", "admin_password", "network", "port"))
-STORE_KINDS = ("postgres",)
+# Each kind of store and its default port; a PostgreSQL store names its database.
+STORE_KINDS = {"postgres": 5432, "redis": 6379}
 UPDATE_ORDERS = ("start-first", "stop-first")
 ENDPOINT_MODES = ("vip", "dnsrr")
 TLS_MODES = ("acme", "inventory", "off")
@@ -101,9 +102,11 @@ def _check_service(name: str, model: dict) -> None:
     for index, account in enumerate(model.get("accounts") or []):
         _check_keys(f"{where} accounts[{index}]", account, ACCOUNT_KEYS, ("store", "name", "password", "privileges"))
     if model.get("store"):
-        _check_keys(f"{where} store", model["store"], STORE_KEYS, ("kind", "database", "admin_user", "admin_password"))
+        _check_keys(f"{where} store", model["store"], STORE_KEYS, ("kind", "admin_user", "admin_password"))
         if model["store"]["kind"] not in STORE_KINDS:
             raise AnsibleFilterError(f"{where} store: kind must be one of {', '.join(STORE_KINDS)}")
+        if model["store"]["kind"] == "postgres" and not model["store"].get("database"):
+            raise AnsibleFilterError(f"{where} store: a postgres store names its database")
     for key in ("cap_add", "cap_drop"):
         _capabilities(f"{where} {key}", model.get(key), allow_all=key == "cap_drop")
     if not isinstance(model.get("read_only", False), bool):
@@ -669,8 +672,8 @@ def stack_stores(services: dict, project_dir: str = "/", selected: list | None =
                 "kind": store["kind"],
                 "image": model["image"],
                 "network": network,
-                "port": int(store.get("port", 5432)),
-                "database": str(store["database"]),
+                "port": int(store.get("port", STORE_KINDS[store["kind"]])),
+                "database": str(store.get("database", "")),
                 "admin_user": str(store["admin_user"]),
                 "admin_password_file": admin[0]["path"],
                 "accounts": accounts,

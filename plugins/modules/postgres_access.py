@@ -141,19 +141,18 @@ notes:
 """
 
 import json
-import os
 import re
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils import _scram
-from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
-    DockerException,
-    NotFound,
-    docker_client,
-    image_here,
-    run_one_off,
+from ansible_collections.pliers.deploy.plugins.module_utils._docker import DockerException
+from ansible_collections.pliers.deploy.plugins.module_utils._store import (
+    ADMIN_PASSWORD,
+    WORKDIR,
+    run_as_admin,
+    store_argument_spec,
+    store_client,
 )
 
 # One JSON document: the roles (the verifiers of the accounts' roles only: only a superuser reads them, and nothing
@@ -396,43 +395,24 @@ class Psql:
 
     def __init__(self, module, client) -> None:
         self.module, self.client = module, client
-        params = module.params
-        self.uid = os.stat(params["admin_password_file"]).st_uid
 
     def run(self, sql: str) -> str:
         params = self.module.params
-        with tempfile.TemporaryDirectory(prefix="pliers-access-") as workdir:
-            path = os.path.join(workdir, "run.sql")
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "w") as handle:
-                handle.write(sql)
-            os.chown(workdir, self.uid, -1)
-            os.chown(path, self.uid, -1)
-            status, stdout, stderr = run_one_off(
-                self.module,
-                self.client,
-                params["timeout"],
-                image=params["image"],
-                entrypoint=["/bin/sh", "-c"],
-                command=[
-                    'PGPASSWORD="$(cat /run/secrets/admin_password)" '
-                    "exec psql -X -q -A -t -v ON_ERROR_STOP=1 -f /run/pliers/run.sql"
-                ],
-                user=str(self.uid),
-                environment={
-                    "PGHOST": params["host"],
-                    "PGPORT": str(params["port"]),
-                    "PGUSER": params["admin_user"],
-                    "PGDATABASE": params["database"],
-                    "PGCONNECT_TIMEOUT": "10",
-                    "PGAPPNAME": "pliers-deploy-access",
-                },
-                network=params["network"],
-                volumes={
-                    params["admin_password_file"]: {"bind": "/run/secrets/admin_password", "mode": "ro"},
-                    workdir: {"bind": "/run/pliers", "mode": "ro"},
-                },
-                labels={"pliers.deploy.role": "postgres-access"},
-            )
+        status, stdout, stderr = run_as_admin(
+            self.module,
+            self.client,
+            sql,
+            f'PGPASSWORD="$(cat {ADMIN_PASSWORD})" exec psql -X -q -A -t -v ON_ERROR_STOP=1 -f {WORKDIR}/script',
+            environment={
+                "PGHOST": params["host"],
+                "PGPORT": str(params["port"]),
+                "PGUSER": params["admin_user"],
+                "PGDATABASE": params["database"],
+                "PGCONNECT_TIMEOUT": "10",
+                "PGAPPNAME": "pliers-deploy-access",
+            },
+            role="postgres-access",
+        )
         if status != 0:
             where = f"{params['host']}/{params['database']}"
             if params["missing_ok"] and any(sign in stderr for sign in NOT_ANSWERING):
@@ -445,47 +425,25 @@ class Psql:
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=dict(
-            image=dict(type="str", required=True),
-            network=dict(type="str", required=True),
-            host=dict(type="str", default="postgres"),
-            port=dict(type="int", default=5432),
+        argument_spec=store_argument_spec(
+            host="postgres",
+            port=5432,
+            accounts=dict(
+                name=dict(type="str", required=True),
+                password=dict(type="str", required=True, no_log=True),
+                privileges=dict(type="str", required=True, choices=["owner", "dml", "monitor"]),
+                group=dict(type="str"),
+                service=dict(type="str"),
+            ),
             database=dict(type="str", required=True),
             admin_user=dict(type="str", required=True),
-            admin_password_file=dict(type="path", required=True, no_log=False),
-            accounts=dict(
-                type="list",
-                elements="dict",
-                required=True,
-                options=dict(
-                    name=dict(type="str", required=True),
-                    password=dict(type="str", required=True, no_log=True),
-                    privileges=dict(type="str", required=True, choices=["owner", "dml", "monitor"]),
-                    group=dict(type="str"),
-                    service=dict(type="str"),
-                ),
-            ),
-            prune=dict(type="bool", default=False),
-            missing_ok=dict(type="bool", default=False),
-            timeout=dict(type="int", default=120),
         ),
         supports_check_mode=True,
     )
     params = module.params
     check_accounts(module, params["accounts"], params["admin_user"])
-    client = docker_client(module, timeout=params["timeout"] + 30)
+    client = store_client(module, "role")
     try:
-        client.networks.get(params["network"])
-    except NotFound:
-        if params["missing_ok"]:
-            module.exit_json(changed=False, reached=False, actions=[], notes=[f"no network {params['network']}"])
-        module.fail_json(msg=f"network {params['network']} does not exist: start the stack's data services first")
-    if not os.path.isfile(params["admin_password_file"]):
-        module.fail_json(msg=f"admin_password_file {params['admin_password_file']} does not exist")
-    try:
-        if not image_here(module, client, params["image"]):
-            module.warn(f"{params['image']} is not on this host: no role was read (check mode pulls nothing)")
-            module.exit_json(changed=True, reached=False, actions=["unknown: the image is not on this host"])
         psql = Psql(module, client)
         # An old login's last sessions close as its containers finish draining: a prune waits for them a while.
         deadline = time.monotonic() + (SESSIONS_WAIT if params["prune"] and not module.check_mode else 0)

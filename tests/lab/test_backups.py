@@ -36,7 +36,7 @@ def redis(target, *command: str) -> str:
     find = "docker ps -q --filter label=com.docker.compose.service=redis; " \
            "docker ps -q --filter label=com.docker.swarm.service.name=pliers-local_redis"  # fmt: skip
     container = lab_hosts.ssh(target.db, find).stdout.split()[0]
-    script = 'REDISCLI_AUTH="$(sed -n "s/^requirepass //p" /run/secrets/redis.conf)" redis-cli ' + " ".join(command)
+    script = 'REDISCLI_AUTH="$(cat /run/secrets/admin_password)" redis-cli ' + " ".join(command)
     return lab_hosts.ssh(target.db, f"docker exec {container} sh -c '{script}'").stdout.strip()
 
 

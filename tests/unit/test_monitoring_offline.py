@@ -54,6 +54,7 @@ def rendered(mode, tmp_path_factory) -> tuple[Path, dict]:
             "postgres_app_password",
             "postgres_monitor_password",
             "redis_password",
+            "redis_monitor_password",
             "grafana_admin_password",
         )
     }

@@ -363,6 +363,8 @@ STRICT_VAULT = {
     "vault_registry_username": "pliers",
     **{f"vault_{name}": GOOD_SECRET for name in ("registry_password", "postgres_password", "postgres_owner_password",
                                                  "postgres_app_password", "postgres_monitor_password", "redis_password",
+                                                 "redis_api_password", "redis_ai_service_password",
+                                                 "redis_monitor_password", "redis_backup_password",
                                                  "openai_api_key", "grafana_admin_password")},
     "vault_anthropic_api_key": "",
     "vault_alert_webhook_url": "https://hooks.slack.test/services/T0KEN-0123456789",
@@ -403,7 +405,8 @@ def strict_run(tmp_path: Path, environment: str, variables: dict) -> subprocess.
         ("local", {"pliers_release": "1.0.0\n"}, "pliers_release must be a single line"),
         ("local", {"docker_host_log_max_size": "10m\n"}, "docker_host_log_max_size must be a size in bytes as Docker"),
         ("local", {"api_database_user": "pliers\n"}, "api_database_user must be a lowercase identifier"),
-        ("local", {"pliers_redis_password": 'with "quotes"'}, "pliers_redis_password must not contain whitespace"),
+        ("local", {"redis_password": "ends with a line break\n"}, "redis_password must not end with a line break"),
+        ("local", {"api_redis_user": "pliers-api on >x +@all"}, "api_redis_user must be a Redis user name"),
         # 2. Image references, by the distribution grammar.
         ("local", {"api_image": "registry.test:5000/pliers/api:1.0 ; rm -rf /"},
          "api_image must be an image reference"),

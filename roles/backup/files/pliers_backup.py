@@ -76,11 +76,13 @@ def psql(config: dict, pg: str, query: str, database: str | None = None) -> str:
     return result.stdout.decode().strip()
 
 
-def redis_cli(redis: str, *args: str) -> str:
-    """redis-cli in the Redis container, authenticated with the password of its own configuration file."""
-    script = 'REDISCLI_AUTH="$(sed -n "s/^requirepass //p" "$0")" exec redis-cli "$@"'
-    conf = "/run/secrets/redis.conf"
-    return run("docker", "exec", redis, "sh", "-c", script, conf, *args).stdout.decode().strip()
+def redis_cli(config: dict, redis: str, *args: str) -> str:
+    """redis-cli in the Redis container, logged in as the backups' ACL user (its password on stdin: never in a
+    command line)."""
+    script = 'REDISCLI_AUTH="$(cat)" exec redis-cli --no-auth-warning --user "$0" "$@"'
+    user, password = config["redis"]["user"], config["redis"]["password"]
+    answer = run("docker", "exec", "-i", redis, "sh", "-c", script, user, *args, stdin=password.encode())
+    return answer.stdout.decode().strip()
 
 
 def stream(command: list[str], destination: Path) -> tuple[int, str]:
@@ -255,11 +257,11 @@ def backup(config: dict) -> dict:
         files.append({"name": POSTGRES_FILE, "size": size, "sha256": digest, "format": "pg_dump custom"})
         versions = {"postgres": psql(config, pg, "SHOW server_version")}
         redis = container(config, config["redis"]["service"])
-        rdb = redis_snapshot(redis)
+        rdb = redis_snapshot(config, redis)
         size, digest = stream(["docker", "exec", redis, "cat", rdb], partial / REDIS_FILE)
         files.append({"name": REDIS_FILE, "size": size, "sha256": digest, "format": "redis rdb"})
-        versions["redis"] = re.search(r"redis_version:(\S+)", redis_cli(redis, "INFO", "server")).group(1)
-        persistence = {key: redis_cli(redis, "CONFIG", "GET", key).splitlines()[-1]
+        versions["redis"] = re.search(r"redis_version:(\S+)", redis_cli(config, redis, "INFO", "server")).group(1)
+        persistence = {key: redis_cli(config, redis, "CONFIG", "GET", key).splitlines()[-1]
                        for key in ("appendonly", "appenddirname", "appendfilename")}  # fmt: skip
         manifest = {
             "name": name,
@@ -304,22 +306,22 @@ def backup(config: dict) -> dict:
             "files": files, "removed": removed}  # fmt: skip
 
 
-def redis_snapshot(redis: str, timeout: float = 600) -> str:
+def redis_snapshot(config: dict, redis: str, timeout: float = 600) -> str:
     """BGSAVE, and wait until that save has finished successfully; the RDB's path in the container."""
     deadline = time.monotonic() + timeout
-    while "Background saving started" not in (answer := redis_cli(redis, "BGSAVE")):
+    while "Background saving started" not in (answer := redis_cli(config, redis, "BGSAVE")):
         if "in progress" not in answer or time.monotonic() > deadline:
             raise BackupError(f"Redis refused BGSAVE: {answer}")
         time.sleep(0.5)  # another save runs: ours starts when it is over
     # From "started" on, rdb_bgsave_in_progress stays 1 until our save is over.
-    while "rdb_bgsave_in_progress:0" not in (info := redis_cli(redis, "INFO", "persistence")):
+    while "rdb_bgsave_in_progress:0" not in (info := redis_cli(config, redis, "INFO", "persistence")):
         if time.monotonic() > deadline:
             raise BackupError(f"Redis's background save did not finish in {timeout:.0f}s")
         time.sleep(0.2)
     if "rdb_last_bgsave_status:ok" not in info:
         raise BackupError("Redis's background save failed (rdb_last_bgsave_status is not ok)")
-    directory = redis_cli(redis, "CONFIG", "GET", "dir").splitlines()[-1]
-    filename = redis_cli(redis, "CONFIG", "GET", "dbfilename").splitlines()[-1]
+    directory = redis_cli(config, redis, "CONFIG", "GET", "dir").splitlines()[-1]
+    filename = redis_cli(config, redis, "CONFIG", "GET", "dbfilename").splitlines()[-1]
     return f"{directory}/{filename}"
 
 
