@@ -190,6 +190,11 @@ class Target:
         """One value from PostgreSQL, asked as its superuser."""
         return self.exec_in("postgres", f'psql -U pliers -d pliers -tAc "{query}"').stdout.strip()
 
+    def redis(self, *command: str) -> str:
+        """Redis's reply to a command (its words shell-quoted by the caller where needed), asked as its admin user."""
+        script = 'REDISCLI_AUTH="$(cat /run/secrets/admin_password)" redis-cli --no-auth-warning ' + " ".join(command)
+        return self.exec_in("redis", f"sh -c '{script}'").stdout.strip()
+
     def promql(self, query: str) -> list[dict]:
         """An instant query, asked of the running Prometheus with its own promtool (its port need not be published)."""
         find = (

@@ -32,14 +32,6 @@ def items(target) -> str:
     return body
 
 
-def redis(target, *command: str) -> str:
-    find = "docker ps -q --filter label=com.docker.compose.service=redis; " \
-           "docker ps -q --filter label=com.docker.swarm.service.name=pliers-local_redis"  # fmt: skip
-    container = lab_hosts.ssh(target.db, find).stdout.split()[0]
-    script = 'REDISCLI_AUTH="$(cat /run/secrets/admin_password)" redis-cli ' + " ".join(command)
-    return lab_hosts.ssh(target.db, f"docker exec {container} sh -c '{script}'").stdout.strip()
-
-
 def newest_backup(target) -> str:
     return lab_hosts.ssh(target.db, f"ls {BACKUPS} | grep -v '^status' | tail -1").stdout.strip()
 
@@ -54,7 +46,7 @@ def test_a_restore_brings_back_the_items_and_redis_data_byte_for_byte(deployed):
     for name in ("first", "second, with a comma", "third: ünïcode"):
         status, body = http(f"{deployed.edge}/api/items", method="POST", body={"name": name})
         assert status == 201, body
-    redis(deployed, "SET", "pliers:test:restore", "kept")
+    deployed.redis("SET", "pliers:test:restore", "kept")
     before = items(deployed)
     assert len(json.loads(before)) >= 3
 
@@ -68,12 +60,12 @@ def test_a_restore_brings_back_the_items_and_redis_data_byte_for_byte(deployed):
 
     status, _ = http(f"{deployed.edge}/api/items", method="DELETE")
     assert status == 200 and json.loads(items(deployed)) == []
-    redis(deployed, "DEL", "pliers:test:restore")
+    deployed.redis("DEL", "pliers:test:restore")
 
     restore = deployed.play("restore.yml")
     assert restore.returncode == 0, output(restore)
     assert items(deployed) == before
-    assert redis(deployed, "GET", "pliers:test:restore") == "kept"
+    assert deployed.redis("GET", "pliers:test:restore") == "kept"
     # The restore is in the release history, beside the releases.
     last = json.loads(lab_hosts.ssh(deployed.deployer, "tail -1 /var/lib/pliers/local/releases.log").stdout)
     assert (last["playbook"], last["result"], last["release"]) == ("restore", "ok", f"backup {newest_backup(deployed)}")
