@@ -183,8 +183,20 @@ def test_nothing_is_published_but_to_loopback_and_never_in_swarm(mode, rendered)
     else:
         assert set(published) == {"prometheus", "alertmanager", "grafana"}
         assert {port["host_ip"] for ports in published.values() for port in ports} == {"127.0.0.1"}
-        # What publishes needs a network with a way out; in Swarm, nothing does.
-        assert all("frontend" in monitoring[name]["networks"] for name in published)
+        # What publishes needs a network with a way out (ops); in Swarm, nothing does.
+        assert all("ops" in monitoring[name]["networks"] for name in published)
+
+
+def test_no_app_container_shares_a_network_with_alertmanager_or_grafana_and_the_web_none_with_prometheus(rendered):
+    _, services = rendered
+    apps = {name: svc for name, svc in services.items() if svc["role"] in ("web", "api", "ai_service", "traefik")}
+    assert {"web", "api", "ai-service"} <= set(apps)
+    for name, svc in apps.items():
+        assert "ops" not in svc["networks"] and "monitoring" not in svc["networks"], name
+        for guarded in ("alertmanager", "grafana"):
+            assert not set(svc["networks"]) & set(services[guarded]["networks"]), (name, guarded)
+    assert not set(services["web"]["networks"]) & set(services["prometheus"]["networks"])
+    assert services["alertmanager"]["networks"] == ["monitoring", "ops"]
 
 
 def test_secrets_are_files_never_environment(rendered):
