@@ -3,7 +3,8 @@ items written through the api survive a backup, their deletion and a restore byt
 Redis's data. On the Compose stack only (the backup script and its checks are the same in both modes): a
 backup with one flipped byte is refused by restore (naming the file) and live data is not touched; the restore
 drill passes on a good backup and fails on a corrupted one; the timer runs both; with an offsite repository,
-each backup also lands in restic on another lab host over SFTP."""
+each backup also lands in restic on another lab host over SFTP; with age recipients, a backup holds no readable
+byte, drills and restores with the identity on the host, and without it is refused before anything stops."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ BACKUPS = "/var/backups/pliers/local"
 STATUS = "/var/lib/prometheus/node-exporter/pliers_backup_local.prom"
 DRILL_PASSED = 'pliers_restore_drill_last_success{environment="local"} 1'
 DRILL_FAILED = 'pliers_restore_drill_last_success{environment="local"} 0'
+# A key pair made for the lab's tests only (age-keygen).
+AGE_RECIPIENT = "age1qyt97qsa7dcpfq4cdk658tg8kk0dlwlycxj44upgwwrxh2h404cs7hxnsy"
+AGE_IDENTITY = "AGE-SECRET-KEY-1QDX7X57DYYP6ZX6DRMCM944259QR83RHW0S8EXR34FKTSPN85ACQCV3SE8"
 FIND_POSTGRES = (
     "docker ps -q --filter label=com.docker.compose.service=postgres; "
     "docker ps -q --filter label=com.docker.swarm.service.name=pliers-local_postgres"
@@ -106,6 +110,50 @@ def test_the_drill_passes_on_a_good_backup_and_fails_on_a_corrupted_one(deployed
     list_databases = f"docker exec {postgres} psql -U pliers -d postgres -Atc 'SELECT datname FROM pg_database'"  # noqa: S608
     databases = lab_hosts.ssh(deployed.db, list_databases).stdout
     assert "pliers_drill" not in databases, "the scratch database must be dropped"
+
+
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)  # the same script in both modes
+def test_an_encrypted_backup_holds_no_readable_byte_and_restores_only_with_its_identity(deployed, tmp_path):
+    def settings(**values) -> str:
+        path = tmp_path / "encryption.json"
+        path.write_text(json.dumps({"backup_encryption_recipients": [AGE_RECIPIENT], **values}))
+        return f"@{path}"
+
+    with_identity = settings(backup_encryption_identity=AGE_IDENTITY)
+    configured = deployed.play("deploy.yml", "-e", "pliers_release=1.0.0", "-e", with_identity)
+    assert configured.returncode == 0, output(configured)
+    status, body = http(f"{deployed.edge}/api/items", method="POST", body={"name": "sealed in the backup"})
+    assert status == 201, body
+    before = items(deployed)
+    backup = deployed.play("backup.yml", "-e", with_identity, "-e", "drill=true")
+    assert backup.returncode == 0, output(backup)
+    name = newest_backup(deployed)
+    # Only ciphertext: each file is age's format from its first byte (a dump would start PGDMP, a snapshot REDIS).
+    assert lab_hosts.ssh(deployed.db, f"ls {BACKUPS}/{name}").stdout.split() == [
+        "manifest.json", "postgres.dump.age", "redis.rdb.age"]  # fmt: skip
+    for file in ("postgres.dump.age", "redis.rdb.age"):
+        header = lab_hosts.ssh(deployed.db, f"head -c 21 {BACKUPS}/{name}/{file}").stdout
+        assert header == "age-encryption.org/v1", (file, header)
+    assert DRILL_PASSED in lab_hosts.ssh(deployed.db, f"cat {STATUS}").stdout
+
+    status, _ = http(f"{deployed.edge}/api/items", method="DELETE")
+    assert status == 200
+    restored = deployed.play("restore.yml", "-e", with_identity)
+    assert restored.returncode == 0, output(restored)
+    assert items(deployed) == before
+
+    # The identity kept off the host (no drill then): the backups are written, and a restore is refused naming what
+    # is missing, before the writers stop.
+    without_identity = settings(backup_drill_after_backup=False)
+    configured = deployed.play("deploy.yml", "-e", "pliers_release=1.0.0", "-e", without_identity)
+    assert configured.returncode == 0, output(configured)
+    assert lab_hosts.ssh(deployed.db, "ls /etc/pliers").stdout.count("age-identity") == 0
+    refused = deployed.play("restore.yml", "-e", without_identity)
+    assert refused.returncode != 0, output(refused)
+    assert "no identity to decrypt it (set backup_encryption_identity" in refused.stdout, output(refused)
+    assert deployed.version()  # the api kept serving
+    plain = deployed.play("deploy.yml", "-e", "pliers_release=1.0.0")
+    assert plain.returncode == 0, output(plain)
 
 
 def status_values(target) -> dict[str, float]:

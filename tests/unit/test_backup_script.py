@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 
 import pytest
@@ -112,7 +113,7 @@ def test_a_full_backup_disk_fails_clearly_keeps_earlier_backups_and_records_the_
                                   "postgres": {"service": "postgres", "user": "u", "database": "d"}}))  # fmt: skip
     monkeypatch.setattr(pliers_backup, "container", lambda config, service: "c")
 
-    def disk_full(command, destination):
+    def disk_full(command, destination, recipients=()):
         raise OSError(28, "No space left on device")
 
     real_write = pliers_backup.write_atomically
@@ -223,3 +224,40 @@ def test_the_redis_restore_refuses_a_manifest_naming_a_path_out_of_the_volume(tm
     with pytest.raises(pliers_backup.BackupError, match="appenddirname .* not a plain file name"):
         pliers_backup.restore_redis(config, None)
     assert list(volume.iterdir()) == [] and (victim / "kept").read_text() == "kept"
+
+
+@pytest.fixture
+def fake_age(tmp_path, monkeypatch):
+    """An `age` on the PATH that "encrypts" by upper-casing (or fails, with FAKE_AGE_FAILS), to follow the pipes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "age").write_text('#!/bin/sh\n[ -z "$FAKE_AGE_FAILS" ] || { echo "no such recipient" >&2; exit 1; }\n'
+                                 "exec tr a-z A-Z\n")  # fmt: skip
+    (bin_dir / "age").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_with_recipients_only_the_ciphertext_is_written_sized_and_hashed(tmp_path, fake_age):
+    destination = tmp_path / "postgres.dump.age"
+    size, digest = pliers_backup.stream(["printf", "rows of data"], destination, ["age1recipient"])
+    assert destination.read_bytes() == b"ROWS OF DATA"
+    assert (size, digest) == (12, hashlib.sha256(b"ROWS OF DATA").hexdigest())
+
+
+def test_a_failing_encryption_fails_the_backup_naming_the_file(tmp_path, fake_age, monkeypatch):
+    monkeypatch.setenv("FAKE_AGE_FAILS", "1")
+    with pytest.raises(pliers_backup.BackupError, match="encrypting redis.rdb.age with age failed .*no such recipient"):
+        pliers_backup.stream(["printf", "keys"], tmp_path / "redis.rdb.age", ["age1recipient"])
+
+
+def test_an_encrypted_backup_cannot_be_read_without_the_identity_and_says_which_setting(tmp_path):
+    backup = make_backup(tmp_path, "20261127T031500Z", {"postgres.dump.age": b"ciphertext"})
+    manifest = {"encryption": "age"}
+    config = {"encryption": {"recipients": ["age1recipient"], "identity_file": ""}}
+    refused = pytest.raises(pliers_backup.BackupError, match="encrypted with age .* backup_encryption_identity")
+    with refused, pliers_backup.plaintext(config, backup, manifest, "postgres.dump"):
+        pass
+    # A backup written before the encryption was turned on is read as it is.
+    plain = make_backup(tmp_path, "20261126T031500Z")
+    with pliers_backup.plaintext(config, plain, {}, "postgres.dump") as path:
+        assert path == plain / "postgres.dump"

@@ -377,6 +377,10 @@ OFFSITE = {"backup_offsite_repository": "sftp:restic@backup.example.net:/srv/res
            "backup_offsite_known_hosts": "backup.example.net ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGg="}  # fmt: skip
 
 
+# An age public key (of a key made for these tests only).
+AGE_RECIPIENT = "age1qyt97qsa7dcpfq4cdk658tg8kk0dlwlycxj44upgwwrxh2h404cs7hxnsy"
+
+
 def strict_run(tmp_path: Path, environment: str, variables: dict) -> subprocess.CompletedProcess:
     """staging (one host) or production (a Swarm, with the example vault's certificate and key) with good secrets but
     for those variables gives."""
@@ -459,6 +463,15 @@ def strict_run(tmp_path: Path, environment: str, variables: dict) -> subprocess.
         ("local", {"pliers_versions": "api=1.0.0"}, "pliers_versions must be a mapping"),
         ("local", {"docker_host_upstream_packages": "docker-ce,docker-ce-cli"},
          "docker_host_upstream_packages must be a list"),
+        ("local", {"backup_encryption_recipients": AGE_RECIPIENT},
+         "backup_encryption_recipients must be a list ([a, b] in YAML"),
+        # 8. Keys, by their form.
+        ("local", {"backup_encryption_recipients": [AGE_RECIPIENT, "age1-not-a-key"]},
+         "backup_encryption_recipients must hold age public keys (age1 and 58 more characters"),
+        ("local", {"backup_encryption_identity": "AGE-SECRET-KEY-1TOOSHORT"},
+         "backup_encryption_identity must be an age private key"),
+        ("local", {"backup_encryption_recipients": [AGE_RECIPIENT]},
+         "no backup_encryption_identity on the host, set backup_drill_after_backup to false"),
     ],
 )  # fmt: skip
 def test_no_bad_input_reaches_a_host(tmp_path, environment, variables, named):

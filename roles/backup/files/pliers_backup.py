@@ -5,8 +5,10 @@
 Installed by pliers.deploy (role backup) as /usr/local/sbin/pliers-backup, run by its systemd timer and
 by the backup and restore playbooks. Python's standard library and the docker CLI only.
 
-    pliers-backup --config FILE backup [--drill]  pg_dump -Fc + Redis RDB + manifest; retention; status
-    pliers-backup --config FILE verify [NAME]     sizes and SHA-256 of every file against the manifest
+    pliers-backup --config FILE backup [--drill]  pg_dump -Fc + Redis RDB (age-encrypted with recipients) + manifest;
+                                                  retention; status
+    pliers-backup --config FILE verify [NAME]     sizes and SHA-256 of every file against the manifest (and, when
+                                                  encrypted, that each decrypts)
     pliers-backup --config FILE drill [NAME]      restore into a scratch database, compare row counts
     pliers-backup --config FILE restore-postgres [NAME]   replace the live database (writers stopped)
     pliers-backup --config FILE restore-redis [NAME]      replace Redis's data (Redis stopped)
@@ -14,11 +16,16 @@ by the backup and restore playbooks. Python's standard library and the docker CL
 
 NAME defaults to the newest complete backup. Each command prints one JSON document; on failure it
 prints {"failed": true, "msg": ...} and exits 1.
+
+With encryption recipients in the configuration (age public keys), each file of a backup is written encrypted
+(<file>.age) and only its ciphertext touches the disk; drills and restores decrypt it with the identity file the
+configuration names, into a root-only scratch directory removed afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import errno
 import hashlib
@@ -38,6 +45,9 @@ REDIS_FILE = "redis.rdb"
 CHUNK = 1024 * 1024
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 STATUS_STATE = "status.json"
+# An encrypted file's suffix, and the manifest's word for how its files were encrypted.
+AGE_SUFFIX = ".age"
+AGE = "age"
 
 
 class BackupError(Exception):
@@ -85,22 +95,99 @@ def redis_cli(config: dict, redis: str, *args: str) -> str:
     return answer.stdout.decode().strip()
 
 
-def stream(command: list[str], destination: Path) -> tuple[int, str]:
-    """Run command, writing its stdout to destination while hashing it: (size, sha256)."""
+def stream(command: list[str], destination: Path, recipients: list[str] | tuple = ()) -> tuple[int, str]:
+    """Run command, writing its stdout to destination while hashing it: (size, sha256). With recipients (age public
+    keys), the output goes through age first: what is written, sized and hashed is the ciphertext."""
     digest = hashlib.sha256()
     size = 0
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    with open(destination, "wb") as handle, subprocess.Popen(command, **pipes) as process:
-        for chunk in iter(lambda: process.stdout.read(CHUNK), b""):
+    with contextlib.ExitStack() as stack:
+        handle = stack.enter_context(open(destination, "wb"))
+        process = stack.enter_context(subprocess.Popen(command, **pipes))
+        output, encryptor = process.stdout, None
+        if recipients:
+            age = ["age", *(word for recipient in recipients for word in ("-r", recipient))]
+            encryptor = stack.enter_context(subprocess.Popen(age, stdin=process.stdout, **pipes))
+            process.stdout.close()  # age holds it now: the command sees a closed pipe if age stops
+            output = encryptor.stdout
+        for chunk in iter(lambda: output.read(CHUNK), b""):
             handle.write(chunk)
             digest.update(chunk)
             size += len(chunk)
         error = process.stderr.read().decode().strip()
         handle.flush()
         os.fsync(handle.fileno())
+        if encryptor:
+            encryptor_error = encryptor.stderr.read().decode().strip()
+            encryptor.wait()
+    process.wait()
     if process.returncode != 0:
         raise BackupError(f"{' '.join(command[3:6])} failed (exit {process.returncode}): {error}")
+    if encryptor and encryptor.returncode != 0:
+        status = encryptor.returncode
+        raise BackupError(f"encrypting {destination.name} with age failed (exit {status}): {encryptor_error}")
     return size, digest.hexdigest()
+
+
+def recipients_of(config: dict) -> list[str]:
+    """The age public keys backups are encrypted to (none: backups are written as they are)."""
+    return list((config.get("encryption") or {}).get("recipients") or [])
+
+
+def check_identity(config: dict) -> None:
+    """With recipients and an identity on this host, the identity must be one recipient's: else every backup from now
+    on could not be drilled or restored here."""
+    identity = (config.get("encryption") or {}).get("identity_file")
+    recipients = recipients_of(config)
+    if not (identity and recipients):
+        return
+    public = run("age-keygen", "-y", identity).stdout.decode().strip()
+    if public not in recipients:
+        raise BackupError(
+            f"the age identity in {identity} (backup_encryption_identity, public key {public}) is none of "
+            "backup_encryption_recipients: its backups could not be decrypted with it"
+        )
+
+
+def decrypt(config: dict, backup: Path, name: str, output: str) -> None:
+    """Decrypt the encrypted backup's file `name` (name.age) to output; age authenticates what it decrypts, so a
+    changed byte fails here."""
+    identity = (config.get("encryption") or {}).get("identity_file")
+    if not identity or not Path(identity).is_file():
+        raise BackupError(
+            f"backup {backup.name} is encrypted with age and this host has no identity to decrypt it "
+            "(set backup_encryption_identity in the vault and deploy)"
+        )
+    result = run("age", "-d", "-i", identity, "-o", output, str(backup / (name + AGE_SUFFIX)), check=False)
+    if result.returncode != 0:
+        raise BackupError(
+            f"backup {backup.name}: decrypting {name}{AGE_SUFFIX} failed: {result.stderr.decode().strip()}"
+        )
+
+
+def check_decrypts(config: dict, backup: Path, manifest: dict) -> None:
+    """An encrypted backup's files decrypt with this host's identity (to nowhere): what a restore checks before it
+    stops anything."""
+    if manifest.get("encryption") == AGE:
+        for entry in manifest["files"]:
+            decrypt(config, backup, entry["name"].removesuffix(AGE_SUFFIX), os.devnull)
+
+
+@contextlib.contextmanager
+def plaintext(config: dict, backup: Path, manifest: dict, name: str):
+    """The path of the backup's file `name` as it was dumped: the file itself, or, in an encrypted backup, its
+    decryption into a root-only scratch directory beside the backups, removed on leaving."""
+    if manifest.get("encryption") != AGE:
+        yield backup / name
+        return
+    scratch = backup.parent / f".decrypted-{backup.name}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(mode=0o700)
+    try:
+        decrypt(config, backup, name, str(scratch / name))
+        yield scratch / name
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def sha256(path: Path) -> str:
@@ -247,19 +334,22 @@ def backup(config: dict) -> dict:
     final = root / name
     if final.exists():
         raise BackupError(f"backup {name} already exists: one backup per second at most")
+    recipients = recipients_of(config)
+    check_identity(config)
+    suffix = AGE_SUFFIX if recipients else ""
     try:
         partial.mkdir(mode=0o700)
         pgc = config["postgres"]
         pg = container(config, pgc["service"])
         files = []
         size, digest = stream(["docker", "exec", pg, "pg_dump", "-Fc", "-U", pgc["user"], "-d", pgc["database"]],
-                              partial / POSTGRES_FILE)  # fmt: skip
-        files.append({"name": POSTGRES_FILE, "size": size, "sha256": digest, "format": "pg_dump custom"})
+                              partial / (POSTGRES_FILE + suffix), recipients)  # fmt: skip
+        files.append({"name": POSTGRES_FILE + suffix, "size": size, "sha256": digest, "format": "pg_dump custom"})
         versions = {"postgres": psql(config, pg, "SHOW server_version")}
         redis = container(config, config["redis"]["service"])
         rdb = redis_snapshot(config, redis)
-        size, digest = stream(["docker", "exec", redis, "cat", rdb], partial / REDIS_FILE)
-        files.append({"name": REDIS_FILE, "size": size, "sha256": digest, "format": "redis rdb"})
+        size, digest = stream(["docker", "exec", redis, "cat", rdb], partial / (REDIS_FILE + suffix), recipients)
+        files.append({"name": REDIS_FILE + suffix, "size": size, "sha256": digest, "format": "redis rdb"})
         versions["redis"] = re.search(r"redis_version:(\S+)", redis_cli(config, redis, "INFO", "server")).group(1)
         persistence = {key: redis_cli(config, redis, "CONFIG", "GET", key).splitlines()[-1]
                        for key in ("appendonly", "appenddirname", "appendfilename")}  # fmt: skip
@@ -273,6 +363,8 @@ def backup(config: dict) -> dict:
             "redis": persistence,
             "files": files,
         }
+        if recipients:
+            manifest["encryption"] = AGE
         write_atomically(partial / MANIFEST, json.dumps(manifest, indent=2) + "\n", 0o600)
         # The rename is what makes a backup exist: a failed one never looks like a good one.
         os.rename(partial, final)
@@ -448,15 +540,16 @@ def drill(config: dict, name: str | None) -> dict:
     chosen = None
     try:
         chosen = pick(root, name)
-        verify(chosen)
+        manifest = verify(chosen)
         pg = container(config, config["postgres"]["service"])
         scratch = f"pliers_drill_{int(started)}"
-        try:
-            restore_into(config, pg, chosen / POSTGRES_FILE, scratch)
-            restored = table_row_counts(config, pg, scratch)
-        finally:
-            psql(config, pg, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)', "postgres")
-        expected = dump_row_counts(pg, chosen / POSTGRES_FILE)
+        with plaintext(config, chosen, manifest, POSTGRES_FILE) as dump:
+            try:
+                restore_into(config, pg, dump, scratch)
+                restored = table_row_counts(config, pg, scratch)
+            finally:
+                psql(config, pg, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)', "postgres")
+            expected = dump_row_counts(pg, dump)
         different = {t: (expected.get(t), restored.get(t)) for t in sorted(set(expected) | set(restored))
                      if expected.get(t) != restored.get(t)}  # fmt: skip
         if different:
@@ -478,13 +571,20 @@ def restore_postgres(config: dict, name: str | None) -> dict:
     """
     chosen = pick(Path(config["backup_dir"]), name)
     manifest = verify(chosen, hash_files=False)
-    expected = next(entry["sha256"] for entry in manifest["files"] if entry["name"] == POSTGRES_FILE)
+    encrypted = manifest.get("encryption") == AGE
+    if encrypted:
+        # The ciphertext is what the manifest hashes: checked whole before it is decrypted (age then authenticates).
+        verify(chosen)
+        expected = ""
+    else:
+        expected = next(entry["sha256"] for entry in manifest["files"] if entry["name"] == POSTGRES_FILE)
     started = time.time()
     pg = container(config, config["postgres"]["service"])
     live = config["postgres"]["database"]
     restoring, previous = f"{live}_restoring", f"{live}_before_restore"
     try:
-        restore_into(config, pg, chosen / POSTGRES_FILE, restoring, expected)
+        with plaintext(config, chosen, manifest, POSTGRES_FILE) as dump:
+            restore_into(config, pg, dump, restoring, expected)
     except BackupError:
         psql(config, pg, f'DROP DATABASE IF EXISTS "{restoring}" WITH (FORCE)', "postgres")
         raise
@@ -521,6 +621,7 @@ def restore_redis(config: dict, name: str | None) -> dict:
         raise BackupError("Redis is running: stop it before its data is replaced")
     persistence = manifest.get("redis") or {}
     aof = persistence.get("appendonly") == "yes"
+    aof_dir = base = ""
     if aof:
         # Names Redis reported at backup time: a plain name each, never a path out of the volume.
         aof_dir = plain_name(persistence.get("appenddirname"), "appenddirname")
@@ -532,28 +633,36 @@ def restore_redis(config: dict, name: str | None) -> dict:
     # left there is replaced or removed, never followed, and what is written is owned like the directory.
     data_fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        owner = os.fstat(data_fd)
-        written = [data / "dump.rdb"]
-        install(chosen / REDIS_FILE, "dump.rdb", data_fd, owner)
-        if aof:
-            staging = f".{aof_dir}.restoring"
-            remove(staging, data_fd)
-            os.mkdir(staging, 0o700, dir_fd=data_fd)
-            staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=data_fd)
-            try:
-                os.fchown(staging_fd, owner.st_uid, owner.st_gid)
-                install(chosen / REDIS_FILE, f"{base}.1.base.rdb", staging_fd, owner)
-                install_text("", f"{base}.1.incr.aof", staging_fd, owner)
-                manifest_text = f"file {base}.1.base.rdb seq 1 type b\nfile {base}.1.incr.aof seq 1 type i\n"
-                install_text(manifest_text, f"{base}.manifest", staging_fd, owner)
-            finally:
-                os.close(staging_fd)
-            remove(aof_dir, data_fd)
-            os.rename(staging, aof_dir, src_dir_fd=data_fd, dst_dir_fd=data_fd)
-            written.append(data / aof_dir)
+        with plaintext(config, chosen, manifest, REDIS_FILE) as rdb:
+            written = restore_redis_files(rdb, data, data_fd, aof, aof_dir, base)
     finally:
         os.close(data_fd)
     return {"changed": True, "name": chosen.name, "written": [str(path) for path in written]}
+
+
+def restore_redis_files(rdb: Path, data: Path, data_fd: int, aof: bool, aof_dir: str, base: str) -> list[Path]:
+    """Install the RDB into Redis's volume (data, open as data_fd) and, with the append-only file on, a new AOF whose
+    base it is; the paths written."""
+    owner = os.fstat(data_fd)
+    written = [data / "dump.rdb"]
+    install(rdb, "dump.rdb", data_fd, owner)
+    if aof:
+        staging = f".{aof_dir}.restoring"
+        remove(staging, data_fd)
+        os.mkdir(staging, 0o700, dir_fd=data_fd)
+        staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=data_fd)
+        try:
+            os.fchown(staging_fd, owner.st_uid, owner.st_gid)
+            install(rdb, f"{base}.1.base.rdb", staging_fd, owner)
+            install_text("", f"{base}.1.incr.aof", staging_fd, owner)
+            manifest_text = f"file {base}.1.base.rdb seq 1 type b\nfile {base}.1.incr.aof seq 1 type i\n"
+            install_text(manifest_text, f"{base}.manifest", staging_fd, owner)
+        finally:
+            os.close(staging_fd)
+        remove(aof_dir, data_fd)
+        os.rename(staging, aof_dir, src_dir_fd=data_fd, dst_dir_fd=data_fd)
+        written.append(data / aof_dir)
+    return written
 
 
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
@@ -627,7 +736,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["offsite"] = offsite(config, Path(result["path"]))
         elif args.command == "verify":
             chosen = pick(root, args.name)
-            result = {"changed": False, "name": chosen.name, "manifest": verify(chosen)}
+            manifest = verify(chosen)
+            check_decrypts(config, chosen, manifest)
+            result = {"changed": False, "name": chosen.name, "manifest": manifest}
         elif args.command == "drill":
             result = drill(config, args.name)
         elif args.command == "restore-postgres":
