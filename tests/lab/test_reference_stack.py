@@ -200,6 +200,8 @@ def test_broken_never_turns_healthy_while_a_good_build_does(images, stack):
     broken = stack("api:broken", "pliers-test-api-broken", port=3000, options=(*APP_ENV, *probe))
     health_of = lambda c: docker("inspect", "--format", "{{.State.Health.Status}}", c).stdout.strip()  # noqa: E731
     wait_for(lambda: health_of(good) == "healthy", timeout=30, what="the 1.1.0 api healthy under the same probe")
+    # Started second, the broken build may not listen yet on a loaded machine: wait for its first answer.
+    wait_http(f"http://{published(broken, 3000)}/health", status=503, what="the broken api answering")
     seen = set()
     for _ in range(8):  # several health-check rounds, after the good build passed its own
         seen.add(health_of(broken))
