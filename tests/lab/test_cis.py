@@ -22,8 +22,8 @@ pytestmark = pytest.mark.lab
 ALLOWLIST = Path(__file__).with_name("cis-allowlist.yml")
 MARKER = "----- pliers-cis -----"
 # Services both modes run in the lab (Grafana, Loki and Alloy cannot run there).
-STACK_SERVICES = {"postgres", "redis", "api", "ai-service", "web", "edge", "prometheus", "alertmanager",
-                  "node-exporter", "postgres-exporter", "redis-exporter", "edge-exporter"}  # fmt: skip
+STACK_SERVICES = {"postgres", "redis", "api", "ai-service", "web", "edge", "prometheus", "prometheus-agent",
+                  "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter", "edge-exporter"}  # fmt: skip
 # What the engine says of itself, its daemon.json, its command line and an inspect of every running container, in
 # one round trip, a marker line between each.
 REPORT = f"; echo '{MARKER}'; ".join(

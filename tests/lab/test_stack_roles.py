@@ -32,7 +32,7 @@ ROLES = {
     "ai_service": ["ai-service"],
     "web": ["edge", "web"],
     "monitoring": ["alertmanager", "edge-exporter", "node-exporter", "postgres-exporter", "prometheus",
-                   "redis-exporter"],
+                   "prometheus-agent", "redis-exporter"],
 }  # fmt: skip
 
 

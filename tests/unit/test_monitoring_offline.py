@@ -76,11 +76,19 @@ def validate(document, schema_name: str) -> None:
 
 
 def test_prometheus_scrapes_every_part_of_the_stack(mode, rendered):
+    """Prometheus scrapes what it reaches on the monitoring network; the scrape agent scrapes the rest and writes
+    it to Prometheus: between them every part of the stack."""
     prometheus = config(rendered, "prometheus/prometheus.yml")
-    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
-    assert {"prometheus", "node", "postgres", "redis", "api", "ai-service", "edge", "alertmanager", "loki"} <= set(jobs)
+    agent = config(rendered, "prometheus-agent/prometheus.yml")
+    own = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    relayed = {job["job_name"]: job for job in agent["scrape_configs"]}
+    assert not set(own) & set(relayed)
+    jobs = own | relayed
+    assert {"prometheus", "prometheus-agent", "node", "postgres", "redis", "api", "ai-service", "edge", "alertmanager",
+            "loki"} <= set(jobs)  # fmt: skip
+    assert {"api", "ai-service"} <= set(relayed)
     swarm = mode == "swarm"
-    for name, job in jobs.items():
+    for name, job in own.items():
         if name == "prometheus":
             continue
         if swarm:
@@ -88,11 +96,21 @@ def test_prometheus_scrapes_every_part_of_the_stack(mode, rendered):
             (sd,) = job["dockerswarm_sd_configs"]
             assert sd["role"] == "tasks" and sd["filters"][0]["values"][0].startswith("pliers-production_")
             keeps = [rule["regex"] for rule in job["relabel_configs"] if rule.get("action") == "keep"]
-            assert "running" in keeps and any(regex.startswith("pliers-production_") for regex in keeps)
+            assert "running" in keeps and "pliers-production_monitoring" in keeps
         else:
             assert job["dns_sd_configs"][0]["type"] == "A"
+    for name, job in relayed.items():
+        if name == "prometheus-agent":
+            continue
+        # The agent has no Docker socket: Docker's DNS names each container (Compose) or task (Swarm).
+        (sd,) = job["dns_sd_configs"]
+        assert sd["type"] == "A"
+        assert sd["names"] == [f"tasks.pliers-production_{name}" if swarm else name] or name == "edge"
     assert prometheus["rule_files"] == ["/etc/prometheus/rules/*.yml"]
     assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    # Agent mode takes no rules and no Alertmanager: it writes every sample to Prometheus.
+    assert "rule_files" not in agent and "alerting" not in agent
+    assert agent["remote_write"] == [{"url": "http://prometheus:9090/api/v1/write"}]
     # The edge: the nginx edge through its exporter (development), Traefik's own metrics (production).
     edge = jobs["edge"]
     target = (edge.get("dns_sd_configs") or edge.get("dockerswarm_sd_configs"))[0]
@@ -174,8 +192,8 @@ def test_nothing_is_published_but_to_loopback_and_never_in_swarm(mode, rendered)
     assert {"prometheus", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter", "grafana", "loki",
             "alloy"} <= set(monitoring)  # fmt: skip
     # The exporters hold the database's and Redis's credentials: only internal networks, no way out.
-    for name in ("node-exporter", "postgres-exporter", "redis-exporter", "loki", "alloy"):
-        assert set(monitoring[name]["networks"]) <= {"monitoring", "backend", "database"}, name
+    for name in ("node-exporter", "postgres-exporter", "redis-exporter", "loki", "alloy", "prometheus-agent"):
+        assert set(monitoring[name]["networks"]) <= {"monitoring", "metrics", "backend"}, name
     published = {name: svc["ports"] for name, svc in monitoring.items() if svc.get("ports")}
     if mode == "swarm":
         assert published == {}
@@ -187,16 +205,21 @@ def test_nothing_is_published_but_to_loopback_and_never_in_swarm(mode, rendered)
         assert all("ops" in monitoring[name]["networks"] for name in published)
 
 
-def test_no_app_container_shares_a_network_with_alertmanager_or_grafana_and_the_web_none_with_prometheus(rendered):
+def test_no_app_container_shares_a_network_with_prometheus_alertmanager_grafana_or_a_data_exporter(rendered):
     _, services = rendered
     apps = {name: svc for name, svc in services.items() if svc["role"] in ("web", "api", "ai_service", "traefik")}
     assert {"web", "api", "ai-service"} <= set(apps)
     for name, svc in apps.items():
-        assert "ops" not in svc["networks"] and "monitoring" not in svc["networks"], name
-        for guarded in ("alertmanager", "grafana"):
+        assert not {"ops", "monitoring", "metrics"} & set(svc["networks"]), name
+        for guarded in ("prometheus", "alertmanager", "grafana", "postgres-exporter", "redis-exporter"):
             assert not set(svc["networks"]) & set(services[guarded]["networks"]), (name, guarded)
-    assert not set(services["web"]["networks"]) & set(services["prometheus"]["networks"])
     assert services["alertmanager"]["networks"] == ["monitoring", "ops"]
+    # The scrape agent shares the apps' networks, and listens on its loopback only: none of them can connect to it.
+    agent = services["prometheus-agent"]
+    assert "--web.listen-address=127.0.0.1:9090" in agent["command"]
+    assert "--enable-feature=agent" in agent["command"]
+    # What the exporters measure is on their network.
+    assert {"postgres", "redis"} <= {name for name, svc in services.items() if "metrics" in svc["networks"]}
 
 
 def test_secrets_are_files_never_environment(rendered):
