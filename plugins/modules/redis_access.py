@@ -14,7 +14,8 @@ description:
     O(accounts), then saves the ACL file (C(ACL SAVE)), so that a restart keeps them.
   - A C(readwrite) account may use every key and every command but the dangerous ones (C(-@dangerous) -
     C(FLUSHALL), C(CONFIG), C(KEYS), C(DEBUG), C(SHUTDOWN), C(ACL) ...). A C(monitor) account may read the server's
-    statistics (C(INFO), C(CONFIG GET), C(CLIENT LIST), C(SLOWLOG), C(LATENCY)) and no key. A C(backup) account may
+    statistics (C(INFO), C(CONFIG GET), C(CLIENT LIST), C(SLOWLOG GET) and C(LEN), C(LATENCY LATEST) and C(HISTOGRAM)),
+    no key and no reset (C(SLOWLOG GET) shows the slow commands' first arguments). A C(backup) account may
     start and follow a snapshot (C(BGSAVE), C(LASTSAVE), C(INFO), C(CONFIG GET)) and no key.
   - Passwords are given to Redis as their SHA-256 hashes (no password in any command) and compared with the hashes
     Redis holds. A changed password is added beside the ones the user has, so that the containers still using the old
@@ -147,8 +148,9 @@ from ansible_collections.pliers.deploy.plugins.module_utils._store import (
 RULES = {
     "readwrite": ["~*", "&*", "+@all", "-@dangerous"],
     # Not +@connection: it holds CLIENT KILL.
+    # The reads redis_exporter makes; not SLOWLOG RESET or LATENCY RESET, which would erase what others look at.
     "monitor": ["+auth", "+hello", "+ping", "+select", "+client|setname", "+client|list", "+info", "+config|get",
-                "+slowlog", "+latency"],
+                "+slowlog|get", "+slowlog|len", "+latency|latest", "+latency|histogram"],
     "backup": ["+auth", "+hello", "+ping", "+bgsave", "+lastsave", "+info", "+config|get"],
 }  # fmt: skip
 # What redis-cli says when Redis is not there to answer (stopped, starting, its name not resolved yet), or does not

@@ -124,10 +124,12 @@ def test_each_redis_client_logs_in_as_its_own_user_with_only_what_it_needs(deplo
         answer = as_a_redis_client(deployed, "ai-service", *command)
         assert "no permissions" in answer.get("error", ""), (command, answer)
     # The exporter's and the backups' users, tried by the admin (ACL DRYRUN): statistics or a snapshot, no key.
-    for user, allowed in (("pliers-exporter", ("INFO",)), ("pliers-backup", ("BGSAVE", "LASTSAVE"))):
+    for user, allowed, refused in (("pliers-exporter", ("INFO", "SLOWLOG GET 1"), ("SLOWLOG RESET", "LATENCY RESET")),
+                                   ("pliers-backup", ("BGSAVE", "LASTSAVE"), ())):  # fmt: skip
         for command in allowed:
             assert deployed.redis("ACL", "DRYRUN", user, command) == "OK", (user, command)
-        for command in ("GET pliers:test:least-privilege", "SET pliers:test:x 1", "FLUSHALL", "CONFIG SET save 1"):
+        for command in ("GET pliers:test:least-privilege", "SET pliers:test:x 1", "FLUSHALL", "CONFIG SET save 1",
+                        *refused):  # fmt: skip
             answer = deployed.redis("ACL", "DRYRUN", user, command)
             assert "no permissions" in answer, (user, command, answer)
     # The exporter logs in as its user: Redis is seen up.

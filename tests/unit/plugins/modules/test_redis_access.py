@@ -16,7 +16,7 @@ def acl_line(account, *extra_passwords):
     rules = {
         "readwrite": "~* &* +@all -@dangerous",
         "monitor": "sanitize-payload resetchannels -@all +ping +select +hello +auth +client|setname +client|list "
-        "+info +config|get +slowlog +latency",
+        "+info +config|get +slowlog|get +slowlog|len +latency|latest +latency|histogram",
         "backup": "sanitize-payload resetchannels -@all +bgsave +hello +auth +ping +lastsave +info +config|get",
     }[account["privileges"]]
     return f"user {account['name']} on {hashes} {rules}"
