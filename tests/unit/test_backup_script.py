@@ -250,6 +250,27 @@ def test_a_failing_encryption_fails_the_backup_naming_the_file(tmp_path, fake_ag
         pliers_backup.stream(["printf", "keys"], tmp_path / "redis.rdb.age", ["age1recipient"])
 
 
+def test_age_stopping_is_reported_as_ages_failure_not_as_the_dumps_broken_pipe(tmp_path, fake_age, monkeypatch):
+    monkeypatch.setenv("FAKE_AGE_FAILS", "1")
+    # More than a pipe holds: the dump is killed by the closed pipe once age is gone.
+    with pytest.raises(pliers_backup.BackupError, match="encrypting postgres.dump.age with age failed .*no such recip"):
+        pliers_backup.stream(["head", "-c", "5000000", "/dev/zero"], tmp_path / "postgres.dump.age", ["age1recipient"])
+
+
+def test_an_identity_that_is_no_recipients_fails_the_backup_as_an_attempt_prometheus_sees(tmp_path, monkeypatch,
+                                                                                         capsys):  # fmt: skip
+    root, status = tmp_path / "backups", tmp_path / "s.prom"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"backup_dir": str(root), "environment": "x", "status_file": str(status),
+                                  "encryption": {"recipients": ["age1recipient"], "identity_file": "/k"}}))  # fmt: skip
+    public = subprocess.CompletedProcess([], 0, b"age1someoneelse\n")
+    monkeypatch.setattr(pliers_backup, "run", lambda *command, **_: public)
+    assert pliers_backup.main(["--config", str(config), "backup"]) == 1
+    assert "is none of backup_encryption_recipients" in json.loads(capsys.readouterr().out)["msg"]
+    assert 'pliers_backup_last_attempt_success{environment="x"} 0' in status.read_text()
+    assert not [p for p in root.iterdir() if p.name != pliers_backup.STATUS_STATE], "no backup, partial or not"
+
+
 def test_an_encrypted_backup_cannot_be_read_without_the_identity_and_says_which_setting(tmp_path):
     backup = make_backup(tmp_path, "20261127T031500Z", {"postgres.dump.age": b"ciphertext"})
     manifest = {"encryption": "age"}

@@ -121,11 +121,12 @@ def stream(command: list[str], destination: Path, recipients: list[str] | tuple 
             encryptor_error = encryptor.stderr.read().decode().strip()
             encryptor.wait()
     process.wait()
-    if process.returncode != 0:
-        raise BackupError(f"{' '.join(command[3:6])} failed (exit {process.returncode}): {error}")
+    # age first: when it stops, the command dies of the closed pipe, which says nothing of why.
     if encryptor and encryptor.returncode != 0:
         status = encryptor.returncode
         raise BackupError(f"encrypting {destination.name} with age failed (exit {status}): {encryptor_error}")
+    if process.returncode != 0:
+        raise BackupError(f"{' '.join(command[3:6])} failed (exit {process.returncode}): {error}")
     return size, digest.hexdigest()
 
 
@@ -335,9 +336,10 @@ def backup(config: dict) -> dict:
     if final.exists():
         raise BackupError(f"backup {name} already exists: one backup per second at most")
     recipients = recipients_of(config)
-    check_identity(config)
     suffix = AGE_SUFFIX if recipients else ""
     try:
+        # Inside: a refusal is a failed attempt, in the status Prometheus reads like any other.
+        check_identity(config)
         partial.mkdir(mode=0o700)
         pgc = config["postgres"]
         pg = container(config, pgc["service"])
