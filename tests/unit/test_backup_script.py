@@ -7,7 +7,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -228,10 +231,12 @@ def test_the_redis_restore_refuses_a_manifest_naming_a_path_out_of_the_volume(tm
 
 @pytest.fixture
 def fake_age(tmp_path, monkeypatch):
-    """An `age` on the PATH that "encrypts" by upper-casing (or fails, with FAKE_AGE_FAILS), to follow the pipes."""
+    """An `age` on the PATH that "encrypts" by upper-casing and "decrypts" by lower-casing (or fails, with
+    FAKE_AGE_FAILS), to follow the pipes."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "age").write_text('#!/bin/sh\n[ -z "$FAKE_AGE_FAILS" ] || { echo "no such recipient" >&2; exit 1; }\n'
+                                 '[ "$1" != -d ] || exec tr A-Z a-z < "$6" > "$5"  # age -d -i IDENTITY -o OUT IN\n'
                                  "exec tr a-z A-Z\n")  # fmt: skip
     (bin_dir / "age").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
@@ -269,6 +274,29 @@ def test_an_identity_that_is_no_recipients_fails_the_backup_as_an_attempt_promet
     assert "is none of backup_encryption_recipients" in json.loads(capsys.readouterr().out)["msg"]
     assert 'pliers_backup_last_attempt_success{environment="x"} 0' in status.read_text()
     assert not [p for p in root.iterdir() if p.name != pliers_backup.STATUS_STATE], "no backup, partial or not"
+
+
+def test_a_terminated_run_leaves_no_decrypted_file_behind(tmp_path, fake_age):
+    """systemd stops a drill or a restore with SIGTERM: the decrypted copy is removed on the way out."""
+    backup = make_backup(tmp_path, "20261127T031500Z", {"postgres.dump.age": b"ciphertext"})
+    identity = tmp_path / "identity"
+    identity.write_text("AGE-SECRET-KEY-1TEST\n")
+    holder = (
+        "import importlib.util, json, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('pliers_backup', {str(SPEC.origin)!r})\n"
+        "backup_script = importlib.util.module_from_spec(spec); spec.loader.exec_module(backup_script)\n"
+        "backup_script.exit_on_termination()\n"
+        f"config = {{'encryption': {{'recipients': ['age1r'], 'identity_file': {str(identity)!r}}}}}\n"
+        f"with backup_script.plaintext(config, backup_script.Path({str(backup)!r}), {{'encryption': 'age'}},"
+        " 'postgres.dump') as path:\n"
+        "    print(path, flush=True); time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    decrypted = Path(process.stdout.readline().strip())
+    assert decrypted.is_file() and decrypted.parent.name == f".decrypted-{backup.name}"
+    process.terminate()
+    assert process.wait(timeout=10) == 128 + signal.SIGTERM
+    assert not decrypted.parent.exists()
 
 
 def test_an_encrypted_backup_cannot_be_read_without_the_identity_and_says_which_setting(tmp_path):

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -717,6 +718,17 @@ def _install(name: str, dir_fd: int, owner: os.stat_result, fill) -> None:
     os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
+def exit_on_termination() -> None:
+    """SIGTERM (systemd stopping the unit, its timeout) and SIGHUP end the run as a failure would: the way out removes
+    a decrypted file's scratch directory and a partial backup, which a bare signal would leave behind."""
+
+    def leave(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pliers-backup", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="the JSON configuration the backup role wrote")
@@ -727,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     # Dumps hold every row and every Redis key: whatever this run creates is root's alone (0600, directories 0700);
     # the status node exporter reads is made readable explicitly.
     os.umask(0o077)
+    exit_on_termination()
     try:
         config = json.loads(Path(args.config).read_text())
         root = Path(config["backup_dir"])
