@@ -42,15 +42,21 @@ def _is_placeholder(text: str) -> bool:
     return any(marker in lowered for marker in PLACEHOLDERS)
 
 
-def secret_problem(value, name: str, environment: str = "", min_length: int = 16) -> str:
+def secret_problem(value, name: str, environment: str = "", min_length: int = 16, login: bool = False) -> str:
     """'' when value is usable as the secret called name (a password, a token, an API key, a URL that holds one, a PEM
-    key or certificate); otherwise a sentence naming it and why.
+    key or certificate); otherwise a sentence naming it and why. A login password (login=True) may not begin or end
+    with white space: the services read their password files stripped of it, and the store is given it whole.
 
     The sentence never contains the value itself.
     """
     text = "" if value is None else str(value)
     if not text.strip():
         return f"{name} is empty or missing (set it in the inventory's vault)"
+    if login and text != text.strip():
+        return (
+            f"{name} begins or ends with white space (a space, a line break): the services read their password "
+            "without it, and could not log in"
+        )
     if _is_placeholder(text):
         return f"{name} still holds a placeholder value (replace it in the inventory's vault)"
     if environment in STRICT_ENVIRONMENTS and len(text) < min_length:

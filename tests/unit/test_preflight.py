@@ -409,7 +409,9 @@ def strict_run(tmp_path: Path, environment: str, variables: dict) -> subprocess.
         ("local", {"pliers_release": "1.0.0\n"}, "pliers_release must be a single line"),
         ("local", {"docker_host_log_max_size": "10m\n"}, "docker_host_log_max_size must be a size in bytes as Docker"),
         ("local", {"api_database_user": "pliers\n"}, "api_database_user must be a lowercase identifier"),
-        ("local", {"redis_password": "ends with a line break\n"}, "redis_password must not end with a line break"),
+        ("local", {"redis_password": "ends with a line break\n"}, "redis_password begins or ends with white space"),
+        ("local", {"pliers_redis_api_password": " a-real-looking-secret-0123456789"},
+         "api_redis_password begins or ends with white space"),
         ("local", {"api_redis_user": "pliers-api on >x +@all"}, "api_redis_user must be a Redis user name"),
         # 2. Image references, by the distribution grammar.
         ("local", {"api_image": "registry.test:5000/pliers/api:1.0 ; rm -rf /"},

@@ -30,6 +30,15 @@ def test_usable_values_have_no_problem(value, environment):
     assert secret_problem(value, "x", environment) == ""
 
 
+@pytest.mark.parametrize("value", ["a-real-looking-secret-0123\n", " a-real-looking-secret-01", "a-real-secret-0123\t"])
+def test_a_login_password_with_white_space_at_either_end_is_refused_and_inside_is_kept(value):
+    problem = secret_problem(value, "api_redis_password", "production", login=True)
+    assert problem.startswith("api_redis_password begins or ends with white space") and value.strip() not in problem
+    # Not a login (a PEM key ends with a line break), or white space inside: as it is.
+    assert secret_problem(value, "pliers_tls_key", "production") == ""
+    assert secret_problem("a real\nlooking $'\\ secret", "x", "production", login=True) == ""
+
+
 def test_content_version_is_short_stable_and_follows_the_content():
     assert content_version("a") == content_version("a") and len(content_version("a")) == 12
     assert content_version("a") != content_version("b")
