@@ -12,7 +12,8 @@ import testinfra
 PROJECT_DIR = "/opt/pliers/local"
 INVENTORY = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".lab/labs/pliers-molecule/inventory.yml")
 SERVICES = {"postgres", "redis", "api", "ai-service", "web", "edge"}
-MONITORING = {"prometheus", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter", "edge-exporter"}
+MONITORING = {"prometheus", "prometheus-agent", "alertmanager", "node-exporter", "postgres-exporter", "redis-exporter",
+              "edge-exporter"}  # fmt: skip
 # Never reachable from outside the host: PostgreSQL, Redis, the api, the ai-service, the Docker API, Alertmanager,
 # the exporters and the edge's status page.
 CLOSED_PORTS = (5432, 6379, 3000, 3001, 8080, 2375, 2376, 9093, 9100, 9187, 9121, 9113, 8082)

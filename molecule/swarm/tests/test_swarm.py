@@ -51,7 +51,8 @@ def test_every_node_is_ready_and_the_managers_are_in_quorum(host):
 @pytest.mark.parametrize(
     ("service", "replicas"),
     [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 2), ("edge", 1), ("prometheus", 1),
-     ("alertmanager", 1), ("node-exporter", 4), ("postgres-exporter", 1), ("redis-exporter", 1), ("edge-exporter", 1)],
+     ("prometheus-agent", 1), ("alertmanager", 1), ("node-exporter", 4), ("postgres-exporter", 1),
+     ("redis-exporter", 1), ("edge-exporter", 1)],
 )  # fmt: skip
 def test_every_service_runs_its_desired_replicas(host, service, replicas):
     assert len(running_tasks(host, service)) == replicas
