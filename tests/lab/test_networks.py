@@ -1,8 +1,8 @@
 """The networks keep each container from what it has no use for, on the deployed stack of each mode: from the web
 container no monitoring API, exporter, database or Redis answers; from the ai-service neither Prometheus nor its scrape
 agent, Alertmanager, PostgreSQL or an exporter (it reaches Redis as its own ACL user, the api through the edge); from
-the api no monitoring API and no exporter (it reaches PostgreSQL and Redis as its own users). Each is tried with a TCP
-connection from inside the container, and a service each may reach shows that the way of trying works."""
+the api no monitoring API and no data exporter (it reaches PostgreSQL and Redis as its own users). Each is tried with a
+TCP connection from inside the container, and a service each may reach shows that the way of trying works."""
 
 from __future__ import annotations
 

@@ -22,6 +22,11 @@ from .schemas import schema_file
 
 SECRET = "s3cret-value-for-tests-0123456789"
 WEBHOOK = "https://hooks.example.net/T0KEN-abcdef"
+SECRETS = {
+    f"vault_{name}": SECRET
+    for name in ("postgres_password", "postgres_owner_password", "postgres_app_password", "postgres_monitor_password",
+                 "redis_password", "redis_monitor_password", "grafana_admin_password")
+}  # fmt: skip
 # Each mode with the inventory rendered for it: compose, development's (nginx edge, no alert receiver); swarm,
 # production's (Traefik edge, the webhook receiver). Both with Grafana and the logs.
 CASES = {
@@ -46,19 +51,7 @@ def rendered(mode, tmp_path_factory) -> tuple[Path, dict]:
     """The stack rendered in that mode (passed to the roles, whatever the inventory says)."""
     inventory, overrides = CASES[mode]
     project = tmp_path_factory.mktemp(f"monitoring-{mode}")
-    secrets = {
-        f"vault_{name}": SECRET
-        for name in (
-            "postgres_password",
-            "postgres_owner_password",
-            "postgres_app_password",
-            "postgres_monitor_password",
-            "redis_password",
-            "redis_monitor_password",
-            "grafana_admin_password",
-        )
-    }
-    overrides = {**secrets, **overrides, "pliers_mode": mode}
+    overrides = {**SECRETS, **overrides, "pliers_mode": mode}
     services = render_stack(project, inventory, overrides)
     return project, services
 
@@ -105,7 +98,8 @@ def test_prometheus_scrapes_every_part_of_the_stack(mode, rendered):
         # The agent has no Docker socket: Docker's DNS names each container (Compose) or task (Swarm).
         (sd,) = job["dns_sd_configs"]
         assert sd["type"] == "A"
-        assert sd["names"] == [f"tasks.pliers-production_{name}" if swarm else name] or name == "edge"
+        service = "traefik" if name == "edge" else name  # Traefik's job is the edge's
+        assert sd["names"] == [f"tasks.pliers-production_{service}" if swarm else service]
     assert prometheus["rule_files"] == ["/etc/prometheus/rules/*.yml"]
     assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     # Agent mode takes no rules and no Alertmanager: it writes every sample to Prometheus.
@@ -217,9 +211,17 @@ def test_no_app_container_shares_a_network_with_prometheus_alertmanager_grafana_
     # The scrape agent shares the apps' networks, and listens on its loopback only: none of them can connect to it.
     agent = services["prometheus-agent"]
     assert "--web.listen-address=127.0.0.1:9090" in agent["command"]
-    assert "--enable-feature=agent" in agent["command"]
+    assert "--enable-feature=agent" in agent["command"]  # the inventories' Prometheus 2.42
     # What the exporters measure is on their network.
     assert {"postgres", "redis"} <= {name for name, svc in services.items() if "metrics" in svc["networks"]}
+
+
+def test_the_agent_is_started_as_the_prometheus_images_major_version_takes_it(tmp_path):
+    """Prometheus 3 dropped the agent feature flag for --agent: an upstream 3.x image (v-prefixed tag) gets that."""
+    image = {"monitoring_prometheus_image": "prom/prometheus:v3.5.0"}
+    services = render_stack(tmp_path, "development", {**SECRETS, **image})
+    command = services["prometheus-agent"]["command"]
+    assert command[0] == "--agent" and "--enable-feature=agent" not in command
 
 
 def test_secrets_are_files_never_environment(rendered):
