@@ -218,8 +218,7 @@ def test_no_app_container_shares_a_network_with_prometheus_alertmanager_grafana_
 
 def test_the_agent_is_started_as_the_prometheus_images_major_version_takes_it(tmp_path):
     """Prometheus 3 dropped the agent feature flag for --agent: an upstream 3.x image (v-prefixed tag) gets that."""
-    image = {"monitoring_prometheus_image": "prom/prometheus:v3.5.0"}
-    services = render_stack(tmp_path, "development", {**SECRETS, **image})
+    services = render_stack(tmp_path, "development", {"monitoring_prometheus_image": "prom/prometheus:v3.5.0"})
     command = services["prometheus-agent"]["command"]
     assert command[0] == "--agent" and "--enable-feature=agent" not in command
 
