@@ -423,6 +423,9 @@ def strict_run(tmp_path: Path, environment: str, variables: dict) -> subprocess.
         # A Traefik that Docker Engine 29 refuses (it asks for API 1.24): no route after an engine upgrade.
         ("local", {"pliers_edge": "traefik", "traefik_image": "registry.test:5000/pliers/traefik:v3.1.7"},
          "traefik_image is Traefik 3.1.7, whose Docker provider asks the engine for API 1.24"),
+        ("local", {"pliers_edge": "traefik",
+                   "traefik_image": f"registry.test:5000/pliers/traefik:3.1@sha256:{'0' * 64}"},
+         "traefik_image is Traefik 3.1, whose Docker provider asks the engine for API 1.24"),
         ("local", {"pliers_lab_registry": "registry.test:5000/a b"}, "pliers_registry must be a registry host"),
         # 3. Resource limits.
         ("local", {"api_memory": "1 gigabyte"}, "api_memory must be a size in bytes as Docker reads it"),
