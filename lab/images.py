@@ -85,6 +85,7 @@ def catalogue() -> list[Image]:
         _service("postgres-exporter", "0.11", ("prometheus-postgres-exporter", "--version"), "version 0.11."),
         _service("redis-exporter", "1.45", ("prometheus-redis-exporter", "--version"), "Exporter 1.45."),
         _service("nginx-exporter", "0.11", ("prometheus-nginx-exporter", "--version"), "version=0.11."),
+        _service("haproxy", "2.6", ("haproxy", "-v"), "version 2.6."),
         Image("app-runtime", IMAGES_DIR / "app-runtime", "bookworm"),
     ]
     for version in APP_VERSIONS:

@@ -23,11 +23,11 @@ SERVICE_KEYS = frozenset(
     (
         *("image", "command", "environment", "secrets", "configs", "networks", "healthcheck", "depends_on"),
         *("ports", "volumes", "replicas", "resources", "labels", "user", "stop_grace_period", "http", "restart"),
-        *("cap_add", "cap_drop", "read_only", "tmpfs", "pids_limit"),
+        *("cap_add", "cap_drop", "read_only", "tmpfs", "pids_limit", "isolated"),
         # What the pipeline reads (never rendered): the step the service belongs to, the role that contributed it,
         # where Prometheus scrapes it, the migrations its image runs, what it offers as the stack's edge, the
         # accounts it logs in to a data store with, the data store it is.
-        *("phase", "role", "metrics", "migrations", "entrypoint", "upstreams", "accounts", "store"),
+        *("phase", "role", "metrics", "migrations", "entrypoint", "upstreams", "accounts", "store", "docker_api"),
         # Swarm only (ignored by Compose): how the service is placed, updated and reached.
         *("placement", "update_order", "mode", "max_replicas_per_node", "endpoint_mode", "generic_resources"),
     )
@@ -65,6 +65,29 @@ LOOPBACK_PREFIXES = ("127.", "::1", "localhost")
 # where the image writes), a bounded number of processes, and no privilege gained through setuid binaries.
 HARDENED = {"cap_drop": ["ALL"], "read_only": True, "pids_limit": 256}
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# Swarm has no network "none": an isolated service joins this internal network, which only isolated services join
+# (each listens on a unix socket only).
+ISOLATED_NETWORK = "isolated"
+
+# The Docker API, never the engine's socket itself: a service that reads it (docker_api) is given a proxy of its own
+# that passes GET and HEAD on the endpoints it names and refuses everything else (403), on a unix socket in a
+# volume only the two share. The endpoints, by name: the paths each opens (/_ping and /version always are: clients
+# negotiate the API version with them), with or without the API version prefix.
+DOCKER_API_KEYS = frozenset(("endpoints", "image"))
+_DOCKER_ID = "[A-Za-z0-9_.-]+"
+DOCKER_API_ENDPOINTS = {
+    "containers": rf"/containers/json|/containers/{_DOCKER_ID}/json",
+    "events": r"/events",
+    "info": r"/info",
+    "logs": rf"/containers/{_DOCKER_ID}/logs",
+    "networks": rf"/networks(/{_DOCKER_ID})?",
+    "nodes": rf"/nodes(/{_DOCKER_ID})?",
+    "services": rf"/services(/{_DOCKER_ID})?",
+    "tasks": rf"/tasks(/{_DOCKER_ID})?",
+}
+DOCKER_API_DIR = "/run/docker-api"
+DOCKER_SOCKET = "/var/run/docker.sock"
+HAPROXY_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
 
 
 def _check_keys(where: str, value: dict, allowed: frozenset, required: tuple[str, ...] = ()) -> None:
@@ -109,8 +132,13 @@ def _check_service(name: str, model: dict) -> None:
             raise AnsibleFilterError(f"{where} store: a postgres store names its database")
     for key in ("cap_add", "cap_drop"):
         _capabilities(f"{where} {key}", model.get(key), allow_all=key == "cap_drop")
-    if not isinstance(model.get("read_only", False), bool):
-        raise AnsibleFilterError(f"{where}: read_only must be true or false, got {model['read_only']!r}")
+    if model.get("docker_api"):
+        _docker_api_endpoints(name, model["docker_api"])
+    for key in ("read_only", "isolated"):
+        if not isinstance(model.get(key, False), bool):
+            raise AnsibleFilterError(f"{where}: {key} must be true or false, got {model[key]!r}")
+    if model.get("isolated") and model.get("networks"):
+        raise AnsibleFilterError(f"{where}: an isolated service joins no network, got {', '.join(model['networks'])}")
     tmpfs = model.get("tmpfs") or []
     if not isinstance(tmpfs, list) or not all(isinstance(p, str) and posixpath.isabs(p) for p in tmpfs):
         raise AnsibleFilterError(f"{where}: tmpfs must be a list of absolute paths, got {tmpfs!r}")
@@ -134,6 +162,92 @@ def _capabilities(where: str, value, allow_all: bool) -> list[str]:
                 + (", or ALL)" if allow_all else "; ALL is refused)")
             )
     return list(value)
+
+
+# --- The Docker API, through a proxy of each reader's own ------------------------------------------------------
+
+
+def _docker_api_endpoints(name: str, api: dict) -> list[str]:
+    where = f"service {name} docker_api"
+    _check_keys(where, api, DOCKER_API_KEYS, ("endpoints", "image"))
+    endpoints = api["endpoints"]
+    if not isinstance(endpoints, list) or not endpoints or not all(e in DOCKER_API_ENDPOINTS for e in endpoints):
+        raise AnsibleFilterError(
+            f"{where}: endpoints must be a list of {', '.join(DOCKER_API_ENDPOINTS)}, got {endpoints!r}"
+        )
+    return sorted(set(endpoints))
+
+
+def _haproxy_config(name: str, endpoints: list[str]) -> str:
+    paths = "|".join(["/_ping", "/version"] + [DOCKER_API_ENDPOINTS[e] for e in endpoints])
+    return f"""\
+# Managed by pliers.deploy: the Docker API as {name} may read it ({", ".join(endpoints)}), on
+# {DOCKER_API_DIR}/docker.sock. GET and HEAD on those endpoints reach the engine; anything else is refused (403).
+global
+    log stderr format raw daemon notice
+    # A few readers at most: small tables (HAProxy sizes them from the open-files limit otherwise), one thread, and
+    # a stop that does not wait for the open event and log streams.
+    maxconn 256
+    nbthread 1
+    hard-stop-after 5s
+
+defaults
+    mode http
+    log global
+    timeout connect 5s
+    # Event and log streams stay open while nothing happens; their clients reconnect after an hour of silence.
+    timeout client 1h
+    timeout server 1h
+
+frontend docker_api
+    bind {DOCKER_API_DIR}/docker.sock mode 666
+    http-request deny deny_status 403 unless {{ method GET HEAD }} {{ path_reg ^(/v[0-9]+[.][0-9]+)?({paths})$ }}
+    default_backend engine
+
+backend engine
+    server engine {DOCKER_SOCKET}
+"""
+
+
+def docker_api_proxy(name: str, model: dict) -> tuple[str, dict, dict]:
+    """The proxy service a service that reads the Docker API is given, and that service with the proxy's socket.
+
+    The proxy runs where its reader runs (Swarm: on each node the reader may run on), as root with no capability
+    (the engine's socket is root's), on no network: it and its reader share only a volume, which holds its socket.
+    """
+    endpoints = _docker_api_endpoints(name, model["docker_api"])
+    if model["phase"] == "app":
+        raise AnsibleFilterError(
+            f"service {name}: an app service reads no Docker API (docker_api is for data, edge and ops services)"
+        )
+    proxy = f"{name}-docker-api"
+    volume = f"{name.replace('-', '_')}_docker_api"
+    service = {
+        "phase": model["phase"],
+        "image": model["docker_api"]["image"],
+        "command": ["haproxy", "-f", HAPROXY_CONFIG],
+        "user": "0:0",
+        "isolated": True,
+        "configs": [
+            {"name": f"{volume}_haproxy", "target": HAPROXY_CONFIG, "content": _haproxy_config(name, endpoints)}
+        ],
+        "volumes": [
+            {"type": "bind", "source": DOCKER_SOCKET, "target": DOCKER_SOCKET, "read_only": True},
+            {"source": volume, "target": DOCKER_API_DIR},
+        ],
+        "healthcheck": {"test": ["CMD", "test", "-S", f"{DOCKER_API_DIR}/docker.sock"], "interval": "15s",
+                        "start_interval": "1s", "start_period": "10s", "timeout": "3s", "retries": 3},
+        "resources": {"limits": {"cpus": "0.25", "memory": "64M"}},
+        "pids_limit": 64,
+        "mode": "global",
+        "placement": list(model.get("placement") or []),
+    }  # fmt: skip
+    reader = {
+        **model,
+        "volumes": [*(model.get("volumes") or []), {"source": volume, "target": DOCKER_API_DIR, "read_only": True}],
+        "depends_on": {**(model.get("depends_on") or {}), proxy: "service_healthy"},
+    }
+    return proxy, service, reader
 
 
 # --- Files: where each secret and config lives on the host, and its version ---------------------------------
@@ -384,6 +498,8 @@ def _compose_service(name: str, model: dict, networks: dict, edge: dict, top: di
     where = f"service {name}"
     service = _common(name, model, networks, top)
     service["restart"] = model.get("restart", "unless-stopped")
+    if model.get("isolated"):
+        service["network_mode"] = "none"
     # Swarm cannot set it per service: there, the engine's default (docker_host's daemon.json) applies.
     service["security_opt"] = [NO_NEW_PRIVILEGES]
     files = service_files(name, model, project_dir)
@@ -433,6 +549,8 @@ def _swarm_service(
 ) -> dict:
     where = f"service {name}"
     service = _common(name, model, networks, top)
+    if model.get("isolated"):
+        service["networks"] = [ISOLATED_NETWORK]
     refs: dict[str, list] = {"secrets": [], "configs": []}
     for entry in service_files(name, model, project_dir):
         top[entry["kind"]][entry["name"]] = entry
@@ -560,6 +678,11 @@ def swarm_stack(
         raise AnsibleFilterError(f"swarm_stack: endpoint_mode must be vip or dnsrr, got {endpoint_mode!r}")
     top: dict = {"secrets": {}, "configs": {}, "volumes": {}}
     defaults = {"endpoint_mode": endpoint_mode, "monitor": monitor}
+    isolated = any(model.get("isolated") for model in services.values())
+    if isolated and ISOLATED_NETWORK in networks:
+        raise AnsibleFilterError(
+            f"swarm_stack: the network name {ISOLATED_NETWORK} is the stack's own (its isolated services'), not yours"
+        )
     rendered = {
         svc: _swarm_service(svc, model, networks, edge_options, top, defaults, project_dir)
         for svc, model in sorted(services.items())
@@ -573,6 +696,8 @@ def swarm_stack(
         if encrypted:
             network["driver_opts"] = {"encrypted": "true"}
         overlay[net] = network
+    if isolated:
+        overlay[ISOLATED_NETWORK] = {"driver": "overlay", "attachable": False, "internal": True}
     # 3.12: the first stack file schema with a health check's start_interval (Docker 25).
     stack: dict = {"version": "3.12", "services": rendered, "networks": overlay}
     if top["volumes"]:
@@ -756,6 +881,15 @@ def contribute(stack: dict | None, role: str, services: dict) -> dict:
             raise AnsibleFilterError(f"contribute: role {role} contributes service {name}, which role {owner} did")
         merged[name] = {**model, "role": role}
         _check_service(name, merged[name])
+        if model.get("docker_api"):
+            proxy, service, merged[name] = docker_api_proxy(name, merged[name])
+            owner = (merged.get(proxy) or {}).get("role")
+            if owner and owner != role:
+                raise AnsibleFilterError(
+                    f"contribute: role {role}'s {name} needs service {proxy}, which role {owner} did"
+                )
+            merged[proxy] = {**service, "role": role}
+            _check_service(proxy, merged[proxy])
     return merged
 
 

@@ -3,6 +3,8 @@ bad models refused by name."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version
@@ -449,3 +451,91 @@ def test_labelled_nodes_reads_each_hosts_node_labels():
     assert labelled_nodes(["a", "b", "c"], hostvars, "db") == ["a"]
     assert labelled_nodes(["a", "b", "c"], hostvars, "edge") == ["a"]
     assert labelled_nodes(["c", "b"], hostvars, "db", "false") == ["b"]
+
+
+PROXY_IMAGE = "registry.example:5000/pliers/haproxy:2.6"
+
+
+def docker_api_reader(**extra) -> dict:
+    reader = model("ops", docker_api={"image": PROXY_IMAGE, "endpoints": ["tasks", "services"]}, **extra)
+    return contribute(None, "monitoring", {"prometheus": reader})
+
+
+def test_a_docker_api_reader_gets_a_proxy_of_its_own_and_never_the_engines_socket():
+    services = docker_api_reader(placement=["node.labels.pliers.host == m1"], volumes=[{"source": "d", "target": "/d"}])
+    assert set(services) == {"prometheus", "prometheus-docker-api"}
+    proxy = services["prometheus-docker-api"]
+    assert (proxy["role"], proxy["phase"], proxy["image"], proxy["user"]) == ("monitoring", "ops", PROXY_IMAGE, "0:0")
+    project = render(services)
+    reader, rendered = project["services"]["prometheus"], project["services"]["prometheus-docker-api"]
+    # The reader: its own volumes, and the proxy's socket read-only; started once the proxy is healthy.
+    assert reader["volumes"][1] == {"type": "volume", "source": "prometheus_docker_api", "target": "/run/docker-api",
+                                    "read_only": True}  # fmt: skip
+    assert not any(v.get("source") == "/var/run/docker.sock" for v in reader["volumes"])
+    assert reader["depends_on"] == {"prometheus-docker-api": {"condition": "service_healthy"}}
+    # The proxy: on no network, no capability, a read-only root; the engine's socket and the shared volume.
+    assert rendered["network_mode"] == "none" and "networks" not in rendered
+    assert (rendered["cap_drop"], rendered["read_only"]) == (["ALL"], True)
+    assert [v["source"] for v in rendered["volumes"]] == ["/var/run/docker.sock", "prometheus_docker_api"]
+    assert rendered["deploy"]["resources"]["limits"]["pids"] == 64
+    # Swarm: where the reader runs (its placement, every node of it), on the stack's isolated internal network.
+    stack = swarm_stack(services, name="p", networks=NETWORKS, project_dir=DIR)
+    proxy = stack["services"]["prometheus-docker-api"]
+    assert proxy["networks"] == ["isolated"]
+    assert proxy["deploy"]["mode"] == "global"
+    assert proxy["deploy"]["placement"] == {"constraints": ["node.labels.pliers.host == m1"]}
+    assert stack["networks"]["isolated"] == {"driver": "overlay", "attachable": False, "internal": True}
+
+
+def test_the_proxy_passes_get_and_head_on_the_readers_endpoints_only():
+    config = docker_api_reader()["prometheus-docker-api"]["configs"][0]
+    assert config["target"] == "/usr/local/etc/haproxy/haproxy.cfg"
+    content = config["content"]
+    assert "bind /run/docker-api/docker.sock mode 666" in content
+    assert "server engine /var/run/docker.sock" in content
+    rule = next(line.strip() for line in content.splitlines() if "http-request deny" in line)
+    assert rule.startswith("http-request deny deny_status 403 unless { method GET HEAD }")
+    pattern = re.search(r"path_reg (\S+) }", rule).group(1)
+    allowed = ["/_ping", "/v1.41/version", "/v1.43/services", "/services/abc", "/v1.47/tasks", "/tasks/x1.y_z-2"]
+    refused = ["/containers/json", "/v1.43/containers/create", "/secrets", "/services/abc/update",
+               "/v1.43/exec/x/start", "/tasks/../containers/json", "/v1/tasks", "/x/tasks"]  # fmt: skip
+    assert [p for p in allowed if not re.fullmatch(pattern, p)] == []
+    assert [p for p in refused if re.fullmatch(pattern, p)] == []
+
+
+@pytest.mark.parametrize(
+    ("docker_api", "message"),
+    [
+        ({"image": PROXY_IMAGE}, "docker_api: missing endpoints"),
+        ({"endpoints": ["tasks"]}, "docker_api: missing image"),
+        (
+            {"image": PROXY_IMAGE, "endpoints": ["tasks", "exec"]},
+            "docker_api: endpoints must be a list of containers, events",
+        ),
+        ({"image": PROXY_IMAGE, "endpoints": "tasks"}, "docker_api: endpoints must be a list of"),
+        ({"image": PROXY_IMAGE, "endpoints": ["tasks"], "socket": "/x"}, r"docker_api: unknown key\(s\) socket"),
+    ],
+)
+def test_a_bad_docker_api_is_refused_naming_it(docker_api, message):
+    with pytest.raises(AnsibleFilterError, match=f"service prometheus {message}"):
+        contribute(None, "monitoring", {"prometheus": model("ops", docker_api=docker_api)})
+
+
+def test_an_isolated_service_joins_no_network_and_the_isolated_network_is_the_stacks():
+    with pytest.raises(AnsibleFilterError, match="service p: an isolated service joins no network, got backend"):
+        render({"p": model(isolated=True, networks=["backend"])})
+    with pytest.raises(AnsibleFilterError, match="network name isolated is the stack's own"):
+        swarm_stack(docker_api_reader(), name="p", networks={**NETWORKS, "isolated": {}}, project_dir=DIR)
+    # Without an isolated service, the name is the user's.
+    assert "isolated" in swarm_stack({"a": model()}, name="p", networks={"isolated": {}}, project_dir=DIR)["networks"]
+
+
+def test_an_app_reads_no_docker_api_and_a_proxy_is_its_readers_alone():
+    reader = {"image": PROXY_IMAGE, "endpoints": ["containers"]}
+    with pytest.raises(AnsibleFilterError, match="service api: an app service reads no Docker API"):
+        contribute(None, "api", {"api": model(docker_api=reader)})
+    services = contribute(None, "mine", {"prometheus-docker-api": model("ops")})
+    with pytest.raises(
+        AnsibleFilterError, match="role monitoring's prometheus needs service prometheus-docker-api, wh"
+    ):
+        contribute(services, "monitoring", {"prometheus": model("ops", docker_api=reader)})
