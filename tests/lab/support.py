@@ -229,6 +229,19 @@ def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout[-5000:] + result.stderr[-2000:]
 
 
+def task_changed(result: subprocess.CompletedProcess, task: str) -> bool:
+    """Whether the first task whose name holds `task` reported changed on some host."""
+    lines = result.stdout.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("TASK [") and task in line:
+            for following in lines[index + 1 :]:
+                if following.startswith(("TASK [", "PLAY ")):
+                    return False
+                if following.startswith("changed:"):
+                    return True
+    return False
+
+
 def said(result: subprocess.CompletedProcess, task: str):
     """What the first debug task whose name holds `task` printed (its msg), or None when it did not run."""
     lines = result.stdout.splitlines()

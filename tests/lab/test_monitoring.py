@@ -17,7 +17,7 @@ from lab.engine import ensure_engine
 from lab.images import Builder, catalogue
 
 from ..render import render_stack
-from .support import http, output, wait_for
+from .support import STACK, http, output, task_changed, wait_for
 
 RULES = ROOT / "roles/monitoring/files/rules"
 RULE_TESTS = ROOT / "tests/rules/alerts-test.yml"
@@ -176,3 +176,56 @@ def test_stopping_redis_fires_its_alert_and_starting_it_resolves_it(deployed, re
     print(f"RedisDown fired {fired:.1f}s after redis stopped, resolved {resolved:.1f}s after it started")
     # The stack recovers by itself: the api reconnects to Redis.
     wait_for(lambda: http(f"{deployed.edge}/api/health")[0] == 200, timeout=60, what="the api healthy again")
+
+
+# --- Swarm: the Docker API through a proxy ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deployed", ["swarm"], indirect=True)
+def test_prometheus_reads_the_docker_api_through_its_proxy_which_refuses_the_rest(deployed):
+    """The proxy's socket, on the node Prometheus runs on, asked as Prometheus asks it: what its discovery reads
+    answers; anything else, or any other method, is refused; and no container of the stack but the proxy mounts
+    the engine's socket."""
+    volume = f"{STACK}_prometheus_docker_api"
+    socket = lab_hosts.ssh(deployed.deployer, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {volume}").stdout
+    curl = f"curl -s -o /dev/null -w '%{{http_code}}' --unix-socket {socket.strip()}/docker.sock"
+    asked = {
+        "GET /v1.41/tasks": 200, "GET /services": 200, "GET /v1.41/nodes": 200, "GET /networks": 200,
+        "GET /_ping": 200, "GET /containers/json": 403, "GET /secrets": 403, "GET /v1.41/info": 403,
+        "POST /v1.41/services/create": 403, "DELETE /v1.41/networks/x": 403, "POST /v1.41/containers/x/exec": 403,
+    }  # fmt: skip
+    answered = {
+        request: lab_hosts.ssh(
+            deployed.deployer, f"{curl} -X {request.split()[0]} http://engine{request.split()[1]}"
+        ).stdout.strip()
+        for request in asked
+    }
+    assert answered == {request: str(status) for request, status in asked.items()}
+    mounts = "docker ps -q | xargs docker inspect -f '{{.Name}} {{range .Mounts}}{{.Source}} {{end}}'"
+    readers = {
+        line.split()[0].lstrip("/").split(".")[0]
+        for host in lab_hosts.running_hosts(deployed.lab)
+        for line in lab_hosts.ssh(lab_hosts.lab_host(deployed.lab, host), mounts).stdout.splitlines()
+        if "/var/run/docker.sock" in line.split()[1:]
+    }
+    assert readers == {f"{STACK}_prometheus-docker-api"}
+
+
+@pytest.mark.parametrize("deployed", ["swarm"], indirect=True)
+def test_prometheus_data_root_wrote_is_handed_to_prometheus_and_kept(deployed):
+    """Upgrading from the releases that ran Prometheus as root in Swarm mode: its TSDB is root's, which Prometheus,
+    now its image's user, cannot write. The deploy hands it over (Prometheus stopped meanwhile) and keeps the data;
+    once handed over there is nothing to hand (Molecule's idempotence run shows it)."""
+    before = int(lab_hosts.ssh(deployed.deployer, "date +%s").stdout.strip()) - 5
+    wait_for(lambda: deployed.promql(f"count(up @ {before})"), timeout=60, interval=3, what="samples to keep")
+    mountpoint = lab_hosts.ssh(
+        deployed.deployer, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {STACK}_prometheus_data"
+    ).stdout.strip()
+    lab_hosts.ssh(deployed.deployer, f"chown -R 0:0 {mountpoint}")
+    result = deployed.play("deploy.yml")
+    assert result.returncode == 0, output(result)
+    assert task_changed(result, "hand every file of the volume to Prometheus's user"), output(result)
+    owners = lab_hosts.ssh(deployed.deployer, f"find {mountpoint} ! -user 100 | head -3").stdout.strip()
+    assert owners == "", f"not Prometheus's: {owners}"
+    kept = wait_for(lambda: deployed.promql(f"count(up @ {before})"), timeout=60, interval=3, what="the samples kept")
+    assert int(kept[0]["value"][1]) > 0

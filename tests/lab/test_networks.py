@@ -1,7 +1,7 @@
 """The networks keep each container from what it has no use for, on the deployed stack of each mode: from the web
 container no monitoring API, exporter, database or Redis answers; from the ai-service neither Prometheus nor its scrape
 agent, Alertmanager, PostgreSQL or an exporter (it reaches Redis as its own ACL user, the api through the edge); from
-the api no monitoring API and no data exporter (it reaches PostgreSQL and Redis as its own users). Each is tried with a
+the api no monitoring API and no exporter (it reaches PostgreSQL and Redis as its own users). Each is tried with a
 TCP connection from inside the container, and a service each may reach shows that the way of trying works."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ CONNECT = "bash -c 'timeout 5 bash -c \"exec 3<>/dev/tcp/{host}/{port}\" 2>/dev/
 # Prometheus and its scrape agent listen on 9090; the agent only on its own loopback, though it shares the backend
 # network with the api and the ai-service.
 MONITORING = [("prometheus", 9090), ("prometheus-agent", 9090), ("alertmanager", 9093), ("postgres-exporter", 9187),
-              ("redis-exporter", 9121)]  # fmt: skip
+              ("redis-exporter", 9121), ("edge-exporter", 9113)]  # fmt: skip
 UNREACHABLE = {
     "web": [*MONITORING, ("postgres", 5432), ("redis", 6379)],
     "ai-service": [*MONITORING, ("postgres", 5432)],

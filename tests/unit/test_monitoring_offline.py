@@ -201,19 +201,57 @@ def test_nothing_is_published_but_to_loopback_and_never_in_swarm(mode, rendered)
 
 def test_no_app_container_shares_a_network_with_prometheus_alertmanager_grafana_or_a_data_exporter(rendered):
     _, services = rendered
-    apps = {name: svc for name, svc in services.items() if svc["role"] in ("web", "api", "ai_service", "traefik")}
+    # (The Docker API proxies are on no network.)
+    apps = {
+        name: svc
+        for name, svc in services.items()
+        if svc["role"] in ("web", "api", "ai_service", "traefik") and not svc.get("isolated")
+    }
     assert {"web", "api", "ai-service"} <= set(apps)
+    guarded = ["prometheus", "alertmanager", "grafana", "postgres-exporter", "redis-exporter", "edge-exporter"]
     for name, svc in apps.items():
-        assert not {"ops", "monitoring", "metrics"} & set(svc["networks"]), name
-        for guarded in ("prometheus", "alertmanager", "grafana", "postgres-exporter", "redis-exporter"):
-            assert not set(svc["networks"]) & set(services[guarded]["networks"]), (name, guarded)
+        # The nginx edge alone shares a network with its exporter, edge_metrics, which no other service joins.
+        measured = {"edge_metrics"} if name == "edge" else set()
+        assert not {"ops", "monitoring", "metrics", "edge_metrics"} - measured & set(svc["networks"]), name
+        for other in guarded:
+            if other in services:
+                assert not set(svc["networks"]) - measured & set(services[other]["networks"]), (name, other)
+    sharing = {name for name, svc in services.items() if "edge_metrics" in svc.get("networks", [])}
+    assert sharing == ({"edge", "edge-exporter"} if "edge-exporter" in services else set()), sharing
     assert services["alertmanager"]["networks"] == ["monitoring", "ops"]
     # The scrape agent shares the apps' networks, and listens on its loopback only: none of them can connect to it.
     agent = services["prometheus-agent"]
     assert "--web.listen-address=127.0.0.1:9090" in agent["command"]
     assert "--enable-feature=agent" in agent["command"]  # the inventories' Prometheus 2.42
     # What the exporters measure is on their network.
-    assert {"postgres", "redis"} <= {name for name, svc in services.items() if "metrics" in svc["networks"]}
+    assert {"postgres", "redis"} <= {name for name, svc in services.items() if "metrics" in svc.get("networks", [])}
+
+
+def test_only_the_docker_api_proxies_mount_the_engines_socket(rendered, mode):
+    """Alloy, and in Swarm mode Traefik and Prometheus's discovery, read the Docker API, each through a proxy of its
+    own that runs where it runs, on no network; nothing else mounts the engine's socket."""
+    project, services = rendered
+    readers = {name for name, svc in services.items() if svc.get("docker_api")}
+    assert readers == ({"alloy", "prometheus", "traefik"} if mode == "swarm" else {"alloy"})
+    mounting = {
+        name
+        for name, svc in services.items()
+        if any(volume["source"] == "/var/run/docker.sock" for volume in svc.get("volumes") or [])
+    }
+    assert mounting == {f"{reader}-docker-api" for reader in readers}
+    for reader in readers:
+        proxy = services[f"{reader}-docker-api"]
+        assert proxy["isolated"] is True and not proxy.get("networks"), reader
+        assert proxy["placement"] == services[reader].get("placement", []), reader
+        shared = {"source": f"{reader}_docker_api", "target": "/run/docker-api", "read_only": True}
+        assert shared in services[reader]["volumes"], reader
+    # Prometheus runs as its user in both modes (the one data_owner.yml hands its data to), with no capability.
+    assert str(services["prometheus"]["user"]) == "100" and not services["prometheus"].get("cap_add")
+    alloy = (project / "configs/alloy/config.alloy").read_text()
+    assert alloy.count('"unix:///run/docker-api/docker.sock"') == 2 and "/var/run/docker.sock" not in alloy
+    if mode == "swarm":
+        prometheus = (project / "configs/prometheus/prometheus.yml").read_text()
+        assert "host: unix:///run/docker-api/docker.sock" in prometheus and "/var/run/docker.sock" not in prometheus
 
 
 def test_the_agent_is_started_as_the_prometheus_images_major_version_takes_it(tmp_path):

@@ -109,7 +109,13 @@ def test_secret_files_belong_to_the_user_that_reads_them(host):
 
 
 def test_networks_keep_data_services_internal(host):
-    for network, internal in (("frontend", False), ("backend", True), ("database", True), ("monitoring", True)):
+    for network, internal in (
+        ("frontend", False),
+        ("backend", True),
+        ("database", True),
+        ("monitoring", True),
+        ("edge_metrics", True),
+    ):
         inspected = host.check_output(f"docker network inspect --format '{{{{.Internal}}}}' pliers-local_{network}")
         assert inspected == str(internal).lower(), network
 

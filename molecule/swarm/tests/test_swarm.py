@@ -52,7 +52,7 @@ def test_every_node_is_ready_and_the_managers_are_in_quorum(host):
     ("service", "replicas"),
     [("api", 3), ("ai-service", 2), ("postgres", 1), ("redis", 1), ("web", 2), ("edge", 1), ("prometheus", 1),
      ("prometheus-agent", 1), ("alertmanager", 1), ("node-exporter", 4), ("postgres-exporter", 1),
-     ("redis-exporter", 1), ("edge-exporter", 1)],
+     ("redis-exporter", 1), ("edge-exporter", 1), ("prometheus-docker-api", 1)],
 )  # fmt: skip
 def test_every_service_runs_its_desired_replicas(host, service, replicas):
     assert len(running_tasks(host, service)) == replicas
@@ -60,6 +60,8 @@ def test_every_service_runs_its_desired_replicas(host, service, replicas):
 
 def test_prometheus_lives_on_the_first_manager_and_publishes_nothing(host):
     assert running_tasks(host, "prometheus") == ["pliers-mswarm-1"]
+    # Its Docker API proxy beside it, the one place its discovery reads the API.
+    assert running_tasks(host, "prometheus-docker-api") == ["pliers-mswarm-1"]
     ports = host.check_output(f"docker service inspect --format '{{{{json .Endpoint.Ports}}}}' {STACK}_prometheus")
     assert ports in ("null", "[]")
 
