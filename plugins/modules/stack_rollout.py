@@ -13,7 +13,9 @@ description:
     completed, or the deadline passes.
   - Fails with a message naming the service when Swarm rolled an update back (or paused it), or when a service
     did not converge in time, with what it last saw. Once one service rolled back, it waits for the others still
-    updating to settle, so that the message names every service that rolled back.
+    updating to settle, so that the message names every service that rolled back. The message gives the error of
+    the task that made Swarm roll back. A rollback that cannot finish (the previous spec's task can run on no node
+    that is up) fails at once instead of at the deadline.
   - After a converged rollout, with O(prune=true), removes the stack's secrets and configs that neither the
     current nor the previous version of any service uses (Swarm rolls back to the previous one).
   - With O(updates_since), an update that Swarm rolled back or paused before that time belongs to an earlier
@@ -130,6 +132,8 @@ FAILED_UPDATES = ("rollback_completed", "rollback_paused", "paused")
 # A task in one of these states on a node that is down never runs; an update waiting for it never ends.
 NOT_STARTED = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting")
 IN_PROGRESS_UPDATES = ("updating", "rollback_started")
+# The scheduler's reason for a task no node's constraints allow (as opposed to resources still in use).
+UNPLACEABLE = "scheduling constraints not satisfied"
 
 
 def timestamp(text: str | None) -> float | None:
@@ -176,6 +180,26 @@ def service_state(service, stack: str, since: float | None = None, down: dict | 
     if stale and state == "rollback_completed":
         state = "none"
     last_error = next((t["Status"].get("Err") for t in history if t["Status"].get("Err")), "")
+    message = update.get("Message", "")
+    # Swarm names the task that made it roll back, not why: that task's own error says it.
+    named = re.search(r"\btask (\w+)", message)
+    cause = next((t["Status"].get("Err") for t in history if named and t.get("ID") == named.group(1)), "")
+    message = f"{message}: {cause}" if message and cause else message or last_error
+    # A rollback whose tasks can run on no node that is up (the previous spec was pinned to a node that went
+    # down) never ends: Swarm waits for that node.
+    blocked = ""
+    if state == "rollback_started":
+        blocked = next(
+            (
+                f"its task waits on {down[t['NodeID']]}, which is down"
+                if t.get("NodeID") in down
+                else f"no node can run its task ({t['Status']['Err']})"
+                for t in tasks
+                if t["Status"]["State"] in NOT_STARTED
+                and (t.get("NodeID") in down or UNPLACEABLE in t["Status"].get("Err", ""))
+            ),
+            "",
+        )
     resume = ""
     if stale and state in ("paused", "rollback_paused"):
         resume = f"its update was left {state} by an earlier deploy"
@@ -188,7 +212,8 @@ def service_state(service, stack: str, since: float | None = None, down: dict | 
         "desired": desired,
         "running": running,
         "update_state": state,
-        "message": update.get("Message", "") or last_error,
+        "message": message + (f"; the rollback cannot finish: {blocked}" if blocked else ""),
+        "blocked": bool(blocked),
         "converged": running == desired and state in ("none", "completed"),
         "stale": stale and state in ("paused", "rollback_paused"),
         "resume": resume,
@@ -276,9 +301,11 @@ def main() -> None:
                     # Not resumed in check mode: what a real run would do is reported, not waited for.
                     state["converged"] = True
                 suspects[state["name"]] = reason
-            rolled_back = [s for s in states if s["update_state"] in FAILED_UPDATES and not s["stale"]]
+            rolled_back = [
+                s for s in states if (s["update_state"] in FAILED_UPDATES and not s["stale"]) or s["blocked"]
+            ]
             # Services roll at once: once one rolled back, wait for the others to settle, to name them all.
-            settling = [s for s in states if s["update_state"] in IN_PROGRESS_UPDATES]
+            settling = [s for s in states if s["update_state"] in IN_PROGRESS_UPDATES and not s["blocked"]]
             if rolled_back and settling and time.monotonic() < deadline:
                 time.sleep(module.params["interval"])
                 continue

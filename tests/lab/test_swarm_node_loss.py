@@ -2,7 +2,8 @@
 nodes for good: with the worker lost (the fault suite's last case stops it during a release), every service runs
 its desired replicas on the other nodes and the edge keeps answering; with the first manager (the one that created
 the Swarm and led every deploy) stopped too, a deploy (an upgrade) still succeeds, led by the next manager. Then
-the lost worker leaves the inventory: it is only reported, until the guard variable allows its removal."""
+the lost worker leaves the inventory: it is only reported, until the guard variable allows its removal; and the
+first manager, started again, rejoins the Swarm."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ SWARM = MODES["swarm"]
 FIRST_MANAGER = SWARM["deployer"]
 NEXT_MANAGER = SWARM["next_manager"]
 WORKER = SWARM["worker"]
+REACHABILITY = "{{.ManagerStatus.Reachability}}"
 
 
 @pytest.fixture
@@ -123,7 +125,7 @@ def first_manager_lost(target) -> None:
     keep the quorum."""
     if host_running(FIRST_MANAGER):
         docker("stop", FIRST_MANAGER)
-    wait_for(lambda: node_state(target, FIRST_MANAGER, "{{.ManagerStatus.Reachability}}") == "unreachable",
+    wait_for(lambda: node_state(target, FIRST_MANAGER, REACHABILITY) == "unreachable",
              timeout=60, what=f"the other managers to see {FIRST_MANAGER} unreachable")  # fmt: skip
 
 
@@ -167,3 +169,9 @@ def test_a_node_that_left_the_inventory_is_removed_only_when_asked(swarm):
     assert removed.returncode == 0, output(removed)
     remaining = lab_hosts.ssh(manager(swarm), nodes).stdout.split()
     assert WORKER not in remaining and FIRST_MANAGER in remaining
+
+    # The first manager comes back: the runs above left it out, but its peers' firewalls kept its address (the
+    # Swarm knows it), so it rejoins as a manager, with no deploy.
+    docker("start", FIRST_MANAGER)
+    wait_for(lambda: (node_state(swarm, FIRST_MANAGER), node_state(swarm, FIRST_MANAGER, REACHABILITY))
+             == ("ready", "reachable"), timeout=180, what=f"{FIRST_MANAGER} back in the Swarm")  # fmt: skip

@@ -43,6 +43,32 @@ def test_a_rollback_is_reported_with_its_message():
     assert state["message"] == "update rolled back"
 
 
+def test_a_rollback_is_reported_with_the_error_of_the_task_that_caused_it():
+    failed = dict(task("failed", err="task: non-zero exit (1)"), ID="t1")
+    rolled_back = "update rolled back due to failure or early termination of task t1"
+    update = {"State": "rollback_completed", "Message": rolled_back}
+    state = stack_rollout.service_state(FakeService([task(), failed], replicas=1, update=update), "s")
+    assert state["message"] == f"{rolled_back}: task: non-zero exit (1)"
+    assert state["blocked"] is False
+
+
+def test_a_rollback_that_no_node_up_can_run_is_blocked():
+    # The previous spec was pinned to a node that went down: Swarm would wait for that node forever.
+    update = {"State": "rollback_started", "Message": "update rolled back"}
+    unplaceable = "no suitable node (scheduling constraints not satisfied on 3 nodes)"
+    pending = FakeService([task("pending", spec=OLD_SPEC, err=unplaceable)], replicas=1, update=update)
+    state = stack_rollout.service_state(pending, "s")
+    assert state["blocked"] is True
+    cannot_finish = f"the rollback cannot finish: no node can run its task ({unplaceable})"
+    assert state["message"] == f"update rolled back; {cannot_finish}"
+    assigned = FakeService([on_node("n1", "assigned", spec=OLD_SPEC)], replicas=1, update=update)
+    state = stack_rollout.service_state(assigned, "s", down={"n1": "manager-1"})
+    assert state["blocked"] is True and state["message"].endswith("its task waits on manager-1, which is down")
+    # Waiting for resources (old tasks still stopping) is not blocked: they free up.
+    busy = task("pending", spec=OLD_SPEC, err="no suitable node (insufficient resources on 3 nodes)")
+    assert stack_rollout.service_state(FakeService([busy], replicas=1, update=update), "s")["blocked"] is False
+
+
 def test_pruning_keeps_what_the_current_and_previous_specs_use():
     service = FakeService([task()], previous=OLD_SPEC)
     assert stack_rollout.referenced([service], "secrets") == {"s_api_db_new", "s_api_db_old"}
