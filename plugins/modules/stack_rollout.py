@@ -181,9 +181,21 @@ def service_state(service, stack: str, since: float | None = None, down: dict | 
         state = "none"
     last_error = next((t["Status"].get("Err") for t in history if t["Status"].get("Err")), "")
     message = update.get("Message", "")
-    # Swarm names the task that made it roll back, not why: that task's own error says it.
-    named = re.search(r"\btask (\w+)", message)
-    cause = next((t["Status"].get("Err") for t in history if named and t.get("ID") == named.group(1)), "")
+    # Swarm says which task made it roll back ("rollback completed" once done), not why: the error of that task,
+    # or of the newest one that ran the spec it rolled back from, says it.
+    cause = ""
+    if state in FAILED_UPDATES or state == "rollback_started":
+        named = re.search(r"\btask (\w+)", message)
+        cause = next(
+            (
+                t["Status"]["Err"]
+                for t in history
+                if t["Status"].get("Err")
+                and t["Status"]["State"] not in NOT_STARTED
+                and (t.get("ID") == named.group(1) if named else t["Spec"].get("ContainerSpec") != container_spec)
+            ),
+            "",
+        )
     message = f"{message}: {cause}" if message and cause else message or last_error
     # A rollback whose tasks can run on no node that is up (the previous spec was pinned to a node that went
     # down) never ends: Swarm waits for that node.

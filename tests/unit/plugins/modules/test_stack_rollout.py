@@ -44,12 +44,20 @@ def test_a_rollback_is_reported_with_its_message():
 
 
 def test_a_rollback_is_reported_with_the_error_of_the_task_that_caused_it():
+    # While it rolls back, Swarm's message names the task; the task's error says why.
     failed = dict(task("failed", err="task: non-zero exit (1)"), ID="t1")
-    rolled_back = "update rolled back due to failure or early termination of task t1"
-    update = {"State": "rollback_completed", "Message": rolled_back}
+    rolling_back = "update rolled back due to failure or early termination of task t1"
+    update = {"State": "rollback_started", "Message": rolling_back}
     state = stack_rollout.service_state(FakeService([task(), failed], replicas=1, update=update), "s")
-    assert state["message"] == f"{rolled_back}: task: non-zero exit (1)"
+    assert state["message"] == f"{rolling_back}: task: non-zero exit (1)"
     assert state["blocked"] is False
+    # Once rolled back, the message names no task, and the service runs the spec it had before: the error is the
+    # newest of a task that ran the other one.
+    update = {"State": "rollback_completed", "Message": "rollback completed"}
+    failed = task("failed", spec=OLD_SPEC, err="task: non-zero exit (1)")
+    older = task("failed", err="an earlier failure of the current spec")
+    state = stack_rollout.service_state(FakeService([task(), failed, older], replicas=1, update=update), "s")
+    assert state["message"] == "rollback completed: task: non-zero exit (1)"
 
 
 def test_a_rollback_that_no_node_up_can_run_is_blocked():
