@@ -201,17 +201,18 @@ def service_state(service, stack: str, since: float | None = None, down: dict | 
     # down) never ends: Swarm waits for that node.
     blocked = ""
     if state == "rollback_started":
-        blocked = next(
+        unplaceable = next(
             (
-                f"its task waits on {down[t['NodeID']]}, which is down"
-                if t.get("NodeID") in down
-                else f"no node can run its task ({t['Status']['Err']})"
+                t["Status"]["Err"]
                 for t in tasks
-                if t["Status"]["State"] in NOT_STARTED
-                and (t.get("NodeID") in down or UNPLACEABLE in t["Status"].get("Err", ""))
+                if t["Status"]["State"] in NOT_STARTED and UNPLACEABLE in t["Status"].get("Err", "")
             ),
             "",
         )
+        if lost:
+            blocked = f"its task waits on {', '.join(lost)}, which is down"
+        elif unplaceable:
+            blocked = f"no node can run its task ({unplaceable})"
     resume = ""
     if stale and state in ("paused", "rollback_paused"):
         resume = f"its update was left {state} by an earlier deploy"
