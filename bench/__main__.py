@@ -48,7 +48,17 @@ PROJECT_DIR = "/opt/pliers/local"  # both local inventories deploy there
 ENGINE_IMAGE = "pliers-bench/engine-host"
 TARGETS = {"first_deploy_ratio": 1.3, "noop_redeploy_ratio": 3.0, "release_ratio": 2.5}
 RESULTS = Path(__file__).parent
+# Raw Compose's first deploy of the rendered project: the data services, the accounts the services log in as (from
+# copy_accounts), then everything.
+RAW_FIRST_DEPLOY = f"""set -e; cd {PROJECT_DIR}
+docker compose up -d --wait postgres redis
+docker compose exec -T postgres sh -c 'psql -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"' \\
+  < /var/tmp/roles.sql
+docker compose exec -T redis sh -c 'cat > /data/users.acl && REDISCLI_AUTH="$(cat /run/secrets/admin_password)" \\
+  redis-cli ACL LOAD' < /var/tmp/users.acl
+docker compose up -d --wait"""
 CHANGED = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", re.MULTILINE)
+PROFILED = re.compile(r"^(.+? -+ \d+\.\d+s)$", re.MULTILINE)  # profile_tasks' summary: "<role> : <task> ---- 1.23s"
 
 
 def log(message: str) -> None:
@@ -89,6 +99,7 @@ class Bench:
         self.bare_image = Builder().build_all()["host"]
         self.engine_image = ""
         self.results: dict = {}
+        self.last_profile: list[str] = []
 
     # --- hosts and inventories -------------------------------------------------------------------------
 
@@ -126,10 +137,13 @@ class Bench:
         return path
 
     def play(self, playbook: str, inventory: Path, *extra: str, expect_changed: int | None = None) -> str:
-        """Run a playbook; fail naming it when it fails, or when it changed something it should not have."""
+        """Run a playbook; fail naming it when it fails, or when it changed something it should not have. The
+        slowest tasks (profile_tasks) are kept under profiles/<step> in results.json."""
         command = [str(PLAYBOOK_BIN), playbook, "-i", str(inventory), "-i", str(LAB.inventory)]
         command += ["--vault-password-file", VAULT, *extra]
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        environment = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+                       "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "25"}  # fmt: skip
+        result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             output = result.stdout[-4000:] + result.stderr[-2000:]
             raise LabError(f"{playbook} failed (exit {result.returncode}):\n{output}")
@@ -137,6 +151,7 @@ class Bench:
             changed = {host: int(count) for host, count in CHANGED.findall(result.stdout)}
             if any(count != expect_changed for count in changed.values()):
                 raise LabError(f"{playbook} was to change {expect_changed} things; its recap says {changed}")
+        self.last_profile = PROFILED.findall(result.stdout)[-25:]
         return result.stdout
 
     def ansible_command(self, inventory: Path, host: str, command: str) -> None:
@@ -156,6 +171,17 @@ class Bench:
             [*ssh, f"root@{source.address}", f"tar -C / -cf - {what}"], capture_output=True, check=True
         )
         subprocess.run([*ssh, f"root@{target.address}", "tar -C / -xf -"], input=tar.stdout, check=True)
+
+    def copy_accounts(self, source: lab_hosts.Host, target: lab_hosts.Host) -> None:
+        """The services' database roles and Redis users as deploy.yml left them on SOURCE, for RAW_FIRST_DEPLOY
+        on TARGET: a hand-written deploy has its own script for them."""
+        compose = f"cd {PROJECT_DIR} && docker compose exec -T"
+        roles = lab_hosts.ssh(source, f"""{compose} postgres sh -c 'pg_dumpall --roles-only -U "$POSTGRES_USER"'""")
+        admin = re.search(r"^ALTER ROLE (\S+) WITH SUPERUSER", roles.stdout, re.MULTILINE)
+        sql = roles.stdout.replace(f"CREATE ROLE {admin.group(1)};\n", "") if admin else roles.stdout
+        users = lab_hosts.ssh(source, f"{compose} redis cat /data/users.acl").stdout
+        lab_hosts.ssh(target, "cat > /var/tmp/roles.sql", input=sql)
+        lab_hosts.ssh(target, "cat > /var/tmp/users.acl", input=users)
 
     # --- the measurements ------------------------------------------------------------------------------
 
@@ -184,9 +210,11 @@ class Bench:
             deployed, bare = self.host(1), self.host(2)
             with paused(bare):
                 ours.append(seconds_of(self.play, "playbooks/deploy.yml", inventory))
+            self.results.setdefault("profiles", {})["first"] = self.last_profile
             self.copy_project(deployed, bare)
+            self.copy_accounts(deployed, bare)
             with paused(deployed):
-                raw.append(seconds_of(lab_hosts.ssh, bare, f"cd {PROJECT_DIR} && docker compose up -d --wait"))
+                raw.append(seconds_of(lab_hosts.ssh, bare, RAW_FIRST_DEPLOY))
             log(f"first deploy run {run + 1}: pliers {ours[-1]}s, raw compose {raw[-1]}s")
         self.results["first_deploy"] = {"pliers_seconds": summary(ours), "raw_compose_seconds": summary(raw)}
         self.results["first_deploy_ratio"] = round(statistics.median(ours) / statistics.median(raw), 2)
@@ -199,6 +227,7 @@ class Bench:
         for run in range(self.args.runs):
             with paused(self.host(2)):
                 ours.append(seconds_of(self.play, "playbooks/deploy.yml", inventory, expect_changed=0))
+                self.results.setdefault("profiles", {})["noop"] = self.last_profile
                 floor.append(seconds_of(self.ansible_command, inventory, LAB.host_name(1), up))
             log(f"no-op redeploy run {run + 1}: pliers {ours[-1]}s, floor {floor[-1]}s")
         self.results["noop_redeploy"] = {"pliers_seconds": summary(ours), "floor_seconds": summary(floor)}
@@ -215,6 +244,7 @@ class Bench:
             with paused(bare), Probe(edge_url(deployed)) as probe:
                 seconds = seconds_of(self.play, "playbooks/deploy.yml", inventory, "-e", "pliers_release=1.1.0")
             ours.append({"seconds": seconds, "requests": probe.sent, "failed": len(probe.failures)})
+            self.results.setdefault("profiles", {})["release"] = self.last_profile
             # The raw side gets the compose file deploy.yml rendered for 1.1.0: the new images, nothing else.
             lab_hosts.ssh(bare, f"cp {PROJECT_DIR}/compose.yaml /var/tmp/compose-1.0.0.yaml")
             self.copy_project(deployed, bare, only="compose.yaml")
