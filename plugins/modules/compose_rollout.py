@@ -17,7 +17,12 @@ description:
   - First writes O(write) (the stack's secret and configuration files and the project file itself, as
     M(pliers.deploy.stack_files) would), then pulls the images the services it acts on lack (a missing image fails
     here, before anything changes).
-  - Then converges O(first) in place (the data services), health-gated, side by side.
+  - Then converges O(first) in place (the data services), health-gated, side by side, and brings each store of
+    O(stores) to the accounts the services log in with (as M(pliers.deploy.postgres_access) and
+    M(pliers.deploy.redis_access) do, through the store's own container), so that a rotated password's new login
+    exists before the first container that uses it. With O(remove_orphans), once every service is at its
+    definition, what no service uses any more (a rotated password's old login or password) is dropped, when the
+    first pass found any.
   - The services in O(services) are rolled. Each whose containers differ from the project's current definition
     (Compose's own configuration hash) or are not all running and healthy gets its missing containers started
     beside the ones that serve - all such services at once - and as soon as a service's new containers are
@@ -89,6 +94,73 @@ options:
     elements: str
     default: []
     version_added: 0.2.0
+  stores:
+    description:
+      - The data stores (services of O(first)) and the accounts the services log in to them with. A store that
+        cannot be reached once O(first) is up stops the run before anything rolls (in check mode, it is reported).
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.2.0
+    suboptions:
+      service:
+        description: The store's service (in O(first)); its containers are reached on O(stores[].network).
+        type: str
+        required: true
+      kind:
+        description: Which store it is.
+        type: str
+        required: true
+        choices: [postgres, redis]
+      image:
+        description: The store's image, for a one-off client when its own container does not run here.
+        type: str
+        required: true
+      network:
+        description: The project's network the store is reached on (its name in the project file).
+        type: str
+        required: true
+      port:
+        description: The port the store listens on.
+        type: int
+        required: true
+      database:
+        description: For C(postgres), the database whose roles and privileges are brought.
+        type: str
+        default: ""
+      admin_user:
+        description: The store's admin (PostgreSQL's superuser, Redis's admin user).
+        type: str
+        required: true
+      admin_password_file:
+        description: The admin's password file on the host, as the store's container mounts it.
+        type: path
+        required: true
+      accounts:
+        description: The accounts, as M(pliers.deploy.postgres_access) or M(pliers.deploy.redis_access) takes them.
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          name:
+            description: The login role or user.
+            type: str
+            required: true
+          password:
+            description: Its password (never logged).
+            type: str
+            required: true
+          privileges:
+            description: C(owner), C(dml) or C(monitor) for C(postgres); C(readwrite), C(monitor) or C(backup) for
+              C(redis).
+            type: str
+            required: true
+          group:
+            description: For a C(dml) account, its group role.
+            type: str
+          service:
+            description: The service that logs in as it (for messages only).
+            type: str
   services:
     description: The stateless services to roll behind the edge. Each needs a health check.
     type: list
@@ -281,6 +353,14 @@ orphans:
   type: list
   version_added: 0.2.0
   elements: str
+access:
+  description: What was changed (or would be, in check mode) on each store of O(stores), and what was left as it is,
+    by pass (the one before the rollout, the prune after it); no password is in them.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.2.0
+  sample: [{store: postgres, prune: false, actions: ["create login pliers_app_1f3a9c2e in pliers_app"], notes: []}]
 verified:
   description: The endpoints of O(verify) that passed (their names).
   returned: always
@@ -305,6 +385,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.pliers.deploy.plugins.module_utils import _postgres_access, _redis_access
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     DockerException,
     ImageNotFound,
@@ -320,11 +401,19 @@ from ansible_collections.pliers.deploy.plugins.module_utils._files import (
 )
 from ansible_collections.pliers.deploy.plugins.module_utils._health import verify
 from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError
+from ansible_collections.pliers.deploy.plugins.module_utils._store import (
+    ImageMissing,
+    StoreError,
+    StoreNotReached,
+    reach,
+)
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 HASH_LABEL = "com.docker.compose.config-hash"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+# How each kind of store's accounts are checked and brought.
+STORE_KINDS = {"postgres": _postgres_access, "redis": _redis_access}
 
 
 class RolloutError(Exception):
@@ -806,6 +895,8 @@ class Rollout:
         self.edge_started = False
         self.verified: list[str] = []
         self.unverified: list[str] = []
+        self.access_reports: list[dict] = []
+        self.prunable: dict[str, list] = {}
 
     def failed(self) -> set[str]:
         return {r["name"] for r in self.reports if r["action"] in ("failed", "skipped")}
@@ -827,6 +918,11 @@ class Rollout:
         hashes = compose.initial_hashes or (compose.hashes(wanted) if wanted else {})
         self.pull(compose, wanted)
         self.reports += converge_in_place(self.module, compose, params["first"], hashes, set())
+        # Before anything rolls (and before migrations, which log in as the owner): a rotated password's new login
+        # exists before the first container that uses it. Not when a data service could not be brought back: what
+        # depends on it is not rolled.
+        if not self.failed():
+            self.access(compose, prune=False)
         if self.hold(compose, hashes):
             return
         self.edge = Edge(
@@ -842,6 +938,10 @@ class Rollout:
         self.reports += converge_in_place(self.module, compose, params["in_place"], hashes, self.failed())
         if params["remove_orphans"]:
             self.orphans = remove_orphans(self.module, compose)
+            # Every service rolled (a run of some services only may leave one on an old login): what no service uses
+            # any more (a rotated password's old login or password) is dropped.
+            if not self.failed():
+                self.access(compose, prune=True)
         # What the edge serves, checked on every run: upstreams rewritten by hand, a stopped follower, or the
         # edge's own configuration changed.
         if edge.service:
@@ -863,6 +963,33 @@ class Rollout:
             names = [target.get("name") or target["url"] for target in params["verify"]]
             failed = {line.split(":", 1)[0] for line in self.unverified}
             self.verified = [name for name in names if name not in failed]
+
+    def access(self, compose: Compose, prune: bool) -> None:
+        """Each store of O(stores) brought to its accounts; with prune, only a store the first pass found holding
+        something to drop. A store that cannot be reached stops the run (in check mode, it is reported)."""
+        for store in self.params["stores"]:
+            name = store["service"]
+            if prune and not self.prunable.get(name, True):
+                continue
+            target = dict(
+                store, host=name, network=f"{compose.project}_{store['network']}", timeout=self.params["timeout"]
+            )
+            try:
+                reach(self.module, self.client, target)
+                result = STORE_KINDS[store["kind"]].bring(self.module, self.client, target, prune)
+            except ImageMissing:
+                result = dict(changed=True, actions=["unknown: the image is not on this host"], notes=[], prunable=[])
+            except StoreNotReached as exc:
+                if not self.module.check_mode:
+                    raise RolloutError(f"the accounts on {name} could not be brought: {exc.failure}") from exc
+                result = dict(changed=True, actions=[f"unknown: {exc.note}"], notes=[], prunable=[])
+            except (StoreError, DockerException) as exc:
+                raise RolloutError(f"the accounts on {name} could not be brought: {exc}") from exc
+            self.prunable[name] = result["prunable"]
+            if result["actions"] or result["notes"]:
+                self.access_reports.append(
+                    {"store": name, "prune": prune, **{k: result[k] for k in ("actions", "notes")}}
+                )
 
     def pull(self, compose: Compose, services: list[str]) -> None:
         """Pull what the services lack before anything changes: a missing image fails here."""
@@ -897,6 +1024,7 @@ class Rollout:
             or self.edge_started
             or bool(edge and (edge.reloaded or edge.rewritten))
             or bool(self.orphans)
+            or any(report["actions"] for report in self.access_reports)
             # Waiting for containers that were starting changed nothing.
             or any(r["action"] not in ("unchanged", "started", "failed", "skipped") for r in self.reports)
         )
@@ -909,6 +1037,7 @@ class Rollout:
             reloaded=bool(edge and edge.reloaded),
             upstreams=edge.rewritten if edge else [],
             orphans=self.orphans,
+            access=self.access_reports,
             waited=waited,
             verified=self.verified,
             failures=failures,
@@ -958,6 +1087,33 @@ def main() -> None:
         ),
         verify_timeout=dict(type="int", default=120),
         validate_certs=dict(type="bool", default=True),
+        stores=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                service=dict(type="str", required=True),
+                kind=dict(type="str", required=True, choices=sorted(STORE_KINDS)),
+                image=dict(type="str", required=True),
+                network=dict(type="str", required=True),
+                port=dict(type="int", required=True),
+                database=dict(type="str", default=""),
+                admin_user=dict(type="str", required=True),
+                admin_password_file=dict(type="path", required=True, no_log=False),
+                accounts=dict(
+                    type="list",
+                    elements="dict",
+                    default=[],
+                    options=dict(
+                        name=dict(type="str", required=True),
+                        password=dict(type="str", required=True, no_log=True),
+                        privileges=dict(type="str", required=True),
+                        group=dict(type="str"),
+                        service=dict(type="str"),
+                    ),
+                ),
+            ),
+        ),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -972,6 +1128,13 @@ def main() -> None:
     twice = sorted({s for a in lists for b in lists if a < b for s in set(lists[a]) & set(lists[b])})
     if twice:
         module.fail_json(msg=f"a service is in one of first, services and in_place only: {', '.join(twice)}")
+    problems = [
+        f"stores[{store['service']}]: {problem}"
+        for store in params["stores"]
+        for problem in STORE_KINDS[store["kind"]].account_problems(store["accounts"], store["admin_user"])
+    ]
+    if problems:
+        module.fail_json(msg="; ".join(problems))
     client = docker_client(module)
     rollout = Rollout(module, client)
     waited = 0.0

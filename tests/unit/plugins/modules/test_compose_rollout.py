@@ -169,6 +169,7 @@ class FakeCompose(compose_rollout.Compose):
 class FakeModule:
     def __init__(self, check_mode=False, **params):
         self.check_mode = check_mode
+        self._diff = False
         self.params = {
             "timeout": 30,
             "drain": 0,
@@ -897,7 +898,8 @@ def test_a_service_whose_dependency_failed_is_not_rolled():
 def rollout(compose, check_mode=False, **params):
     module = FakeModule(check_mode, **{"first": [], "services": [], "in_place": [], "hold": [], "pull": False,
                                        "remove_orphans": False, "reload_edge": False,
-                                       "write": {"directories": [], "files": []}, "verify": [], **params})  # fmt: skip
+                                       "write": {"directories": [], "files": []}, "verify": [], "stores": [],
+                                       **params})  # fmt: skip
     run = compose_rollout.Rollout(module, client=None)
     run.converge(compose)
     return run
@@ -925,6 +927,65 @@ def test_nothing_holds_when_the_services_with_migrations_need_nothing():
     run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"])
     assert run.held == []
     assert {r["name"]: r["action"] for r in run.reports} == {"db": "unchanged", "api": "unchanged", "web": "rolled"}
+
+
+@pytest.fixture
+def fake_store(monkeypatch):
+    """A postgres store whose passes are recorded in the compose events (prune or not), answering as the test says."""
+
+    class Store:
+        prunable = []
+        unreachable = False
+
+        def bring(self, module, client, store, prune):
+            self.compose.events.append(f"access {store['host']} on {store['network']}" + (" prune" if prune else ""))
+            if self.unreachable:
+                raise compose_rollout.StoreNotReached("db does not answer", "psql on db/app failed: refused")
+            return dict(changed=False, reached=True, actions=["drop login app_0000000a"] if prune else [], notes=[],
+                        prunable=[] if prune else self.prunable)  # fmt: skip
+
+    store = Store()
+    monkeypatch.setattr(compose_rollout, "reach", lambda *_: None)
+    monkeypatch.setattr(compose_rollout, "STORE_KINDS", {"postgres": types.SimpleNamespace(bring=store.bring)})
+    return store
+
+
+STORE = {"service": "db", "kind": "postgres", "network": "backend", "accounts": []}
+
+
+def accesses(compose):
+    return [event for event in compose.events if isinstance(event, str) and event.startswith("access")]
+
+
+def test_the_stores_accounts_are_brought_after_the_data_services_and_before_a_hold(fake_store):
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    fake_store.compose = compose
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], stores=[STORE], remove_orphans=True)
+    assert run.held == ["api"] and compose.events == ["access db on p_backend"]
+    assert run.access_reports == [], "nothing to say: nothing changed"
+
+
+def test_a_prune_pass_runs_once_everything_rolled_and_only_when_the_first_found_something(fake_store):
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    fake_store.compose = compose
+    run = rollout(compose, first=["db"], services=["api", "web"], stores=[STORE], remove_orphans=True)
+    assert accesses(compose) == ["access db on p_backend"], "a no-op: no prune"
+    compose.events.clear()
+    fake_store.prunable = ["app_0000000a"]
+    run = rollout(compose, first=["db"], services=["api", "web"], stores=[STORE], remove_orphans=True)
+    assert accesses(compose) == ["access db on p_backend", "access db on p_backend prune"]
+    # The prune came after the rollout's last step.
+    assert compose.events.index("access db on p_backend prune") == len(compose.events) - 1
+    assert run.access_reports == [{"store": "db", "prune": True, "actions": ["drop login app_0000000a"], "notes": []}]
+    assert run.result(0.0)["changed"] is True
+
+
+def test_a_store_that_does_not_answer_stops_the_run_before_anything_rolls(fake_store):
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD))
+    fake_store.compose, fake_store.unreachable = compose, True
+    with pytest.raises(RolloutError, match="the accounts on db could not be brought: psql on db/app failed: refused"):
+        rollout(compose, first=["db"], services=["api"], stores=[STORE])
+    assert names(compose.containers("api")) == ["p-api-1"] and compose.commands == []
 
 
 def test_a_hold_after_a_data_service_failed_stops_the_release_naming_it():

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from ansible_collections.pliers.deploy.plugins.module_utils import _postgres_access as postgres_access
 from ansible_collections.pliers.deploy.plugins.module_utils import _scram
-from ansible_collections.pliers.deploy.plugins.modules import postgres_access
 
 OWNER = {"name": "pliers_owner", "password": "owner-password-1", "privileges": "owner"}
 APP = {"name": "pliers_app_0000000a", "group": "pliers_app", "password": "app-password-1", "privileges": "dml"}
@@ -126,6 +126,15 @@ def test_a_rotated_dml_password_is_a_new_login_and_the_old_one_goes_only_with_pr
     assert plan(rotated_state(), accounts=(OWNER, ROTATED, MONITOR), prune=True).actions == [
         "drop login pliers_app_0000000a"
     ]
+
+
+def test_only_a_login_a_prune_would_drop_makes_the_database_prunable():
+    # A no-op deploy runs no prune pass: it has nothing to drop.
+    assert postgres_access.stale_logins(converged_state(), [OWNER, APP, MONITOR]) == []
+    # A rotation's old login, sessions or not (a prune keeps it while they last), until the prune dropped it.
+    accounts = [OWNER, ROTATED, MONITOR]
+    assert postgres_access.stale_logins(converged_state(), accounts) == ["pliers_app_0000000a"]
+    assert postgres_access.stale_logins(rotated_state(sessions=2), accounts) == ["pliers_app_0000000a"]
 
 
 def test_a_prune_keeps_an_old_login_sessions_still_use():

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from ansible_collections.pliers.deploy.plugins.modules import redis_access
+from ansible_collections.pliers.deploy.plugins.module_utils import _redis_access as redis_access
 
 API = {"name": "pliers-api", "password": "api-password-1", "privileges": "readwrite"}
 EXPORTER = {"name": "pliers-exporter", "password": "exporter-password-1", "privileges": "monitor"}
@@ -59,6 +59,16 @@ def test_a_rotated_password_is_added_beside_the_old_one_then_the_prune_drops_the
     assert actions == ["pliers-api: drop its old password"]
     # Without the prune, a user holding its account's password and an old one is left as it is.
     assert redis_access.plan_changes(held, [rotated], prune=False) == ([], [])
+
+
+def test_only_a_user_holding_an_old_password_makes_redis_prunable():
+    rotated = {**API, "password": "api-password-2"}
+    assert redis_access.old_passwords(users(ADMIN, acl_line(API), acl_line(EXPORTER)), [API, EXPORTER]) == []
+    # Before the rotation's first pass, and after it (the old password kept beside the new one).
+    assert redis_access.old_passwords(users(ADMIN, acl_line(API)), [rotated]) == ["pliers-api"]
+    assert redis_access.old_passwords(users(ADMIN, acl_line(rotated, "api-password-1")), [rotated]) == ["pliers-api"]
+    # A user the accounts do not name yet is created, not pruned.
+    assert redis_access.old_passwords(users(ADMIN), [API]) == []
 
 
 @pytest.mark.parametrize(
