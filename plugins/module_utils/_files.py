@@ -253,6 +253,40 @@ class Writer:
         self.changed += acted
         return acted
 
+    def packages(self, names: list[str]) -> list[str]:
+        """The Debian packages the files and units need, installed when missing (apt-get; the package lists are
+        refreshed once when the install fails on them); returns the missing ones."""
+        if not names:
+            return []
+        _rc, out, _err = self.module.run_command(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *names])
+        installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
+        missing = sorted(set(names) - installed)
+        if missing and not self.check_mode:
+            apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
+            environment = {"DEBIAN_FRONTEND": "noninteractive"}
+            rc, out, err = self.module.run_command([*apt, "install", "--yes", *missing], environ_update=environment)
+            if rc != 0:
+                # Lists older than the archive, or none yet.
+                self.module.run_command([*apt, "update"], environ_update=environment)
+                rc, out, err = self.module.run_command([*apt, "install", "--yes", *missing], environ_update=environment)
+            if rc != 0:
+                raise FilesError(f"installing {', '.join(missing)} failed (exit {rc}): {(err or out).strip()[-800:]}")
+        self.changed += [f"package {name}" for name in missing]
+        return missing
+
+    def commands(self, commands: list[list[str]]) -> list[dict]:
+        """Each command run (not in check mode), in order, once the files and units are: changed unless it printed
+        `ok`. Returns each one's argv and output."""
+        ran = []
+        for argv in [] if self.check_mode else commands:
+            rc, out, err = self.module.run_command(argv)
+            if rc != 0:
+                raise FilesError(f"{' '.join(argv)} failed (exit {rc}): {(err or out).strip()[-800:]}")
+            ran.append({"argv": argv, "stdout": out.strip()})
+            if out.strip() != "ok":
+                self.changed.append(f"{' '.join(argv)} - {out.strip()}")
+        return ran
+
     def systemctl(self, *args: str, check: bool = True) -> str:
         rc, out, err = self.module.run_command(["systemctl", *args])
         if check and rc != 0:

@@ -17,10 +17,12 @@ description:
     was.
   - A file is secret unless O(files[].secret=false); a secret's content is never logged, returned or diffed. The
     task needs no C(no_log) for it, so what changed stays visible.
-  - Removes what O(absent) lists first, and, once the files are written, brings each of O(units) to its state
-    (systemd reloaded first when a unit file under C(/etc/systemd/system/) was written).
-  - Reports C(changed) when a directory or file was created or removed, or its content, mode or owner changed,
-    or a unit was enabled, disabled, started or stopped.
+  - Removes what O(absent) lists first, installs the O(packages) that are missing, and, once the files are written,
+    brings each of O(units) to its state (systemd reloaded first when a unit file under C(/etc/systemd/system/) was
+    written), then runs O(commands).
+  - Reports C(changed) when a package was installed, a directory or file was created or removed, or its content,
+    mode or owner changed, a unit was enabled, disabled, started or stopped, or a command printed anything but
+    C(ok).
 author:
   - Pliers team (@pliers)
 extends_documentation_fragment:
@@ -40,6 +42,21 @@ options:
     description: Paths that must not exist - a file, or a directory with everything it holds.
     type: list
     elements: path
+    default: []
+  packages:
+    description:
+      - Debian packages the files and units need (the program a unit runs, for instance), installed with
+        C(apt-get) when missing, before the files are written. The package lists are refreshed only when the
+        install fails without it, so that a host that has them all costs one C(dpkg-query).
+    type: list
+    elements: str
+    default: []
+  commands:
+    description:
+      - Commands (each an argv list, run without a shell) run in order once the files and units are, not in check
+        mode; a command that fails fails the module, naming it. A command reports no change by printing C(ok).
+    type: list
+    elements: list
     default: []
   units:
     description: systemd units to bring to a state once the files are written.
@@ -86,6 +103,12 @@ updated:
   type: list
   elements: str
   sample: [/opt/pliers/production/secrets/api/database_password]
+commands:
+  description: Each of O(commands) that ran, with what it printed.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{argv: [/opt/pliers/production/tls/pliers-edge-certificate, ready], stdout: ok}]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -105,17 +128,21 @@ def main() -> None:
         files=dict(type="list", elements="dict", default=[], options=FILE_OPTIONS),
         absent=dict(type="list", elements="path", default=[]),
         units=dict(type="list", elements="dict", default=[], options=UNIT_OPTIONS),
+        packages=dict(type="list", elements="str", default=[]),
+        commands=dict(type="list", elements="list", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     reveal_non_secrets(module, module.params["files"])
     writer = Writer(module)
     try:
         writer.remove(module.params["absent"])
+        writer.packages(module.params["packages"])
         writer.apply(module.params["directories"], module.params["files"])
         writer.units(module.params["units"])
+        ran = writer.commands([[str(arg) for arg in argv] for argv in module.params["commands"]])
     except (FilesError, OSError) as exc:
         module.fail_json(msg=str(exc))
-    result = dict(changed=bool(writer.changed), updated=writer.changed)
+    result = dict(changed=bool(writer.changed), updated=writer.changed, commands=ran)
     if module._diff and writer.diffs:
         result["diff"] = writer.diffs
     module.exit_json(**result)

@@ -1,4 +1,5 @@
 # The docker_host role's probe (tasks/probe.yml), run by the host's python3: what the host has, as one JSON line.
+import concurrent.futures
 import datetime
 import hashlib
 import importlib.util
@@ -102,15 +103,22 @@ def main():
         print(json.dumps(settle(int(sys.argv[3]))))
         return
 
-    swarm = (
-        output("docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}")
-        if shutil.which("docker")
-        else ""
-    )
+    docker = shutil.which("docker")
+    # The commands side by side: a no-op deploy waits for the slowest (docker info), not for their sum.
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        asked = {
+            "swarm": ("docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"),
+            "compose": ("docker", "compose", "version", "--short"),
+            "engine": ("systemctl", "is-active", "docker"),
+            "enabled": ("systemctl", "is-enabled", "docker"),
+        }
+        answers = {key: pool.submit(output, *argv) for key, argv in asked.items() if docker or argv[0] != "docker"}
+        said = {key: answers[key].result() if key in answers else "" for key in asked}
+    swarm = said["swarm"]
     found = {
-        "engine": output("systemctl", "is-active", "docker") == "active",
-        "enabled": output("systemctl", "is-enabled", "docker") == "enabled",
-        "compose": output("docker", "compose", "version", "--short") if shutil.which("docker") else "",
+        "engine": said["engine"] == "active",
+        "enabled": said["enabled"] == "enabled",
+        "compose": said["compose"],
         "sdk": importable("docker"),
         # What community.docker.docker_stack needs on a manager.
         "stack_tools": importable("jsondiff", "yaml"),

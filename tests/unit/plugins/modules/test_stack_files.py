@@ -99,3 +99,76 @@ def test_a_missing_directory_or_a_directory_in_the_way_fails_naming_it(tmp_path)
     assert "taken: exists and is not a regular file" in taken["msg"]
     (tmp_path / "plain").write_text("")
     assert "plain: exists and is not a directory" in write(tmp_path, [directory(tmp_path / "plain")])["msg"]
+
+
+@pytest.fixture
+def fake_apt(tmp_path, monkeypatch):
+    """dpkg-query answering from tmp_path/installed, and an apt-get that installs by adding to it (or fails its first
+    install when the lists are stale, tmp_path/stale); both log their arguments to tmp_path/apt.log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dpkg-query").write_text(
+        '#!/bin/sh\necho "dpkg-query $*" >> "$FAKE_APT/apt.log"; shift 3\n'
+        'for p in "$@"; do grep -qx "$p" "$FAKE_APT/installed" 2>/dev/null && echo "$p installed"; done\n'
+        "exit 0\n"
+    )
+    (bin_dir / "apt-get").write_text(
+        '#!/bin/sh\necho "apt-get $* $DEBIAN_FRONTEND" >> "$FAKE_APT/apt.log"\n'
+        'case "$3" in update) rm -f "$FAKE_APT/stale"; exit 0 ;; esac\n'
+        '[ ! -e "$FAKE_APT/stale" ] || { echo "E: Unable to locate package" >&2; exit 100; }\n'
+        'shift 4; for p in "$@"; do echo "$p" >> "$FAKE_APT/installed"; done\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_APT", str(tmp_path))
+    return tmp_path / "apt.log"
+
+
+def test_missing_packages_are_installed_and_installed_ones_cost_one_query(tmp_path, fake_apt):
+    (tmp_path / "installed").write_text("openssl\n")
+    first = write(tmp_path, packages=["openssl", "certbot"])
+    assert (first["changed"], first["updated"]) == (True, ["package certbot"])
+    assert "apt-get -o DPkg::Lock::Timeout=300 install --yes certbot noninteractive" in fake_apt.read_text()
+    fake_apt.unlink()
+    second = write(tmp_path, packages=["openssl", "certbot"])
+    assert (second["changed"], second["updated"]) == (False, [])
+    log = fake_apt.read_text()
+    assert log.startswith("dpkg-query -W -f ${Package}") and log.count("dpkg-query") == 1 and "apt-get" not in log
+
+
+def test_stale_package_lists_are_refreshed_once_and_check_mode_installs_nothing(tmp_path, fake_apt):
+    (tmp_path / "stale").touch()
+    assert write(tmp_path, packages=["age"], check_mode=True)["updated"] == ["package age"]
+    assert "apt-get" not in fake_apt.read_text()
+    assert write(tmp_path, packages=["age"])["updated"] == ["package age"]
+    assert [line.split()[3] for line in fake_apt.read_text().splitlines() if line.startswith("apt-get")] == [
+        "install", "update", "install"
+    ]  # fmt: skip
+    assert (tmp_path / "installed").read_text() == "age\n"
+
+
+def test_a_package_that_cannot_be_installed_fails_naming_it(tmp_path, fake_apt):
+    (tmp_path / "bin" / "apt-get").write_text('#!/bin/sh\necho "E: Unable to locate package nosuch" >&2; exit 100\n')
+    result = write(tmp_path, packages=["nosuch"])
+    assert result["failed"] is True
+    assert result["msg"] == "installing nosuch failed (exit 100): E: Unable to locate package nosuch"
+
+
+def test_commands_run_after_the_files_and_report_a_change_unless_they_print_ok(tmp_path):
+    target = tmp_path / "state"
+    said = ["sh", "-c", f"test -s {target} && echo ok || {{ echo written > {target}; echo installed; }}"]
+    wanted = {"files": [file(tmp_path / "config", "x", "0644")], "commands": [said]}
+    assert write(tmp_path, check_mode=True, **wanted)["commands"] == []
+    assert not target.exists(), "check mode runs no command"
+    first = write(tmp_path, **wanted)
+    assert first["commands"] == [{"argv": said, "stdout": "installed"}]
+    assert first["updated"] == [str(tmp_path / "config"), f"{' '.join(said)} - installed"]
+    second = write(tmp_path, **wanted)
+    assert (second["changed"], second["commands"]) == (False, [{"argv": said, "stdout": "ok"}])
+
+
+def test_a_failing_command_fails_naming_it(tmp_path):
+    result = write(tmp_path, commands=[["sh", "-c", "echo no certificate >&2; exit 3"]])
+    assert result["failed"] is True
+    assert result["msg"] == "sh -c echo no certificate >&2; exit 3 failed (exit 3): no certificate"
