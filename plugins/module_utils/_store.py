@@ -145,11 +145,10 @@ def run_as_admin(
     if container is not None:
         where = {**environment, "PLIERS_ADMIN_PASSWORD_FILE": password_path, "PLIERS_SCRIPT": "/dev/stdin"}
         flags = [arg for name, value in sorted(where.items()) for arg in ("--env", f"{name}={value}")]
-        return module.run_command(
-            ["docker", "exec", "--interactive", "--user", str(uid), *flags, container.id, "/bin/sh", "-c", command],
-            data=script,
-            binary_data=True,
-        )
+        # timeout, in the container: a client that waits (on a lock) is ended there, not only its docker exec.
+        limit = str(store.get("timeout") or 120)
+        argv = ["docker", "exec", "--interactive", "--user", str(uid), *flags, container.id, "timeout", limit]
+        return module.run_command([*argv, "/bin/sh", "-c", command], data=script, binary_data=True)
     with tempfile.TemporaryDirectory(prefix="pliers-access-") as workdir:
         path = os.path.join(workdir, os.path.basename(SCRIPT))
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "w") as handle:

@@ -20,9 +20,10 @@ description:
   - Then converges O(first) in place (the data services), health-gated, side by side, and brings each store of
     O(stores) to the accounts the services log in with (as M(pliers.deploy.postgres_access) and
     M(pliers.deploy.redis_access) do, through the store's own container), so that a rotated password's new login
-    exists before the first container that uses it. With O(remove_orphans), once every service is at its
-    definition, what no service uses any more (a rotated password's old login or password) is dropped, when the
-    first pass found any.
+    exists before the first container that uses it; the services of O(first) that log in to a store (the
+    exporters) converge once it is. With O(remove_orphans), once every service is at its definition and answers
+    through the edge, what no service uses any more (a rotated password's old login or password) is dropped, when
+    the first pass found any.
   - The services in O(services) are rolled. Each whose containers differ from the project's current definition
     (Compose's own configuration hash) or are not all running and healthy gets its missing containers started
     beside the ones that serve - all such services at once - and as soon as a service's new containers are
@@ -917,12 +918,15 @@ class Rollout:
         wanted = params["first"] + params["services"] + params["in_place"]
         hashes = compose.initial_hashes or (compose.hashes(wanted) if wanted else {})
         self.pull(compose, wanted)
-        self.reports += converge_in_place(self.module, compose, params["first"], hashes, set())
-        # Before anything rolls (and before migrations, which log in as the owner): a rotated password's new login
-        # exists before the first container that uses it. Not when a data service could not be brought back: what
-        # depends on it is not rolled.
-        if not self.failed():
-            self.access(compose, prune=False)
+        # The stores' accounts before the first container that logs in with them starts (a rotated password's new
+        # login exists by then) and before the migrations, which log in as the owner: the services of O(first) with
+        # no account converge side by side with the stores, those with one (the exporters) once the accounts are.
+        account_holders = {a.get("service") for store in params["stores"] for a in store["accounts"]}
+        early = [s for s in params["first"] if s not in account_holders]
+        self.reports += converge_in_place(self.module, compose, early, hashes, set())
+        self.access(compose, prune=False)
+        later = [s for s in params["first"] if s in account_holders]
+        self.reports += converge_in_place(self.module, compose, later, hashes, self.failed())
         if self.hold(compose, hashes):
             return
         self.edge = Edge(
@@ -938,10 +942,6 @@ class Rollout:
         self.reports += converge_in_place(self.module, compose, params["in_place"], hashes, self.failed())
         if params["remove_orphans"]:
             self.orphans = remove_orphans(self.module, compose)
-            # Every service rolled (a run of some services only may leave one on an old login): what no service uses
-            # any more (a rotated password's old login or password) is dropped.
-            if not self.failed():
-                self.access(compose, prune=True)
         # What the edge serves, checked on every run: upstreams rewritten by hand, a stopped follower, or the
         # edge's own configuration changed.
         if edge.service:
@@ -963,13 +963,18 @@ class Rollout:
             names = [target.get("name") or target["url"] for target in params["verify"]]
             failed = {line.split(":", 1)[0] for line in self.unverified}
             self.verified = [name for name in names if name not in failed]
+        # Every service rolled and answers (a run of some services only may leave one on an old login): what no
+        # service uses any more (a rotated password's old login or password) is dropped.
+        if params["remove_orphans"] and not self.failed() and not self.unverified:
+            self.access(compose, prune=True)
 
     def access(self, compose: Compose, prune: bool) -> None:
         """Each store of O(stores) brought to its accounts; with prune, only a store the first pass found holding
         something to drop. A store that cannot be reached stops the run (in check mode, it is reported)."""
         for store in self.params["stores"]:
             name = store["service"]
-            if prune and not self.prunable.get(name, True):
+            # A store that could not be brought back: what logs in to it is not rolled (it depends on it).
+            if name in self.failed() or (prune and not self.prunable.get(name, True)):
                 continue
             target = dict(
                 store, host=name, network=f"{compose.project}_{store['network']}", timeout=self.params["timeout"]

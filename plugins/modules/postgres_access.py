@@ -9,9 +9,11 @@ module: postgres_access
 short_description: Bring the stack's PostgreSQL roles and privileges to their definition
 version_added: 0.2.0
 description:
-  - Connects as the database's superuser, from a one-off container of the PostgreSQL image on the stack's database
-    network (hardened as the migrations' container is), reads the roles and privileges of one database, and changes
-    only what differs from O(accounts).
+  - Connects as the database's superuser - through C(docker exec) in the database's own Compose container when one
+    runs on the target (the SQL on psql's standard input), otherwise from a one-off container of the PostgreSQL
+    image on the stack's database network (hardened as the migrations' container is) - reads the roles and
+    privileges of one database, and changes only what differs from O(accounts).
+  - M(pliers.deploy.compose_rollout) runs the same code for its O(pliers.deploy.compose_rollout#module:stores).
   - An C(owner) account owns the database, its C(public) schema and every table, view and sequence in it (objects
     another role owns, e.g. the superuser's from before, are given to it); migrations run as it.
   - A C(dml) account is a login role in a group role (its O(accounts[].group)) that may only read and write the
@@ -103,7 +105,7 @@ options:
     type: int
     default: 120
 requirements:
-  - the Python Docker SDK on the target
+  - the Python Docker SDK on the target, and the docker CLI there when the database's container runs on it
 """
 
 EXAMPLES = r"""

@@ -9,9 +9,11 @@ module: redis_access
 short_description: Bring the stack's Redis ACL users to their definition
 version_added: 0.2.0
 description:
-  - Connects as Redis's admin user, from a one-off container of the Redis image on the stack's network (hardened as
-    the migrations' container is), reads the ACL users (C(ACL LIST)) and changes only the users that differ from
-    O(accounts), then saves the ACL file (C(ACL SAVE)), so that a restart keeps them.
+  - Connects as Redis's admin user - through C(docker exec) in Redis's own Compose container when one runs on the
+    target (the commands on the standard input), otherwise from a one-off container of the Redis image on the
+    stack's network (hardened as the migrations' container is) - reads the ACL users (C(ACL LIST)) and changes only
+    the users that differ from O(accounts), then saves the ACL file (C(ACL SAVE)), so that a restart keeps them.
+  - M(pliers.deploy.compose_rollout) runs the same code for its O(pliers.deploy.compose_rollout#module:stores).
   - A C(readwrite) account may use every key and every command but the dangerous ones (C(-@dangerous) -
     C(FLUSHALL), C(CONFIG), C(KEYS), C(DEBUG), C(SHUTDOWN), C(ACL) ...). A C(monitor) account may read the server's
     statistics (C(INFO), C(CONFIG GET), C(CLIENT LIST), C(SLOWLOG GET) and C(LEN), C(LATENCY LATEST) and C(HISTOGRAM)),
@@ -94,7 +96,7 @@ options:
     type: int
     default: 120
 requirements:
-  - the Python Docker SDK on the target
+  - the Python Docker SDK on the target, and the docker CLI there when Redis's container runs on it
 """
 
 EXAMPLES = r"""

@@ -980,6 +980,20 @@ def test_a_prune_pass_runs_once_everything_rolled_and_only_when_the_first_found_
     assert run.result(0.0)["changed"] is True
 
 
+def test_a_service_that_logs_in_to_a_store_converges_after_its_accounts_and_another_failure_skips_none(fake_store):
+    services = {name: {"healthcheck": HEALTHCHECK} for name in ("db", "exporter", "cache", "api")}
+    services["api"]["depends_on"] = {"db": {}}
+    containers = [FakeContainer("p-db-1"), FakeContainer("p-api-1")]
+    compose = FakeCompose(services, containers, new_health={"cache": "unhealthy"})
+    fake_store.compose = compose
+    store = dict(STORE, accounts=[{"name": "monitor", "service": "exporter"}])
+    rollout(compose, first=["db", "cache", "exporter"], services=["api"], stores=[store])
+    access = compose.events.index("access db on p_backend")
+    ups = {service: i for i, e in enumerate(compose.events) if e[0] == "compose" for service in e[1].split()[2:]}
+    assert ups["exporter"] > access, "the exporter starts once its login exists"
+    assert ups["cache"] < access, "cache failing skips no store's accounts"
+
+
 def test_a_store_that_does_not_answer_stops_the_run_before_anything_rolls(fake_store):
     compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD))
     fake_store.compose, fake_store.unreachable = compose, True
