@@ -284,6 +284,7 @@ class Psql:
                 "PGCONNECT_TIMEOUT": "10",
                 "PGAPPNAME": "pliers-deploy-access",
             },
+            host_variable="PGHOST",
             role="postgres-access",
         )
         if status != 0:

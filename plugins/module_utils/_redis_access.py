@@ -158,6 +158,7 @@ class RedisCli:
                 "REDIS_PORT": str(store["port"]),
                 "REDIS_USER": store["admin_user"],
             },
+            host_variable="REDIS_HOST",
             role="redis-access",
         )
         if status != 0:

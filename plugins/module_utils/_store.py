@@ -133,7 +133,7 @@ def store_container(client, store: dict):
 
 
 def run_as_admin(
-    module, client, store: dict, script: str, command: str, *, environment: dict, role: str
+    module, client, store: dict, script: str, command: str, *, environment: dict, host_variable: str, role: str
 ) -> tuple[int, str, str]:
     """Run COMMAND (a shell line) as the owner of the store's admin_password_file, given the file's path in
     $PLIERS_ADMIN_PASSWORD_FILE and SCRIPT's in $PLIERS_SCRIPT: in the store's own container (docker exec, the
@@ -143,7 +143,10 @@ def run_as_admin(
     uid = os.stat(store["admin_password_file"]).st_uid
     container, password_path = store_container(client, store)
     if container is not None:
-        where = {**environment, "PLIERS_ADMIN_PASSWORD_FILE": password_path, "PLIERS_SCRIPT": "/dev/stdin"}
+        # The store itself, on its loopback: its name may not resolve yet in a container that just started (Compose
+        # connects its other networks as it starts).
+        where = {**environment, host_variable: "127.0.0.1"}
+        where.update(PLIERS_ADMIN_PASSWORD_FILE=password_path, PLIERS_SCRIPT="/dev/stdin")
         flags = [arg for name, value in sorted(where.items()) for arg in ("--env", f"{name}={value}")]
         # timeout, in the container: a client that waits (on a lock) is ended there, not only its docker exec.
         limit = str(store.get("timeout") or 120)
