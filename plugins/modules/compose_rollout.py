@@ -921,7 +921,9 @@ class Rollout:
         # The stores' accounts before the first container that logs in with them starts (a rotated password's new
         # login exists by then) and before the migrations, which log in as the owner: the services of O(first) with
         # no account converge side by side with the stores, those with one (the exporters) once the accounts are.
-        account_holders = {a.get("service") for store in params["stores"] for a in store["accounts"]}
+        # (A store may hold an account of its own, the backups' on Redis: it is a store first.)
+        stores = {store["service"] for store in params["stores"]}
+        account_holders = {a.get("service") for store in params["stores"] for a in store["accounts"]} - stores
         early = [s for s in params["first"] if s not in account_holders]
         self.reports += converge_in_place(self.module, compose, early, hashes, set())
         self.access(compose, prune=False)

@@ -983,14 +983,16 @@ def test_a_prune_pass_runs_once_everything_rolled_and_only_when_the_first_found_
 def test_a_service_that_logs_in_to_a_store_converges_after_its_accounts_and_another_failure_skips_none(fake_store):
     services = {name: {"healthcheck": HEALTHCHECK} for name in ("db", "exporter", "cache", "api")}
     services["api"]["depends_on"] = {"db": {}}
-    containers = [FakeContainer("p-db-1"), FakeContainer("p-api-1")]
-    compose = FakeCompose(services, containers, new_health={"cache": "unhealthy"})
+    # A first deploy's: the store is started too.
+    compose = FakeCompose(services, [FakeContainer("p-api-1")], new_health={"cache": "unhealthy"})
     fake_store.compose = compose
-    store = dict(STORE, accounts=[{"name": "monitor", "service": "exporter"}])
+    # The store holds an account of its own too (the backups'): it starts first all the same.
+    store = dict(STORE, accounts=[{"name": "monitor", "service": "exporter"}, {"name": "backup", "service": "db"}])
     rollout(compose, first=["db", "cache", "exporter"], services=["api"], stores=[store])
     access = compose.events.index("access db on p_backend")
     ups = {service: i for i, e in enumerate(compose.events) if e[0] == "compose" for service in e[1].split()[2:]}
     assert ups["exporter"] > access, "the exporter starts once its login exists"
+    assert ups["db"] < access
     assert ups["cache"] < access, "cache failing skips no store's accounts"
 
 
