@@ -110,13 +110,10 @@ def access_main(module, account_problems, bring, what: str) -> None:
     except ImageMissing as exc:
         module.warn(f"{exc} is not on this host: no {what} was read (check mode pulls nothing)")
         module.exit_json(changed=True, reached=False, actions=["unknown: the image is not on this host"])
-    except (StoreError, DockerException) as exc:
-        failure = (
-            str(exc)
-            if isinstance(exc, StoreError)
-            else f"reaching {params['host']} with {params['image']} failed: {exc}"
-        )
-        module.fail_json(msg=failure)
+    except StoreError as exc:
+        module.fail_json(msg=str(exc))
+    except DockerException as exc:
+        module.fail_json(msg=f"reaching {params['host']} with {params['image']} failed: {exc}")
 
 
 def store_container(client, store: dict):
@@ -169,7 +166,7 @@ def run_as_admin(
             environment={
                 **environment,
                 "PLIERS_ADMIN_PASSWORD_FILE": ADMIN_PASSWORD,
-                "PLIERS_SCRIPT": f"{WORKDIR}/script",
+                "PLIERS_SCRIPT": SCRIPT,
             },
             network=store["network"],
             volumes={
