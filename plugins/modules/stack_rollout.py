@@ -186,15 +186,15 @@ def service_state(service, stack: str, since: float | None = None, down: dict | 
     cause = ""
     if state in FAILED_UPDATES or state == "rollback_started":
         named = re.search(r"\btask (\w+)", message)
-        cause = next(
-            (
-                t["Status"]["Err"]
-                for t in history
-                if t["Status"].get("Err")
-                and t["Status"]["State"] not in NOT_STARTED
-                and (t.get("ID") == named.group(1) if named else t["Spec"].get("ContainerSpec") != container_spec)
-            ),
-            "",
+        culprits = [
+            t
+            for t in history
+            if t["Status"]["State"] not in NOT_STARTED
+            and (t.get("ID") == named.group(1) if named else t["Spec"].get("ContainerSpec") != container_spec)
+        ]
+        # A task that ended without an error (exited 0, was shut down) still says how it ended.
+        cause = next((t["Status"]["Err"] for t in culprits if t["Status"].get("Err")), "") or next(
+            (f"its task {t['Status']['State']} ({t['Status'].get('Message', '')})" for t in culprits), ""
         )
     message = f"{message}: {cause}" if message and cause else message or last_error
     # A rollback whose tasks can run on no node that is up (the previous spec was pinned to a node that went

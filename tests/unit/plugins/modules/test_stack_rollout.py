@@ -60,6 +60,14 @@ def test_a_rollback_is_reported_with_the_error_of_the_task_that_caused_it():
     assert state["message"] == "rollback completed: task: non-zero exit (1)"
 
 
+def test_a_rollback_caused_by_a_task_that_ended_without_an_error_says_how_it_ended():
+    update = {"State": "rollback_completed", "Message": "rollback completed"}
+    ended = task("complete", spec=OLD_SPEC)
+    ended["Status"]["Message"] = "finished"
+    state = stack_rollout.service_state(FakeService([task(), ended], replicas=1, update=update), "s")
+    assert state["message"] == "rollback completed: its task complete (finished)"
+
+
 def test_a_rollback_that_no_node_up_can_run_is_blocked():
     # The previous spec was pinned to a node that went down: Swarm would wait for that node forever.
     update = {"State": "rollback_started", "Message": "update rolled back"}
