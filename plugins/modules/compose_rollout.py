@@ -162,6 +162,14 @@ options:
           service:
             description: The service that logs in as it (for messages only).
             type: str
+  accounts_brought:
+    description:
+      - The stores of O(stores) whose accounts an earlier run of this deploy brought, each with what that run found
+        to drop (its RV(prunable)), as the run that stopped for migrations returns them. Their accounts are not
+        brought again; after the rollout, only those with something to drop are pruned.
+    type: dict
+    default: {}
+    version_added: 0.2.0
   services:
     description: The stateless services to roll behind the edge. Each needs a health check.
     type: list
@@ -362,6 +370,14 @@ access:
   elements: dict
   version_added: 0.2.0
   sample: [{store: postgres, prune: false, actions: ["create login pliers_app_1f3a9c2e in pliers_app"], notes: []}]
+prunable:
+  description: For each store of O(stores) this run brought, the logins or users it holds that no account needs any
+    more (names only), dropped by the prune after a rollout; a run that stops for migrations hands it to the next
+    one as O(accounts_brought).
+  returned: always
+  type: dict
+  version_added: 0.2.0
+  sample: {postgres: [pliers_app_1f3a9c2e], redis: []}
 verified:
   description: The endpoints of O(verify) that passed (their names).
   returned: always
@@ -698,14 +714,25 @@ def roll(module, compose: Compose, edge: Edge, services: list[str], hashes: dict
     retiring = [c for s, d in acting.items() if reports[s]["action"] != "failed" for c in d.retire]
     if retiring and repointed:
         time.sleep(module.params["drain"])
-    for container in retiring:
-        container.stop()
-        container.remove()
+    retire(retiring)
     for service in acting:
         if reports[service]["action"] != "failed":
             reports[service]["new"] = sorted(serving[service])
         reports[service]["seconds"] = round(time.monotonic() - started, 1)
     return list(reports.values())
+
+
+def retire(containers: list) -> None:
+    """Stop and remove the containers side by side: each stop waits for its own container's exit (up to its stop
+    grace period), which one after the other would add up."""
+
+    def end(container) -> None:
+        container.stop()
+        container.remove()
+
+    if containers:
+        with ThreadPoolExecutor(max_workers=min(len(containers), 8)) as pool:
+            list(pool.map(end, containers))
 
 
 def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict[str, list]:
@@ -897,7 +924,8 @@ class Rollout:
         self.verified: list[str] = []
         self.unverified: list[str] = []
         self.access_reports: list[dict] = []
-        self.prunable: dict[str, list] = {}
+        # What an earlier run of this deploy found to drop, by store: those stores' accounts are not brought again.
+        self.prunable: dict[str, list] = dict(module.params["accounts_brought"])
 
     def failed(self) -> set[str]:
         return {r["name"] for r in self.reports if r["action"] in ("failed", "skipped")}
@@ -978,6 +1006,8 @@ class Rollout:
             # A store that could not be brought back: what logs in to it is not rolled (it depends on it).
             if name in self.failed() or (prune and not self.prunable.get(name, True)):
                 continue
+            if not prune and name in self.params["accounts_brought"]:
+                continue
             target = dict(
                 store, host=name, network=f"{compose.project}_{store['network']}", timeout=self.params["timeout"]
             )
@@ -1045,6 +1075,7 @@ class Rollout:
             upstreams=edge.rewritten if edge else [],
             orphans=self.orphans,
             access=self.access_reports,
+            prunable=self.prunable,
             waited=waited,
             verified=self.verified,
             failures=failures,
@@ -1094,6 +1125,7 @@ def main() -> None:
         ),
         verify_timeout=dict(type="int", default=120),
         validate_certs=dict(type="bool", default=True),
+        accounts_brought=dict(type="dict", default={}),
         stores=dict(
             type="list",
             elements="dict",

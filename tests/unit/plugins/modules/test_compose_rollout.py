@@ -368,15 +368,11 @@ def test_a_new_definition_starts_new_containers_beside_the_old_and_retires_the_o
     # The edge is repaired first (its follower synced); what the new containers reach through it is loaded before
     # they start (the first flush); the edge serves the new containers, and the drain passes, before an old one stops.
     assert compose.events[:2] == [("sync",), ("flush",)]
-    assert compose.events[3:] == [
-        ("point", "api", ["p-api-3", "p-api-4"]),
-        ("flush",),
-        ("sleep", 1.5),
-        ("stop", "p-api-1"),
-        ("remove", "p-api-1"),
-        ("stop", "p-api-2"),
-        ("remove", "p-api-2"),
-    ]
+    assert compose.events[3:6] == [("point", "api", ["p-api-3", "p-api-4"]), ("flush",), ("sleep", 1.5)]
+    # The old ones stop side by side, each removed once stopped.
+    retired = compose.events[6:]
+    assert sorted(retired) == [("remove", "p-api-1"), ("remove", "p-api-2"), ("stop", "p-api-1"), ("stop", "p-api-2")]
+    assert all(retired.index(("stop", name)) < retired.index(("remove", name)) for name in ("p-api-1", "p-api-2"))
 
 
 def test_a_stopped_replica_is_replaced_by_one_new_container_and_the_healthy_one_kept():
@@ -899,7 +895,7 @@ def rollout(compose, check_mode=False, **params):
     module = FakeModule(check_mode, **{"first": [], "services": [], "in_place": [], "hold": [], "pull": False,
                                        "remove_orphans": False, "reload_edge": False,
                                        "write": {"directories": [], "files": []}, "verify": [], "stores": [],
-                                       **params})  # fmt: skip
+                                       "accounts_brought": {}, **params})  # fmt: skip
     run = compose_rollout.Rollout(module, client=None)
     run.converge(compose)
     return run
@@ -978,6 +974,21 @@ def test_a_prune_pass_runs_once_everything_rolled_and_only_when_the_first_found_
     assert compose.events.index("access db on p_backend prune") == len(compose.events) - 1
     assert run.access_reports == [{"store": "db", "prune": True, "actions": ["drop login app_0000000a"], "notes": []}]
     assert run.result(0.0)["changed"] is True
+
+
+def test_the_run_after_the_migrations_brings_no_account_again_and_prunes_what_the_first_found(fake_store):
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    fake_store.compose = compose
+    first = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], stores=[STORE], remove_orphans=True)
+    assert first.result(0.0)["prunable"] == {"db": []}
+    compose.events.clear()
+    brought = {"db": ["app_0000000a"]}
+    run = rollout(compose, services=["api", "web"], stores=[STORE], remove_orphans=True, accounts_brought=brought)
+    assert accesses(compose) == ["access db on p_backend prune"]
+    compose.events.clear()
+    rollout(compose, services=["api", "web"], stores=[STORE], remove_orphans=True, accounts_brought={"db": []})
+    assert accesses(compose) == [], "nothing to drop: no prune"
+    assert run.result(0.0)["prunable"] == {"db": []}
 
 
 def test_a_service_that_logs_in_to_a_store_converges_after_its_accounts_and_another_failure_skips_none(fake_store):
