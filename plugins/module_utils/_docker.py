@@ -6,6 +6,8 @@ from __future__ import annotations
 
 # The SDK's exceptions are re-exported: the modules catch them without importing the SDK themselves.
 __all__ = [
+    "COMPOSE_PROJECT_LABEL",
+    "COMPOSE_SERVICE_LABEL",
     "HARDENED",
     "HAS_DOCKER_SDK",
     "DockerException",
@@ -29,6 +31,11 @@ except ImportError:  # reported by docker_client() with a clear message
     HAS_DOCKER_SDK = False
     DOCKER_SDK_IMPORT_ERROR = traceback.format_exc()
     DockerException = ImageNotFound = NotFound = Exception
+
+
+# The labels Docker Compose puts on a project's containers.
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 
 
 def docker_client(module, timeout: int = 60):

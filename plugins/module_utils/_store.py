@@ -10,6 +10,7 @@ import os
 import tempfile
 
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
+    COMPOSE_SERVICE_LABEL,
     DockerException,
     NotFound,
     docker_client,
@@ -22,7 +23,6 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
 ADMIN_PASSWORD = "/run/secrets/admin_password"  # noqa: S105 - a path, not a password
 WORKDIR = "/run/pliers"
 SCRIPT = f"{WORKDIR}/script"
-COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 
 
 def store_argument_spec(*, host: str, port: int, accounts: dict, **specific) -> dict:

@@ -404,6 +404,8 @@ from contextlib import contextmanager
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils import _postgres_access, _redis_access
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
+    COMPOSE_PROJECT_LABEL,
+    COMPOSE_SERVICE_LABEL,
     DockerException,
     ImageNotFound,
     NotFound,
@@ -425,8 +427,6 @@ from ansible_collections.pliers.deploy.plugins.module_utils._store import (
     reach,
 )
 
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
 HASH_LABEL = "com.docker.compose.config-hash"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 # How each kind of store's accounts are checked and brought.
@@ -500,7 +500,7 @@ class Compose:
         return sorted(name for name, endpoint in attached.items() if endpoint.get("NetworkID") not in self.network_ids)
 
     def containers(self, service: str) -> list:
-        filters = {"label": [f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={service}"]}
+        filters = {"label": [f"{COMPOSE_PROJECT_LABEL}={self.project}", f"{COMPOSE_SERVICE_LABEL}={service}"]}
         found = self.client.containers.list(all=True, filters=filters)
         return sorted((c for c in found if c.labels.get(ONEOFF_LABEL) != "True"), key=lambda c: c.name)
 
@@ -841,11 +841,11 @@ def converge_in_place(module, compose: Compose, services: list[str], hashes: dic
 
 def remove_orphans(module, compose: Compose) -> list[str]:
     """Containers of services the project no longer defines (not one-off runs); removed outside check mode."""
-    found = compose.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={compose.project}"})
+    found = compose.client.containers.list(all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={compose.project}"})
     orphans = [
         c
         for c in found
-        if c.labels.get(SERVICE_LABEL) not in compose.model["services"] and c.labels.get(ONEOFF_LABEL) != "True"
+        if c.labels.get(COMPOSE_SERVICE_LABEL) not in compose.model["services"] and c.labels.get(ONEOFF_LABEL) != "True"
     ]
     if not module.check_mode:
         for container in orphans:

@@ -163,7 +163,11 @@ def container_state(container) -> tuple[bool, str]:
 
 
 def check_container(target: dict, client) -> tuple[bool, str]:
-    from ansible_collections.pliers.deploy.plugins.module_utils._docker import NotFound  # the SDK, when needed
+    from ansible_collections.pliers.deploy.plugins.module_utils._docker import (  # the SDK, when needed
+        COMPOSE_PROJECT_LABEL,
+        COMPOSE_SERVICE_LABEL,
+        NotFound,
+    )
 
     if target.get("container"):
         try:
@@ -171,8 +175,8 @@ def check_container(target: dict, client) -> tuple[bool, str]:
         except NotFound:
             return False, f"no container {target['container']}"
     labels = [
-        f"com.docker.compose.project={target['compose_project']}",
-        f"com.docker.compose.service={target['compose_service']}",
+        f"{COMPOSE_PROJECT_LABEL}={target['compose_project']}",
+        f"{COMPOSE_SERVICE_LABEL}={target['compose_service']}",
     ]
     containers = client.containers.list(all=True, filters={"label": labels})
     if not containers:

@@ -8,15 +8,10 @@ import types
 
 import pytest
 from ansible_collections.pliers.deploy.plugins.module_utils import _nginx_edge
+from ansible_collections.pliers.deploy.plugins.module_utils._docker import COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL
 from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError, upstream
 from ansible_collections.pliers.deploy.plugins.modules import compose_rollout
-from ansible_collections.pliers.deploy.plugins.modules.compose_rollout import (
-    HASH_LABEL,
-    ONEOFF_LABEL,
-    PROJECT_LABEL,
-    SERVICE_LABEL,
-    RolloutError,
-)
+from ansible_collections.pliers.deploy.plugins.modules.compose_rollout import HASH_LABEL, ONEOFF_LABEL, RolloutError
 
 OLD = "hash-of-the-previous-definition"
 NEW = "hash-of-the-current-definition"
@@ -37,7 +32,7 @@ class FakeContainer:
         self.name = name
         self.status = status
         service = service or name.split("-", 1)[1].rsplit("-", 1)[0]  # p-ai-service-2 -> ai-service
-        self.labels = {PROJECT_LABEL: "p", SERVICE_LABEL: service, HASH_LABEL: config_hash}
+        self.labels = {COMPOSE_PROJECT_LABEL: "p", COMPOSE_SERVICE_LABEL: service, HASH_LABEL: config_hash}
         self.to_come = list(health) if isinstance(health, list) else []
         self.attrs = {"State": {"Status": status, "ExitCode": exit_code}}
         if health is not None:
@@ -126,7 +121,7 @@ class FakeCompose(compose_rollout.Compose):
         container.engine = self.engine.containers
         container.events = self.events
         self.engine.containers.append(container)
-        service = container.labels[SERVICE_LABEL]
+        service = container.labels[COMPOSE_SERVICE_LABEL]
         number = int(container.name.rsplit("-", 1)[1])
         self.last_number[service] = max(self.last_number.get(service, 0), number)
         return container
