@@ -39,7 +39,7 @@ VOLUME_KEYS = frozenset(("source", "target", "type", "read_only"))
 HEALTHCHECK_KEYS = frozenset(("test", "interval", "timeout", "retries", "start_period", "start_interval"))
 HTTP_KEYS = frozenset(("port", "path_prefix", "health_path", "verify"))
 VERIFY_KEYS = frozenset(("path", "json", "body_regex"))
-UPSTREAM_KEYS = frozenset(("dir", "sync"))
+UPSTREAM_KEYS = frozenset(("dir", "sync", "drained"))
 MIGRATIONS_KEYS = frozenset(("network", "backup_first", "environment", "secrets"))
 ACCOUNT_KEYS = frozenset(("store", "name", "password", "privileges", "group"))
 STORE_KEYS = frozenset(("kind", "database", "admin_user", "admin_password", "network", "port"))
@@ -861,6 +861,7 @@ def stack_plan(services: dict, selected: list | None = None, project_dir: str = 
         "upstreams": {
             "dir": posixpath.join(project_dir, "configs", edge, services[edge]["upstreams"]["dir"]),
             "sync": list(services[edge]["upstreams"]["sync"]),
+            "drained": list(services[edge]["upstreams"].get("drained", [])),
         }
         if edge
         else None,

@@ -13,6 +13,8 @@ import os
 import tempfile
 import time
 
+from ansible_collections.pliers.deploy.plugins.module_utils._docker import DockerException
+
 SYNC_TRIES = 5
 
 
@@ -56,11 +58,12 @@ class Edge:
     """
 
     def __init__(self, service: str | None, directory: str | None, routes: dict, sync_command: list[str],
-                 check_mode: bool, running, start) -> None:  # fmt: skip
+                 check_mode: bool, running, start, drain_command: list[str] = ()) -> None:  # fmt: skip
         self.service = service
         self.directory = directory
         self.routes = routes if service else {}
         self.sync_command = list(sync_command)
+        self.drain_command = list(drain_command)
         self.check_mode = check_mode
         self._running = running
         self._start = start
@@ -153,3 +156,20 @@ class Edge:
                 )
             acted |= "reloaded" in output or "follower started" in output
         return acted
+
+    def drain(self, seconds: float) -> None:
+        """Wait until the workers the edge's reloads retired have finished the requests they hold (to containers
+        about to stop), at most seconds: the drain command says when, in each running edge container. An edge that
+        cannot say (no drain command, or a container still running an older script) is given the whole time."""
+        deadline = time.monotonic() + seconds
+        if self.service and self.drain_command and not self.check_mode:
+            try:
+                results = [
+                    container.exec_run([*self.drain_command, str(int(max(0.0, deadline - time.monotonic()) * 10))])
+                    for container in self._running()
+                ]
+            except DockerException:
+                results = [None]
+            if results and all(result is not None and result.exit_code == 0 for result in results):
+                return
+        time.sleep(max(0.0, deadline - time.monotonic()))

@@ -27,8 +27,9 @@ description:
   - The services in O(services) are rolled. Each whose containers differ from the project's current definition
     (Compose's own configuration hash) or are not all running and healthy gets its missing containers started
     beside the ones that serve - all such services at once - and as soon as a service's new containers are
-    healthy the edge is pointed at its healthy containers of the current definition; then O(drain) seconds pass
-    and the others are stopped and removed. When new containers do not turn healthy (unhealthy, exited, or not
+    healthy the edge is pointed at its healthy containers of the current definition; then, once the edge's old
+    workers have finished the requests they hold (at most O(drain) seconds), the others are stopped and removed,
+    side by side. When new containers do not turn healthy (unhealthy, exited, or not
     healthy within O(timeout)), they are removed and the old ones keep serving.
   - With O(hold), stops after O(first) when one of those rolled services needs acting on, so that the caller can
     run their migrations before they roll (RV(held)); nothing else is changed then. In check mode it goes on, and
@@ -216,10 +217,18 @@ options:
     type: int
     default: 180
   drain:
-    description: Seconds between switching the edge to the new containers and stopping the old ones, for the
-      edge's old workers to finish the requests they hold.
+    description: At most this many seconds between switching the edge to the new containers and stopping the old
+      ones, for the edge's old workers to finish the requests they hold; less once O(drain_command) says they did.
     type: float
     default: 2.0
+  drain_command:
+    description: The command run in the edge's container, with a limit in tenths of a second appended, that returns
+      once the workers its reloads retired have finished their requests (or the limit passed). When it fails, the
+      whole O(drain) is waited.
+    type: list
+    elements: str
+    default: [sh, /etc/nginx/conf.d/pliers-edge.sh, drained]
+    version_added: 0.2.0
   verify:
     description:
       - Once every service is at its definition, HTTP endpoints (through the edge) to check, as
@@ -713,7 +722,7 @@ def roll(module, compose: Compose, edge: Edge, services: list[str], hashes: dict
         reports[service].update(action="failed", reason=reason, new=[c.name for c in acting[service].keep])
     retiring = [c for s, d in acting.items() if reports[s]["action"] != "failed" for c in d.retire]
     if retiring and repointed:
-        time.sleep(module.params["drain"])
+        edge.drain(module.params["drain"])
     retire(retiring)
     for service in acting:
         if reports[service]["action"] != "failed":
@@ -963,6 +972,7 @@ class Rollout:
             params["edge"], params["upstreams_dir"], params["routes"], params["sync_command"], self.module.check_mode,
             running=lambda: [c for c in compose.containers(params["edge"]) if c.status == "running"],
             start=lambda: compose.run("up", "--detach", "--no-recreate", params["edge"]),
+            drain_command=params["drain_command"],
         )  # fmt: skip
         edge = self.edge
         if params["services"]:
@@ -1107,6 +1117,7 @@ def main() -> None:
         edge=dict(type="str"),
         upstreams_dir=dict(type="path"),
         sync_command=dict(type="list", elements="str", default=["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"]),
+        drain_command=dict(type="list", elements="str", default=["sh", "/etc/nginx/conf.d/pliers-edge.sh", "drained"]),
         reload_edge=dict(type="bool", default=False),
         timeout=dict(type="int", default=180),
         drain=dict(type="float", default=2.0),

@@ -73,7 +73,9 @@ class EdgeScript:
             PLIERS_EDGE_SOURCE=str(self.source),
             PLIERS_EDGE_RUN=str(self.run_dir),
             PLIERS_EDGE_INTERVAL="0.2",
+            PLIERS_EDGE_PROC=str(self.root / "proc"),
         )
+        (self.root / "proc").mkdir()
 
     def resolve(self, addresses: dict[str, str | list[str]]) -> None:
         """What Docker's DNS answers now: name -> address(es)."""
@@ -107,6 +109,18 @@ class EdgeScript:
             timeout=60,
             check=False,
         )
+
+    def process(self, pid: int, title: str) -> None:
+        """A process in the script's /proc, with the title nginx gives its processes (NUL-padded, as in cmdline)."""
+        (self.root / "proc" / str(pid)).mkdir(exist_ok=True)
+        (self.root / "proc" / str(pid) / "cmdline").write_bytes(title.encode() + b"\0" * 8)
+
+    def end(self, pid: int) -> None:
+        shutil.rmtree(self.root / "proc" / str(pid))
+
+    def drained(self, tenths: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", str(SCRIPT), "drained", tenths], cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
 
     def rendered(self, service: str) -> str:
         return (self.run_dir / f"{service}.conf").read_text()
@@ -323,6 +337,44 @@ def test_the_edges_own_configuration_changed_since_the_last_reload_is_loaded_by_
     (edge.root / "conf" / "edge.conf").write_text("server { listen 80; server_tokens off; }\n")
     assert edge.sync().stdout == "reloaded\n"
     assert edge.nginx_calls() == [CHECK, RELOAD, CHECK, RELOAD]
+
+
+def test_drained_waits_for_the_workers_the_last_reload_retired_and_no_other_process(edge_without_follower):
+    edge = edge_without_follower
+    edge.process(1, "nginx: master process nginx -g daemon off;")
+    edge.process(7, "nginx: worker process")
+    edge.process(8, "nginx: worker process")
+    edge.process(9, "sh /etc/nginx/conf.d/pliers-edge.sh follow")
+    edge.write_upstream("api", upstream("api", 3000, []))
+    assert edge.sync().stdout == "reloaded\n"
+    # nginx handled the reload: new workers, the old ones finishing the requests they hold.
+    edge.process(7, "nginx: worker process is shutting down")
+    edge.process(8, "nginx: worker process is shutting down")
+    edge.process(10, "nginx: worker process")
+    assert edge.drained("1").stdout == "still draining\n"
+    edge.end(7)
+    assert edge.drained("1").stdout == "still draining\n"
+    edge.end(8)
+    assert edge.drained("1").stdout == "drained\n"
+    # Nothing retired since: the new worker holds nothing back.
+    assert edge.drained("0").stdout == "drained\n"
+
+
+def test_drained_waits_for_a_worker_nginx_has_not_retired_yet(edge_without_follower):
+    # nginx -s reload returns before the master handled it: the old worker keeps its title a moment longer.
+    edge = edge_without_follower
+    edge.process(7, "nginx: worker process")
+    edge.write_upstream("api", upstream("api", 3000, []))
+    edge.sync()
+    assert edge.drained("1").stdout == "still draining\n"
+    edge.end(7)
+    assert edge.drained("1").stdout == "drained\n"
+
+
+@pytest.mark.parametrize("tenths", ["1.5", "-1", "2;reboot"])
+def test_drained_refuses_a_limit_that_is_no_whole_number_of_tenths(edge_without_follower, tenths):
+    result = edge_without_follower.drained(tenths)
+    assert result.returncode == 2 and "tenths of a second" in result.stderr
 
 
 def test_upstreams_nginx_refuses_are_replaced_by_the_previous_ones_and_sync_fails(edge_without_follower):

@@ -15,6 +15,9 @@
 #   pliers-edge.sh start   render, follow in the background, then exec nginx (the container's command)
 #   pliers-edge.sh sync    render now and reload nginx if anything changed, start the follower if it does not
 #                          run, and say what it did (compose_rollout runs it on every deploy); --force: reload
+#   pliers-edge.sh drained N
+#                          wait until the workers the reloads retired have finished the requests they hold, at
+#                          most N tenths of a second (compose_rollout, before it stops the containers they reach)
 #
 # POSIX sh with getent, awk, cksum and flock: what the Debian-based official nginx image has (and the lab's).
 set -u
@@ -25,6 +28,9 @@ SOURCE=${PLIERS_EDGE_SOURCE:-$CONF/upstreams}
 RUN=${PLIERS_EDGE_RUN:-/tmp/pliers-edge}
 INTERVAL=${PLIERS_EDGE_INTERVAL:-1}
 PIDFILE="$RUN/follow.pid"
+PROC=${PLIERS_EDGE_PROC:-/proc}
+# The workers a reload retires: nginx's old workers finish the requests they hold, then exit.
+RETIRING="$RUN/retiring"
 
 log() {
     echo "pliers-edge: $*" >&2
@@ -126,8 +132,11 @@ reload() {
         restore_previous
         return 1
     fi
+    # Every worker that runs, the earlier reloads' retired ones still finishing included, is retired by this one.
+    workers > "$RETIRING"
     if ! output=$(nginx -s reload 2>&1); then
-        # nginx not started yet (no pid): the next round tries again.
+        # nginx not started yet (no pid): the next round tries again. No worker was retired.
+        : > "$RETIRING"
         restore_previous
         complain "reload failed: $output"
         return 1
@@ -136,6 +145,41 @@ reload() {
     rm -f "$RUN/last-error"
     log "reloaded: $(cat "$RUN"/*.conf | awk '$1 == "server" { printf "%s ", $2 }')"
     return 0
+}
+
+# The pids of nginx's workers (a worker's title: "nginx: worker process", "... is shutting down" once retired).
+workers() {
+    for cmdline in "$PROC"/[0-9]*/cmdline; do
+        if grep -qs '^nginx: worker process' "$cmdline"; then
+            pid=${cmdline%/cmdline}
+            echo "${pid##*/}"
+        fi
+    done
+}
+
+# Whether a worker a reload retired still runs (until nginx handles the reload, it still has a worker's title).
+retiring() {
+    [ -s "$RETIRING" ] || return 1
+    while read -r pid; do
+        grep -qs '^nginx: worker process' "$PROC/$pid/cmdline" && return 0
+    done < "$RETIRING"
+    return 1
+}
+
+drained() {
+    limit=${1:-20}
+    case $limit in '' | *[!0-9]*) echo "usage: $0 drained <tenths of a second>" >&2; exit 2 ;; esac
+    waited=0
+    while retiring; do
+        if [ "$waited" -ge "$limit" ]; then
+            echo "still draining"
+            return 0
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    : > "$RETIRING"
+    echo drained
 }
 
 # One round, under a lock shared with sync runs (compose_rollout) so two renders never interleave.
@@ -213,8 +257,11 @@ case ${1:-} in
         fi
         exit "$status"
         ;;
+    drained)
+        drained "${2:-}"
+        ;;
     *)
-        echo "usage: $0 start | sync [--force]" >&2
+        echo "usage: $0 start | sync [--force] | drained <tenths of a second>" >&2
         exit 2
         ;;
 esac

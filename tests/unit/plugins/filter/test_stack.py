@@ -398,7 +398,7 @@ def test_the_plan_takes_each_phase_in_its_step_and_in_dependency_order():
     assert plan["verify"] == [{"name": "api", "path": "/api/health", "json": {"version": "1.1.0"}},
                               {"name": "web", "path": "/"}]  # fmt: skip
     assert plan["edge"] == "edge"
-    assert plan["upstreams"] == {"dir": "/opt/p/configs/edge/upstreams", "sync": ["sh", "sync"]}
+    assert plan["upstreams"] == {"dir": "/opt/p/configs/edge/upstreams", "sync": ["sh", "sync"], "drained": []}
     assert plan["versions"] == {"ai-service": "1.1.0", "api": "1.1.0", "web": "1.1.0"}
     (migrations,) = plan["migrations"]
     assert migrations == {

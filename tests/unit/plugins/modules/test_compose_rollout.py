@@ -172,6 +172,7 @@ class FakeModule:
             "upstreams_dir": None,
             "routes": {},
             "sync_command": ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"],
+            "drain_command": ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "drained"],
             **params,
         }
 
@@ -196,6 +197,9 @@ class FakeEdge:
 
     def load(self, service):
         self.flush()
+
+    def drain(self, seconds):
+        self.events.append(("drain", seconds))
 
 
 class FakeClock:
@@ -363,7 +367,7 @@ def test_a_new_definition_starts_new_containers_beside_the_old_and_retires_the_o
     # The edge is repaired first (its follower synced); what the new containers reach through it is loaded before
     # they start (the first flush); the edge serves the new containers, and the drain passes, before an old one stops.
     assert compose.events[:2] == [("sync",), ("flush",)]
-    assert compose.events[3:6] == [("point", "api", ["p-api-3", "p-api-4"]), ("flush",), ("sleep", 1.5)]
+    assert compose.events[3:6] == [("point", "api", ["p-api-3", "p-api-4"]), ("flush",), ("drain", 1.5)]
     # The old ones stop side by side, each removed once stopped.
     retired = compose.events[6:]
     assert sorted(retired) == [("remove", "p-api-1"), ("remove", "p-api-2"), ("stop", "p-api-1"), ("stop", "p-api-2")]
@@ -653,15 +657,39 @@ class FakeEdgeContainer(FakeContainer):
         return types.SimpleNamespace(exit_code=exit_code, output=output)
 
 
-def edge_for(tmp_path, *containers, check_mode=False):
+DRAINED = ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "drained"]
+
+
+def edge_for(tmp_path, *containers, check_mode=False, drain_command=DRAINED):
     """The edge as compose_rollout makes it: its running containers and its start through the project."""
     compose = FakeCompose({"api": {"healthcheck": HEALTHCHECK}, "web": {}, "edge": {}}, containers)
     edge = Edge(
         "edge", str(tmp_path / "edge" / "upstreams"), {"api": 3000}, ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"],
         check_mode, running=lambda: [c for c in compose.containers("edge") if c.status == "running"],
-        start=lambda: compose.run("up", "--detach", "--no-recreate", "edge"),
+        start=lambda: compose.run("up", "--detach", "--no-recreate", "edge"), drain_command=drain_command,
     )  # fmt: skip
     return compose, edge
+
+
+def test_the_drain_ends_when_each_edge_container_says_its_retired_workers_are_done(tmp_path, clock):
+    containers = [
+        FakeEdgeContainer("p-edge-1", [(0, b"drained\n")]),
+        FakeEdgeContainer("p-edge-2", [(0, b"drained\n")]),
+    ]
+    _compose, edge = edge_for(tmp_path, *containers)
+    edge.drain(2.0)
+    assert [c.commands for c in containers] == [[[*DRAINED, "20"]], [[*DRAINED, "20"]]]
+    assert clock.slept == []
+
+
+@pytest.mark.parametrize("answer", [(2, b"usage: pliers-edge.sh start | sync [--force]\n"), None])
+def test_an_edge_that_cannot_say_is_given_the_whole_drain(tmp_path, clock, answer):
+    # An edge container still running an older script, or no drain command: the whole time passes.
+    container = FakeEdgeContainer("p-edge-1", [answer or (0, b"")])
+    _compose, edge = edge_for(tmp_path, container, drain_command=DRAINED if answer else [])
+    edge.drain(1.5)
+    assert clock.slept == [1.5]
+    assert container.commands == ([[*DRAINED, "15"]] if answer else [])
 
 
 def test_an_upstream_file_is_written_only_when_it_changes(tmp_path):
@@ -839,16 +867,15 @@ def test_services_roll_together_each_routed_when_healthy_then_one_drain_and_the_
     assert {name: r["action"] for name, r in reports.items()} == {"api": "rolled", "web": "rolled"}
     # One compose command starts every new container.
     assert compose.commands == ["up --detach --no-recreate --scale api=2 --scale web=2 api web"]
-    events = [e for e in compose.events if e[0] in ("point", "sleep", "stop")]
-    # The web, healthy first, is routed first; one drain for both; then the old containers stop.
-    assert events == [
+    events = [e for e in compose.events if e[0] in ("point", "sleep", "drain", "stop")]
+    # The web, healthy first, is routed first; one drain for both; then the old containers stop (side by side).
+    assert events[:4] == [
         ("point", "web", ["p-web-2"]),
         ("sleep", 1),
         ("point", "api", ["p-api-2"]),
-        ("sleep", 2.0),
-        ("stop", "p-api-1"),
-        ("stop", "p-web-1"),
+        ("drain", 2.0),
     ]
+    assert sorted(events[4:]) == [("stop", "p-api-1"), ("stop", "p-web-1")]
 
 
 def test_one_service_failing_to_roll_does_not_stop_the_others():
