@@ -158,14 +158,16 @@ class Edge:
         return acted
 
     def drain(self, seconds: float) -> None:
-        """Wait until the workers the edge's reloads retired have finished the requests they hold (to containers
+        """Wait until the workers the edge's last reload retired have finished the requests they hold (to containers
         about to stop), at most seconds: the drain command says when, in each running edge container. An edge that
-        cannot say (no drain command, or a container still running an older script) is given the whole time."""
+        cannot say (no drain command, or a container started by an older script) is given the whole time."""
         deadline = time.monotonic() + seconds
         if self.service and self.drain_command and not self.check_mode:
             try:
                 results = [
-                    container.exec_run([*self.drain_command, str(int(max(0.0, deadline - time.monotonic()) * 10))])
+                    container.exec_run(
+                        [*self.drain_command, str(min(int(max(0.0, deadline - time.monotonic()) * 10), 9999))]
+                    )
                     for container in self._running()
                 ]
             except DockerException:

@@ -223,8 +223,8 @@ options:
     default: 2.0
   drain_command:
     description: The command run in the edge's container, with a limit in tenths of a second appended, that returns
-      once the workers its reloads retired have finished their requests (or the limit passed). When it fails, the
-      whole O(drain) is waited.
+      once the workers its last reload retired have finished their requests (or the limit passed). When it fails,
+      or is empty, the whole O(drain) is waited.
     type: list
     elements: str
     default: [sh, /etc/nginx/conf.d/pliers-edge.sh, drained]
@@ -380,9 +380,9 @@ access:
   version_added: 0.2.0
   sample: [{store: postgres, prune: false, actions: ["create login pliers_app_1f3a9c2e in pliers_app"], notes: []}]
 prunable:
-  description: For each store of O(stores) this run brought, the logins or users it holds that no account needs any
-    more (names only), dropped by the prune after a rollout; a run that stops for migrations hands it to the next
-    one as O(accounts_brought).
+  description: For each store of O(stores), the logins or users it holds that no account needs any more (names
+    only), as the last pass on it found them (none after a prune, O(accounts_brought)'s for a store this run did
+    not bring); a run that stops for migrations hands it to the next one as O(accounts_brought).
   returned: always
   type: dict
   version_added: 0.2.0

@@ -339,8 +339,15 @@ def test_the_edges_own_configuration_changed_since_the_last_reload_is_loaded_by_
     assert edge.nginx_calls() == [CHECK, RELOAD, CHECK, RELOAD]
 
 
-def test_drained_waits_for_the_workers_the_last_reload_retired_and_no_other_process(edge_without_follower):
-    edge = edge_without_follower
+@pytest.fixture
+def edge_started_by_this_script(edge_without_follower):
+    """As `start` leaves it: this script's reloads record the workers they retire."""
+    (edge_without_follower.run_dir / "records-retiring").touch()
+    return edge_without_follower
+
+
+def test_drained_waits_for_the_workers_the_last_reload_retired_and_no_other_process(edge_started_by_this_script):
+    edge = edge_started_by_this_script
     edge.process(1, "nginx: master process nginx -g daemon off;")
     edge.process(7, "nginx: worker process")
     edge.process(8, "nginx: worker process")
@@ -360,9 +367,9 @@ def test_drained_waits_for_the_workers_the_last_reload_retired_and_no_other_proc
     assert edge.drained("0").stdout == "drained\n"
 
 
-def test_drained_waits_for_a_worker_nginx_has_not_retired_yet(edge_without_follower):
+def test_drained_waits_for_a_worker_nginx_has_not_retired_yet(edge_started_by_this_script):
     # nginx -s reload returns before the master handled it: the old worker keeps its title a moment longer.
-    edge = edge_without_follower
+    edge = edge_started_by_this_script
     edge.process(7, "nginx: worker process")
     edge.write_upstream("api", upstream("api", 3000, []))
     edge.sync()
@@ -371,9 +378,35 @@ def test_drained_waits_for_a_worker_nginx_has_not_retired_yet(edge_without_follo
     assert edge.drained("1").stdout == "drained\n"
 
 
-@pytest.mark.parametrize("tenths", ["1.5", "-1", "2;reboot"])
-def test_drained_refuses_a_limit_that_is_no_whole_number_of_tenths(edge_without_follower, tenths):
-    result = edge_without_follower.drained(tenths)
+def test_drained_fails_in_an_edge_whose_reloads_are_not_recorded(edge_without_follower):
+    # Started by an older script: its follower's reloads record nothing, so nothing can say the drain is over.
+    edge = edge_without_follower
+    edge.process(7, "nginx: worker process")
+    edge.write_upstream("api", upstream("api", 3000, []))
+    edge.sync()
+    edge.end(7)
+    result = edge.drained("1")
+    assert result.returncode == 1 and "older pliers-edge.sh" in result.stdout
+
+
+def test_a_reload_that_fails_keeps_what_the_last_one_retired(edge_started_by_this_script):
+    edge = edge_started_by_this_script
+    edge.process(7, "nginx: worker process")
+    edge.write_upstream("api", upstream("api", 3000, []))
+    edge.sync()
+    edge.process(7, "nginx: worker process is shutting down")
+    edge.process(8, "nginx: worker process")
+    (edge.root / "refuse").touch()
+    edge.write_upstream("api", upstream("api", 3000, ["p-api-3"]))
+    assert edge.sync().returncode != 0
+    assert edge.drained("1").stdout == "still draining\n", "worker 7 still finishes its requests"
+    edge.end(7)
+    assert edge.drained("1").stdout == "drained\n"
+
+
+@pytest.mark.parametrize("tenths", ["", "1.5", "-1", "2;reboot", "99999999999999999999"])
+def test_drained_refuses_a_limit_that_is_no_whole_number_of_tenths(edge_started_by_this_script, tenths):
+    result = edge_started_by_this_script.drained(tenths)
     assert result.returncode == 2 and "tenths of a second" in result.stderr
 
 

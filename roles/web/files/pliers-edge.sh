@@ -29,8 +29,11 @@ RUN=${PLIERS_EDGE_RUN:-/tmp/pliers-edge}
 INTERVAL=${PLIERS_EDGE_INTERVAL:-1}
 PIDFILE="$RUN/follow.pid"
 PROC=${PLIERS_EDGE_PROC:-/proc}
-# The workers a reload retires: nginx's old workers finish the requests they hold, then exit.
+# The workers the last reload retired: nginx's old workers finish the requests they hold, then exit. Only a
+# container started by this script records them (RECORDS): one started by an older script runs an older follower,
+# whose reloads record nothing.
 RETIRING="$RUN/retiring"
+RECORDS="$RUN/records-retiring"
 
 log() {
     echo "pliers-edge: $*" >&2
@@ -133,15 +136,16 @@ reload() {
         return 1
     fi
     # Every worker that runs, the earlier reloads' retired ones still finishing included, is retired by this one.
-    workers > "$RETIRING"
+    workers > "$RETIRING.next"
     if ! output=$(nginx -s reload 2>&1); then
         # nginx not started yet (no pid): the next round tries again. No worker was retired.
-        : > "$RETIRING"
+        rm -f "$RETIRING.next"
         restore_previous
         complain "reload failed: $output"
         return 1
     fi
     config_sum > "$RUN/loaded"
+    mv "$RETIRING.next" "$RETIRING"
     rm -f "$RUN/last-error"
     log "reloaded: $(cat "$RUN"/*.conf | awk '$1 == "server" { printf "%s ", $2 }')"
     return 0
@@ -166,9 +170,19 @@ retiring() {
     return 1
 }
 
+# Exit 0 once the workers the last reload retired are gone ("drained"), or after limit tenths of a second ("still
+# draining"); exit 1 when this container's reloads are not recorded (the caller then waits its whole drain).
 drained() {
-    limit=${1:-20}
-    case $limit in '' | *[!0-9]*) echo "usage: $0 drained <tenths of a second>" >&2; exit 2 ;; esac
+    limit=$1
+    case $limit in
+        '' | *[!0-9]* | ?????*) echo "usage: $0 drained <tenths of a second, 0 to 9999>" >&2; exit 2 ;;
+    esac
+    if [ ! -e "$RECORDS" ]; then
+        echo "not recorded: this edge was started by an older pliers-edge.sh"
+        exit 1
+    fi
+    # A round that is reloading now has recorded what it retires once it lets go of the lock.
+    (flock -w 30 9) 9> "$RUN/lock"
     waited=0
     while retiring; do
         if [ "$waited" -ge "$limit" ]; then
@@ -178,7 +192,6 @@ drained() {
         sleep 0.1
         waited=$((waited + 1))
     done
-    : > "$RETIRING"
     echo drained
 }
 
@@ -232,6 +245,7 @@ start_follower() {
 mkdir -p "$RUN"
 case ${1:-} in
     start)
+        : > "$RECORDS"
         (
             flock -w 30 9
             render_all
