@@ -22,7 +22,8 @@ description:
     deploy, not to this one. A service rolled back then runs its current spec and counts as converged; a service
     whose update was left paused is resumed with a forced update.
   - A service left half updated (tasks of an older spec still running while no update is in progress, as an
-    update that lost a node leaves it) is resumed with a forced update too, and so is an update waiting for a task
+    update that lost a node leaves it, and the service unchanged for 20 s: Swarm starts an update a moment after
+    the change) is resumed with a forced update too, and so is an update waiting for a task
     assigned to a node that went down (Swarm would wait for it forever). So a rerun converges what an interrupted
     or failed deploy left half done, and a release that loses a node completes on the others.
   - Reports C(changed) when it resumed an update. Pruning is housekeeping, as the deploy lock and the release history
@@ -134,6 +135,10 @@ NOT_STARTED = ("new", "allocated", "pending", "assigned", "accepted", "preparing
 IN_PROGRESS_UPDATES = ("updating", "rollback_started")
 # The scheduler's reason for a task no node's constraints allow (as opposed to resources still in use).
 UNPLACEABLE = "scheduling constraints not satisfied"
+# Swarm starts the update of a changed service a moment after the change, later on a busy manager: a service whose
+# tasks of an older spec run with no update in progress is only left half updated once it has not changed for this
+# long (forced sooner, its update would replace one about to start and roll back).
+SETTLED_SECONDS = 20.0
 
 
 def timestamp(text: str | None) -> float | None:
@@ -218,7 +223,11 @@ def service_state(service, stack: str, since: float | None = None, down: dict | 
         resume = f"its update was left {state} by an earlier deploy"
     elif state == "updating" and lost:
         resume = f"its update waited for a task on {', '.join(lost)}, which is down"
-    elif state in ("none", "completed") and older:
+    elif (
+        state in ("none", "completed")
+        and older
+        and time.time() - (timestamp(attrs.get("UpdatedAt")) or 0.0) >= SETTLED_SECONDS
+    ):
         resume = f"{len(older)} tasks of an older spec still ran with no update in progress"
     return {
         "name": name,

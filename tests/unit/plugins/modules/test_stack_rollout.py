@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from ansible_collections.pliers.deploy.plugins.modules import stack_rollout
 
 SPEC = {"Image": "api:1.1.0", "Secrets": [{"SecretName": "s_api_db_new"}]}
@@ -113,6 +115,18 @@ def test_tasks_of_an_older_spec_with_no_update_in_progress_are_to_be_resumed():
         == "1 tasks of an older spec still ran with no update in progress"
     )
     assert stack_rollout.service_state(FakeService([task(), task()]), "s")["resume"] == ""
+
+
+def test_a_service_changed_a_moment_ago_is_not_resumed_before_swarm_starts_its_update():
+    # docker stack deploy has just changed it: the update is about to start (a forced one would replace it).
+    def changed(seconds_ago):
+        service = FakeService([task(), task(spec=OLD_SPEC)], update={"State": "completed"})
+        moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+        service.attrs["UpdatedAt"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%f123Z")
+        return service
+
+    assert stack_rollout.service_state(changed(2), "s")["resume"] == ""
+    assert stack_rollout.service_state(changed(60), "s")["resume"].startswith("1 tasks of an older spec")
 
 
 def test_an_earlier_deploys_rollback_counts_as_converged_and_its_pause_is_to_be_resumed():
