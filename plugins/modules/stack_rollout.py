@@ -22,8 +22,8 @@ description:
     deploy, not to this one. A service rolled back then runs its current spec and counts as converged; a service
     whose update was left paused is resumed with a forced update.
   - A service left half updated (tasks of an older spec still running while no update is in progress, as an
-    update that lost a node leaves it, and the service unchanged for 20 s: Swarm starts an update a moment after
-    the change) is resumed with a forced update too, and so is an update waiting for a task
+    update that lost a node leaves it, and the service unchanged for 20 s, since Swarm starts an update a moment
+    after the change) is resumed with a forced update too, and so is an update waiting for a task
     assigned to a node that went down (Swarm would wait for it forever). So a rerun converges what an interrupted
     or failed deploy left half done, and a release that loses a node completes on the others.
   - Reports C(changed) when it resumed an update. Pruning is housekeeping, as the deploy lock and the release history
