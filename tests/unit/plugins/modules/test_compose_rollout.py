@@ -657,7 +657,7 @@ class FakeEdgeContainer(FakeContainer):
         return types.SimpleNamespace(exit_code=exit_code, output=output)
 
 
-DRAINED = ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "drained"]
+DRAINED = ("sh", "/etc/nginx/conf.d/pliers-edge.sh", "drained")
 
 
 def edge_for(tmp_path, *containers, check_mode=False, drain_command=DRAINED):
@@ -686,7 +686,7 @@ def test_the_drain_ends_when_each_edge_container_says_its_retired_workers_are_do
 def test_an_edge_that_cannot_say_is_given_the_whole_drain(tmp_path, clock, answer):
     # An edge container still running an older script, or no drain command: the whole time passes.
     container = FakeEdgeContainer("p-edge-1", [answer or (0, b"")])
-    _compose, edge = edge_for(tmp_path, container, drain_command=DRAINED if answer else [])
+    _compose, edge = edge_for(tmp_path, container, drain_command=DRAINED if answer else ())
     edge.drain(1.5)
     assert clock.slept == [1.5]
     assert container.commands == ([[*DRAINED, "15"]] if answer else [])
