@@ -436,6 +436,8 @@ from ansible_collections.pliers.deploy.plugins.module_utils._store import (
     reach,
 )
 
+# The nginx edge's follower (roles/web/files/pliers-edge.sh), where the web role puts it in the edge's container.
+EDGE_SCRIPT = "/etc/nginx/conf.d/pliers-edge.sh"
 HASH_LABEL = "com.docker.compose.config-hash"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 # How each kind of store's accounts are checked and brought.
@@ -1116,8 +1118,8 @@ def main() -> None:
         routes=dict(type="dict", default={}),
         edge=dict(type="str"),
         upstreams_dir=dict(type="path"),
-        sync_command=dict(type="list", elements="str", default=["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"]),
-        drain_command=dict(type="list", elements="str", default=["sh", "/etc/nginx/conf.d/pliers-edge.sh", "drained"]),
+        sync_command=dict(type="list", elements="str", default=["sh", EDGE_SCRIPT, "sync"]),
+        drain_command=dict(type="list", elements="str", default=["sh", EDGE_SCRIPT, "drained"]),
         reload_edge=dict(type="bool", default=False),
         timeout=dict(type="int", default=180),
         drain=dict(type="float", default=2.0),

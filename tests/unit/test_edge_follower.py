@@ -339,6 +339,13 @@ def test_the_edges_own_configuration_changed_since_the_last_reload_is_loaded_by_
     assert edge.nginx_calls() == [CHECK, RELOAD, CHECK, RELOAD]
 
 
+def reload_with_a_worker(edge, pid: int) -> None:
+    """A worker runs, then a sync reloads nginx (retiring it)."""
+    edge.process(pid, "nginx: worker process")
+    edge.write_upstream("api", upstream("api", 3000, []))
+    edge.sync()
+
+
 @pytest.fixture
 def edge_started_by_this_script(edge_without_follower):
     """As `start` leaves it: this script's reloads record the workers they retire."""
@@ -370,9 +377,7 @@ def test_drained_waits_for_the_workers_the_last_reload_retired_and_no_other_proc
 def test_drained_waits_for_a_worker_nginx_has_not_retired_yet(edge_started_by_this_script):
     # nginx -s reload returns before the master handled it: the old worker keeps its title a moment longer.
     edge = edge_started_by_this_script
-    edge.process(7, "nginx: worker process")
-    edge.write_upstream("api", upstream("api", 3000, []))
-    edge.sync()
+    reload_with_a_worker(edge, 7)
     assert edge.drained("1").stdout == "still draining\n"
     edge.end(7)
     assert edge.drained("1").stdout == "drained\n"
@@ -381,9 +386,7 @@ def test_drained_waits_for_a_worker_nginx_has_not_retired_yet(edge_started_by_th
 def test_drained_fails_in_an_edge_whose_reloads_are_not_recorded(edge_without_follower):
     # Started by an older script: its follower's reloads record nothing, so nothing can say the drain is over.
     edge = edge_without_follower
-    edge.process(7, "nginx: worker process")
-    edge.write_upstream("api", upstream("api", 3000, []))
-    edge.sync()
+    reload_with_a_worker(edge, 7)
     edge.end(7)
     result = edge.drained("1")
     assert result.returncode == 1 and "older pliers-edge.sh" in result.stdout
@@ -391,9 +394,7 @@ def test_drained_fails_in_an_edge_whose_reloads_are_not_recorded(edge_without_fo
 
 def test_a_reload_that_fails_keeps_what_the_last_one_retired(edge_started_by_this_script):
     edge = edge_started_by_this_script
-    edge.process(7, "nginx: worker process")
-    edge.write_upstream("api", upstream("api", 3000, []))
-    edge.sync()
+    reload_with_a_worker(edge, 7)
     edge.process(7, "nginx: worker process is shutting down")
     edge.process(8, "nginx: worker process")
     (edge.root / "refuse").touch()

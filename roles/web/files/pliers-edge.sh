@@ -16,7 +16,7 @@
 #   pliers-edge.sh sync    render now and reload nginx if anything changed, start the follower if it does not
 #                          run, and say what it did (compose_rollout runs it on every deploy); --force: reload
 #   pliers-edge.sh drained N
-#                          wait until the workers the reloads retired have finished the requests they hold, at
+#                          wait until the workers the last reload retired have finished the requests they hold, at
 #                          most N tenths of a second (compose_rollout, before it stops the containers they reach)
 #
 # POSIX sh with getent, awk, cksum and flock: what the Debian-based official nginx image has (and the lab's).
@@ -151,13 +151,17 @@ reload() {
     return 0
 }
 
-# The pids of nginx's workers (a worker's title: "nginx: worker process", "... is shutting down" once retired).
+# Whether pid $1 is one of nginx's workers (its title: "nginx: worker process", "... is shutting down" once
+# retired).
+is_worker() {
+    grep -qs '^nginx: worker process' "$PROC/$1/cmdline"
+}
+
+# The pids of nginx's workers.
 workers() {
-    for cmdline in "$PROC"/[0-9]*/cmdline; do
-        if grep -qs '^nginx: worker process' "$cmdline"; then
-            pid=${cmdline%/cmdline}
-            echo "${pid##*/}"
-        fi
+    for process in "$PROC"/[0-9]*; do
+        pid=${process##*/}
+        if is_worker "$pid"; then echo "$pid"; fi
     done
 }
 
@@ -165,7 +169,7 @@ workers() {
 retiring() {
     [ -s "$RETIRING" ] || return 1
     while read -r pid; do
-        grep -qs '^nginx: worker process' "$PROC/$pid/cmdline" && return 0
+        is_worker "$pid" && return 0
     done < "$RETIRING"
     return 1
 }
