@@ -128,10 +128,10 @@ class Edge:
         self.pending = False  # the edge loaded every upstream file as it started
         return True
 
-    def load(self, service: str) -> None:
-        """Load the service's upstream now, even unchanged: a new container may carry an old one's name, not its
-        address."""
-        self.pending |= service in self.routes
+    def load(self, *services: str) -> None:
+        """Load these services' upstreams now, in one reload, even unchanged: a new container may carry an old one's
+        name, not its address."""
+        self.pending |= any(service in self.routes for service in services)
         self.flush()
 
     def flush(self) -> None:

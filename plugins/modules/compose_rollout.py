@@ -26,8 +26,11 @@ description:
     the first pass found any.
   - The services in O(services) are rolled. Each whose containers differ from the project's current definition
     (Compose's own configuration hash) or are not all running and healthy gets its missing containers started
-    beside the ones that serve - all such services at once - and as soon as a service's new containers are
-    healthy the edge is pointed at its healthy containers of the current definition; then, once the edge's old
+    beside the ones that serve - all such services at once, created by one C(docker compose up --no-start) and
+    started side by side, since the services they depend on still serve healthy (Compose itself would start a
+    service only once the new containers of what it depends on are healthy; where a dependency has nothing
+    healthy, Compose starts them in its order) - and as soon as the new containers of services are healthy, the
+    edge is pointed at their healthy containers of the current definition, in one reload; then, once the edge's old
     workers have finished the requests they hold (at most O(drain) seconds), the others are stopped and removed,
     side by side. When new containers do not turn healthy (unhealthy, exited, or not
     healthy within O(timeout)), they are removed and the old ones keep serving.
@@ -438,6 +441,9 @@ from ansible_collections.pliers.deploy.plugins.module_utils._store import (
 
 # The nginx edge's follower (roles/web/files/pliers-edge.sh), where the web role puts it in the edge's container.
 EDGE_SCRIPT = "/etc/nginx/conf.d/pliers-edge.sh"
+# How often health is read while waiting: the engine runs a starting container's check every second (start_interval),
+# and each service is routed to as soon as it is healthy.
+HEALTH_POLL_SECONDS = 0.25
 HASH_LABEL = "com.docker.compose.config-hash"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 # How each kind of store's accounts are checked and brought.
@@ -564,24 +570,26 @@ def assess(containers: list, timeout: int, out_of_time: bool) -> bool:
 
 
 def wait_all_healthy(groups: dict[str, list], timeout: int, on_healthy=None) -> dict[str, str]:
-    """Wait side by side for each service's containers to be healthy, calling on_healthy(service) as each is; the
-    services that failed, with why."""
+    """Wait side by side for each service's containers to be healthy, calling on_healthy(services) with those found
+    healthy at each reading; the services that failed, with why."""
     deadline = time.monotonic() + timeout
     failures: dict[str, str] = {}
     pending = dict(groups)
     while pending:
         out_of_time = time.monotonic() >= deadline
+        healthy = []
         for service, containers in list(pending.items()):
             try:
                 if assess(containers, timeout, out_of_time):
                     del pending[service]
-                    if on_healthy:
-                        on_healthy(service)
+                    healthy.append(service)
             except RolloutError as exc:
                 failures[service] = str(exc)
                 del pending[service]
+        if healthy and on_healthy:
+            on_healthy(healthy)
         if pending:
-            time.sleep(1)
+            time.sleep(HEALTH_POLL_SECONDS)
     return failures
 
 
@@ -614,8 +622,9 @@ class Decision:
 
     keep: the containers of the current definition that serve or are about to (the healthy first), up to the
     replicas; starting: those of them still starting; missing: how many new ones to start; retire: the running
-    ones that are not kept; stopped: leftovers to remove. action: unchanged, started (its current containers were
-    starting: they are waited for), rolled (a new definition) or repaired.
+    ones that are not kept; stopped: leftovers to remove; healthy: every running container is (what depends on the
+    service can start beside its new ones). action: unchanged, started (its current containers were starting:
+    they are waited for), rolled (a new definition) or repaired.
     """
 
     def __init__(self, service: str, containers: list, states: dict, desired_hash: str, replicas: int) -> None:
@@ -632,6 +641,7 @@ class Decision:
         self.starting = [c for c in self.keep if states[c.id][0] == "starting"]
         self.missing = replicas - len(self.keep)
         self.retire = [c for c in self.running if c not in self.keep]
+        self.healthy = bool(self.running) and all(states[c.id][0] == "healthy" for c in self.running)
         self.reason = ""
         if len(self.keep) == replicas and len(containers) == replicas:
             self.action = "started" if self.starting else "unchanged"
@@ -705,15 +715,17 @@ def roll(module, compose: Compose, edge: Edge, services: list[str], hashes: dict
     serving = {s: [c.name for c in d.keep] + [c.name for c in new.get(s, [])] for s, d in acting.items()}
     repointed: set[str] = set()
 
-    def route(service: str) -> None:
-        if edge.point(service, serving[service]):
-            repointed.add(service)
-        edge.load(service)
+    def route(services: list[str]) -> None:
+        """Point the edge at these services' new containers, in one reload."""
+        repointed.update(service for service in services if edge.point(service, serving[service]))
+        edge.load(*services)
 
     waiting = {s: d.starting + new.get(s, []) for s, d in acting.items() if reports[s]["action"] != "failed"}
-    for service in [s for s, containers in waiting.items() if not containers]:
+    ready = [s for s, containers in waiting.items() if not containers]
+    for service in ready:
         del waiting[service]
-        route(service)
+    if ready:
+        route(ready)
     if any(d.starting for d in acting.values()):
         # What the containers that start reach through the edge (an earlier service) must be loaded there first.
         edge.flush()
@@ -747,19 +759,79 @@ def retire(containers: list) -> None:
 
 
 def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict[str, list]:
-    """Start every missing container in one compose command (the old ones keep serving: the scale counts them);
-    a service whose start fails is reported failed. The new containers, by service."""
+    """Start every missing container (the old ones keep serving: the scale counts them); a service whose start
+    fails is reported failed. The new containers, by service."""
     scale = {s: len(d.running) + d.missing for s, d in acting.items() if d.missing > 0}
     if not scale:
         return {}
     # What the new containers reach through the edge (an earlier service) must be loaded there first.
     edge.flush()
     before = {s: {c.id for c in d.running} for s, d in acting.items()}
+    if leans_on_old_containers(compose, acting, scale):
+        create_and_start(compose, scale, before, reports)
+    else:
+        up_in_order(compose, scale, reports)
+    return {
+        s: [c for c in compose.containers(s) if c.id not in before[s]]
+        for s in scale
+        if reports[s]["action"] != "failed"
+    }
+
+
+def leans_on_old_containers(compose: Compose, acting: dict, scale: dict) -> bool:
+    """Whether every service that gets new containers depends only on services that run healthy: those that get
+    new containers too still have their old, healthy ones serving. Compose would wait for each dependency's new
+    containers to be healthy before it starts what depends on them (it waits for every container of a
+    service_healthy dependency), which adds one health wait per step of the chain."""
+    return all(
+        dependency not in scale or acting[dependency].healthy
+        for service in scale
+        for dependency in compose.dependencies(service)
+    )
+
+
+def scale_flags(scale: dict, services: list[str]) -> list[str]:
+    return [arg for s in services for arg in ("--scale", f"{s}={scale[s]}")]
+
+
+def create_and_start(compose: Compose, scale: dict, before: dict, reports: dict) -> None:
+    """Create every new container in one compose command, then start them all side by side."""
+    try:
+        compose.run("up", "--no-start", "--no-recreate", *scale_flags(scale, sorted(scale)), *sorted(scale))
+    except RolloutError:
+        # One service's failure (a missing image) fails the whole command: try each alone to know.
+        for service in sorted(scale):
+            try:
+                compose.run("up", "--no-start", "--no-recreate", *scale_flags(scale, [service]), service)
+            except RolloutError as exc:
+                reports[service].update(action="failed", reason=str(exc))
+    created = {
+        s: [c for c in compose.containers(s) if c.id not in before[s]]
+        for s in scale
+        if reports[s]["action"] != "failed"
+    }
+
+    def start(service: str) -> None:
+        try:
+            for container in created[service]:
+                container.start()
+        except DockerException as exc:
+            # A port taken, a device missing: what serves keeps serving, the new containers go.
+            reports[service].update(action="failed", reason=f"its new container did not start: {exc}")
+            for container in created[service]:
+                container.remove(force=True)
+
+    if created:
+        with ThreadPoolExecutor(max_workers=min(len(created), 8)) as pool:
+            list(pool.map(start, created))
+
+
+def up_in_order(compose: Compose, scale: dict, reports: dict) -> None:
+    """Start every missing container in one compose command, in the order of their dependencies."""
 
     def up(services: list[str]) -> None:
-        flags = [arg for s in services for arg in ("--scale", f"{s}={scale[s]}")]
         # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
-        compose.run("up", "--detach", "--no-recreate", *flags, *services)
+        compose.run("up", "--detach", "--no-recreate", *scale_flags(scale, services), *services)
 
     try:
         up(sorted(scale))
@@ -770,11 +842,6 @@ def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict
                 up([service])
             except RolloutError as exc:
                 reports[service].update(action="failed", reason=str(exc))
-    return {
-        s: [c for c in compose.containers(s) if c.id not in before[s]]
-        for s in scale
-        if reports[s]["action"] != "failed"
-    }
 
 
 def converge_in_place(module, compose: Compose, services: list[str], hashes: dict, failed: set[str]) -> list[dict]:

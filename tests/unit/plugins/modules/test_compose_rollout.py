@@ -8,7 +8,11 @@ import types
 
 import pytest
 from ansible_collections.pliers.deploy.plugins.module_utils import _nginx_edge
-from ansible_collections.pliers.deploy.plugins.module_utils._docker import COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL
+from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
+    COMPOSE_PROJECT_LABEL,
+    COMPOSE_SERVICE_LABEL,
+    DockerException,
+)
 from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError, upstream
 from ansible_collections.pliers.deploy.plugins.modules import compose_rollout
 from ansible_collections.pliers.deploy.plugins.modules.compose_rollout import HASH_LABEL, ONEOFF_LABEL, RolloutError
@@ -41,6 +45,7 @@ class FakeContainer:
         self.calls = []
         self.events = []
         self.engine = None
+        self.fail_start = False
 
     def health_status(self):
         return self.attrs["State"].get("Health", {}).get("Status")
@@ -64,6 +69,13 @@ class FakeContainer:
         self.events.append(("remove", self.name))
         if self.engine is not None:
             self.engine.remove(self)
+
+    def start(self):
+        if self.fail_start:
+            raise DockerException("driver failed programming external connectivity: port is already allocated")
+        self.calls.append("start")
+        self.events.append(("start", self.name))
+        self.status = self.attrs["State"]["Status"] = "running"
 
     def restart(self):
         self.calls.append("restart")
@@ -96,16 +108,18 @@ class FakeCompose(compose_rollout.Compose):
     """The real Compose's reading of the project model, over a fake CLI and engine.
 
     run() records each command; `up` creates what Compose would: with --scale, new containers of the current
-    definition up to the count; without, the service's containers that differ or are stopped recreated.
+    definition up to the count (created, not started, with --no-start); without, the service's containers that
+    differ or are stopped recreated. fail_up: services whose up fails; fail_start: whose new containers fail to start.
     """
 
-    def __init__(self, services, containers=(), *, new_health=None, fail_up=()):
+    def __init__(self, services, containers=(), *, new_health=None, fail_up=(), fail_start=()):
         # Not Compose.__init__: there is no CLI to ask for the model.
         self.model = {"name": "p", "services": services}
         self.project = "p"
         self.desired = dict.fromkeys(services, NEW)
         self.new_health = new_health or {}
         self.fail_up = set(fail_up)
+        self.fail_start = set(fail_start)
         self.engine = FakeEngine()
         self.client = types.SimpleNamespace(containers=self.engine, networks=FakeNetworks(["net-backend"]))
         self.network_ids = None
@@ -126,11 +140,13 @@ class FakeCompose(compose_rollout.Compose):
         self.last_number[service] = max(self.last_number.get(service, 0), number)
         return container
 
-    def create(self, service):
+    def create(self, service, status="running"):
         self.last_number[service] = self.last_number.get(service, 0) + 1
         name = f"p-{service}-{self.last_number[service]}"
         health = self.new_health.get(service, "healthy")
-        self.created.append(self.add(FakeContainer(name, health=health, config_hash=self.desired[service])))
+        container = FakeContainer(name, status=status, health=health, config_hash=self.desired[service])
+        container.fail_start = service in self.fail_start
+        self.created.append(self.add(container))
 
     def hashes(self, services):
         return {service: self.desired[service] for service in services}
@@ -138,7 +154,8 @@ class FakeCompose(compose_rollout.Compose):
     def run(self, *args):
         self.commands.append(" ".join(args))
         self.events.append(("compose", " ".join(args)))
-        assert args[:2] == ("up", "--detach"), args
+        assert args[:2] in (("up", "--detach"), ("up", "--no-start")), args
+        status = "created" if args[1] == "--no-start" else "running"
         scale, services, words = {}, [], iter(args[2:])
         for word in words:
             if word == "--scale":
@@ -151,7 +168,7 @@ class FakeCompose(compose_rollout.Compose):
         for service in services:
             if service in scale:
                 for _count in range(scale[service] - len(self.containers(service))):
-                    self.create(service)
+                    self.create(service, status)
                 continue
             for container in self.containers(service):
                 if container.labels[HASH_LABEL] != self.desired[service] or container.status != "running":
@@ -183,6 +200,7 @@ class FakeEdge:
     def __init__(self, events):
         self.events = events
         self.reloaded = False
+        self.loads = []
 
     def sync(self, force=False):
         self.events.append(("sync",))
@@ -195,7 +213,8 @@ class FakeEdge:
     def flush(self):
         self.events.append(("flush",))
 
-    def load(self, service):
+    def load(self, *services):
+        self.loads.append(services)
         self.flush()
 
     def drain(self, seconds):
@@ -288,10 +307,10 @@ def test_a_container_still_starting_at_the_deadline_fails_naming_it():
     )
 
 
-def test_a_container_starting_is_waited_for_a_second_at_a_time(clock):
+def test_a_container_starting_is_read_again_every_quarter_second(clock):
     late = FakeContainer("p-api-2", health=["starting", "starting", "starting", "healthy"])
     compose_rollout.wait_healthy([late], "api", timeout=60)
-    assert clock.slept == [1, 1, 1]
+    assert clock.slept == [0.25, 0.25, 0.25]
 
 
 def test_wait_all_healthy_returns_only_the_services_that_failed_with_their_health_output():
@@ -317,7 +336,7 @@ def test_wait_all_healthy_gives_up_on_a_starting_container_at_the_deadline_but_w
         "search": "the container p-search-1 did not turn healthy in 3s "
         "(still starting; its health check last said: no health check has run yet)"
     }
-    assert clock.slept == [1, 1, 1]  # side by side: the timeout once, not once per service
+    assert clock.slept == [0.25] * 12  # side by side: the timeout once, not once per service
 
 
 def test_a_reload_is_tried_again_while_the_edge_starts_then_its_failure_is_kept(clock):
@@ -361,15 +380,17 @@ def test_a_new_definition_starts_new_containers_beside_the_old_and_retires_the_o
     assert (report["action"], report["reason"]) == ("rolled", "a new definition")
     assert (report["old"], report["new"]) == (["p-api-1", "p-api-2"], ["p-api-3", "p-api-4"])
     # The old ones keep serving while the new ones start: the scale counts both.
-    assert compose.commands == ["up --detach --no-recreate --scale api=4 api"]
+    assert compose.commands == ["up --no-start --no-recreate --scale api=4 api"]
     assert names(compose.containers("api")) == ["p-api-3", "p-api-4"]
     assert [c.calls for c in old] == [["stop", "remove"], ["stop", "remove"]]
     # The edge is repaired first (its follower synced); what the new containers reach through it is loaded before
     # they start (the first flush); the edge serves the new containers, and the drain passes, before an old one stops.
-    assert compose.events[:2] == [("sync",), ("flush",)]
-    assert compose.events[3:6] == [("point", "api", ["p-api-3", "p-api-4"]), ("flush",), ("drain", 1.5)]
+    # The new containers are created in one command, then started side by side.
+    assert compose.events[:3] == [("sync",), ("flush",), ("compose", "up --no-start --no-recreate --scale api=4 api")]
+    assert sorted(compose.events[3:5]) == [("start", "p-api-3"), ("start", "p-api-4")]
+    assert compose.events[5:8] == [("point", "api", ["p-api-3", "p-api-4"]), ("flush",), ("drain", 1.5)]
     # The old ones stop side by side, each removed once stopped.
-    retired = compose.events[6:]
+    retired = compose.events[8:]
     assert sorted(retired) == [("remove", "p-api-1"), ("remove", "p-api-2"), ("stop", "p-api-1"), ("stop", "p-api-2")]
     assert all(retired.index(("stop", name)) < retired.index(("remove", name)) for name in ("p-api-1", "p-api-2"))
 
@@ -379,7 +400,7 @@ def test_a_stopped_replica_is_replaced_by_one_new_container_and_the_healthy_one_
     compose = api(healthy, stopped)
     report = roll_api(compose)
     assert (report["action"], report["reason"]) == ("repaired", "p-api-2 is exited")
-    assert compose.commands == ["up --detach --no-recreate --scale api=2 api"]  # the running one + 1
+    assert compose.commands == ["up --no-start --no-recreate --scale api=2 api"]  # the running one + 1
     assert names(compose.created) == ["p-api-3"]
     assert (report["old"], report["new"]) == (["p-api-2"], ["p-api-1", "p-api-3"])
     assert healthy.calls == []
@@ -393,7 +414,7 @@ def test_an_unhealthy_container_is_replaced_once_its_successor_is_healthy():
     report = roll_api(compose)
     assert report["action"] == "repaired"
     assert report["reason"] == "p-api-2 is unhealthy (HTTP Error 503: Service Unavailable)"
-    assert compose.commands == ["up --detach --no-recreate --scale api=3 api"]
+    assert compose.commands == ["up --no-start --no-recreate --scale api=3 api"]
     assert (report["old"], report["new"]) == (["p-api-2"], ["p-api-1", "p-api-3"])
     assert (healthy.calls, sick.calls) == ([], ["stop", "remove"])
     assert compose.events.index(("point", "api", ["p-api-1", "p-api-3"])) < compose.events.index(("stop", "p-api-2"))
@@ -403,7 +424,7 @@ def test_a_missing_replica_is_started():
     compose = api(FakeContainer("p-api-1"))
     report = roll_api(compose)
     assert (report["action"], report["reason"]) == ("repaired", "1 of 2 containers missing")
-    assert compose.commands == ["up --detach --no-recreate --scale api=2 api"]
+    assert compose.commands == ["up --no-start --no-recreate --scale api=2 api"]
     assert report["new"] == ["p-api-1", "p-api-2"]
 
 
@@ -437,7 +458,7 @@ def test_new_containers_that_turn_unhealthy_are_removed_and_the_old_ones_keep_se
     assert report["action"] == "failed"
     assert report["reason"] == "the container p-api-3 is unhealthy (its health check last said: ok)"
     assert report["new"] == [], "nothing of the current definition serves"
-    assert [c.calls for c in compose.created] == [["remove --force"], ["remove --force"]]
+    assert [c.calls for c in compose.created] == [["start", "remove --force"], ["start", "remove --force"]]
     assert names(compose.containers("api")) == ["p-api-1", "p-api-2"]
     assert [c.calls for c in old] == [[], []]
     assert not [event for event in compose.events if event[0] == "point"]  # the edge never moved
@@ -448,9 +469,9 @@ def test_new_containers_still_starting_at_the_deadline_are_removed(clock):
     report = roll_api(compose, timeout=5)
     assert report["action"] == "failed"
     assert report["reason"].startswith("the container p-api-2 did not turn healthy in 5s (still starting")
-    assert [c.calls for c in compose.created] == [["remove --force"]]
+    assert [c.calls for c in compose.created] == [["start", "remove --force"]]
     assert names(compose.containers("api")) == ["p-api-1"]
-    assert clock.slept == [1] * 5
+    assert clock.slept == [0.25] * 20
 
 
 def test_containers_of_the_current_definition_still_starting_are_waited_for_not_replaced():
@@ -866,16 +887,23 @@ def test_services_roll_together_each_routed_when_healthy_then_one_drain_and_the_
     reports = roll_app(compose, drain=2.0)
     assert {name: r["action"] for name, r in reports.items()} == {"api": "rolled", "web": "rolled"}
     # One compose command starts every new container.
-    assert compose.commands == ["up --detach --no-recreate --scale api=2 --scale web=2 api web"]
+    assert compose.commands == ["up --no-start --no-recreate --scale api=2 --scale web=2 api web"]
     events = [e for e in compose.events if e[0] in ("point", "sleep", "drain", "stop")]
     # The web, healthy first, is routed first; one drain for both; then the old containers stop (side by side).
     assert events[:4] == [
         ("point", "web", ["p-web-2"]),
-        ("sleep", 1),
+        ("sleep", 0.25),
         ("point", "api", ["p-api-2"]),
         ("drain", 2.0),
     ]
     assert sorted(events[4:]) == [("stop", "p-api-1"), ("stop", "p-web-1")]
+
+
+def test_services_healthy_at_the_same_reading_are_routed_in_one_reload():
+    compose = app(FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1", config_hash=OLD))
+    edge = FakeEdge(compose.events)
+    compose_rollout.roll(FakeModule(), compose, edge, ["api", "web"], compose.desired, set())
+    assert edge.loads == [("api", "web")]
 
 
 def test_one_service_failing_to_roll_does_not_stop_the_others():
@@ -887,18 +915,66 @@ def test_one_service_failing_to_roll_does_not_stop_the_others():
     assert names(compose.containers("web")) == ["p-web-2"]
 
 
-def test_a_start_that_fails_is_tried_service_by_service():
+def test_a_creation_that_fails_is_tried_service_by_service():
     compose = app(FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1", config_hash=OLD),
                   fail_up={"web"})  # fmt: skip
     reports = roll_app(compose)
     assert compose.commands == [
-        "up --detach --no-recreate --scale api=2 --scale web=2 api web",
-        "up --detach --no-recreate --scale api=2 api",
-        "up --detach --no-recreate --scale web=2 web",
+        "up --no-start --no-recreate --scale api=2 --scale web=2 api web",
+        "up --no-start --no-recreate --scale api=2 api",
+        "up --no-start --no-recreate --scale web=2 web",
     ]
     assert reports["api"]["action"] == "rolled"
     assert reports["web"]["action"] == "failed" and "port is already allocated" in reports["web"]["reason"]
     assert names(compose.containers("web")) == ["p-web-1"]
+
+
+def test_a_new_container_that_fails_to_start_is_removed_and_its_service_failed_the_others_rolled():
+    compose = app(FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1", config_hash=OLD),
+                  fail_start={"web"})  # fmt: skip
+    reports = roll_app(compose)
+    assert reports["api"]["action"] == "rolled"
+    assert reports["web"]["action"] == "failed"
+    assert reports["web"]["reason"] == (
+        "its new container did not start: driver failed programming external connectivity: port is already allocated"
+    )
+    assert names(compose.containers("web")) == ["p-web-1"], "the old web keeps serving, its new one removed"
+    assert names(compose.containers("api")) == ["p-api-2"]
+
+
+def chain(*containers, **kwargs):
+    """A project whose ai-service waits, in Compose, for the api to be healthy."""
+    services = {
+        "api": {"healthcheck": HEALTHCHECK},
+        "ai-service": {"healthcheck": HEALTHCHECK, "depends_on": {"api": {"condition": "service_healthy"}}},
+    }
+    return FakeCompose(services, containers, **kwargs)
+
+
+def test_a_service_whose_dependency_still_serves_healthy_starts_beside_its_new_containers():
+    # Compose would start the new ai-service only once the new api is healthy: one health wait more.
+    compose = chain(FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-ai-service-1", config_hash=OLD))
+    reports = roll_app(compose, services=("api", "ai-service"))
+    assert compose.commands == ["up --no-start --no-recreate --scale ai-service=2 --scale api=2 ai-service api"]
+    assert sorted(event for event in compose.events if event[0] == "start") == [
+        ("start", "p-ai-service-2"),
+        ("start", "p-api-2"),
+    ]
+    assert {name: r["action"] for name, r in reports.items()} == {"api": "rolled", "ai-service": "rolled"}
+
+
+@pytest.mark.parametrize(
+    "api_containers",
+    [
+        pytest.param([], id="no api yet"),
+        pytest.param([FakeContainer("p-api-1", health="unhealthy", config_hash=OLD)], id="its api unhealthy"),
+    ],
+)
+def test_a_service_whose_dependency_has_nothing_healthy_is_started_in_compose_order(api_containers):
+    compose = chain(*api_containers, FakeContainer("p-ai-service-1", config_hash=OLD))
+    roll_app(compose, services=("api", "ai-service"))
+    up = f"up --detach --no-recreate --scale ai-service=2 --scale api={len(api_containers) + 1} ai-service api"
+    assert compose.commands == [up]
 
 
 def test_a_service_whose_dependency_failed_is_not_rolled():
