@@ -48,7 +48,8 @@ description:
     containers, and O(sync_command) runs in the edge to load them; it also reloads the edge when a file of
     O(write) that the edge reloads in place changed. A stale edge, or a follower that stopped, is repaired too.
     The edge is started when it does not run (a first deploy), with placeholder upstreams; Compose starts the
-    services it depends on with it, all at once, and each is routed as soon as it is healthy.
+    services it depends on with it, all at once, and each is routed as soon as it is healthy. What of O(in_place)
+    depends on the edge (its exporter) starts in the same command, rather than after the rollout.
   - Reports C(changed) when it wrote a file, pulled an image, rolled, repaired, created, started or restarted a
     service, rewrote an upstream or reloaded the edge.
   - One rollout of a project at a time - a rollout still running on the host (the module of a deploy that was
@@ -844,6 +845,19 @@ def up_in_order(compose: Compose, scale: dict, reports: dict) -> None:
                 reports[service].update(action="failed", reason=str(exc))
 
 
+def start_edge(compose: Compose, edge: str, in_place: list[str]) -> None:
+    """Start the edge (a first deploy), with what it depends on and, beside it, what of O(in_place) depends on it
+    (its exporter): started after the rollout, they would add their start to the deploy's. Should one of those fail
+    to start, the edge starts alone; their own convergence reports why."""
+    beside = [service for service in in_place if edge in compose.dependencies(service)]
+    try:
+        compose.run("up", "--detach", "--no-recreate", edge, *beside)
+    except RolloutError:
+        if not beside:
+            raise
+        compose.run("up", "--detach", "--no-recreate", edge)
+
+
 def converge_in_place(module, compose: Compose, services: list[str], hashes: dict, failed: set[str]) -> list[dict]:
     """Converge services in place, as docker compose up would; unhealthy containers are restarted."""
     started = time.monotonic()
@@ -1040,7 +1054,7 @@ class Rollout:
         self.edge = Edge(
             params["edge"], params["upstreams_dir"], params["routes"], params["sync_command"], self.module.check_mode,
             running=lambda: [c for c in compose.containers(params["edge"]) if c.status == "running"],
-            start=lambda: compose.run("up", "--detach", "--no-recreate", params["edge"]),
+            start=lambda: start_edge(compose, params["edge"], params["in_place"]),
             drain_command=params["drain_command"],
         )  # fmt: skip
         edge = self.edge

@@ -681,13 +681,19 @@ class FakeEdgeContainer(FakeContainer):
 DRAINED = ("sh", "/etc/nginx/conf.d/pliers-edge.sh", "drained")
 
 
-def edge_for(tmp_path, *containers, check_mode=False, drain_command=DRAINED):
+def edge_for(tmp_path, *containers, check_mode=False, drain_command=DRAINED, in_place=("edge",), fail_up=()):
     """The edge as compose_rollout makes it: its running containers and its start through the project."""
-    compose = FakeCompose({"api": {"healthcheck": HEALTHCHECK}, "web": {}, "edge": {}}, containers)
+    services = {
+        "api": {"healthcheck": HEALTHCHECK},
+        "web": {},
+        "edge": {},
+        "edge-exporter": {"depends_on": {"edge": {}}},
+    }
+    compose = FakeCompose(services, containers, fail_up=fail_up)
     edge = Edge(
         "edge", str(tmp_path / "edge" / "upstreams"), {"api": 3000}, ["sh", "/etc/nginx/conf.d/pliers-edge.sh", "sync"],
         check_mode, running=lambda: [c for c in compose.containers("edge") if c.status == "running"],
-        start=lambda: compose.run("up", "--detach", "--no-recreate", "edge"), drain_command=drain_command,
+        start=lambda: compose_rollout.start_edge(compose, "edge", list(in_place)), drain_command=drain_command,
     )  # fmt: skip
     return compose, edge
 
@@ -750,6 +756,19 @@ def test_a_first_deploy_starts_the_edge_on_placeholder_upstreams(tmp_path):
     assert compose.commands == ["up --detach --no-recreate edge"]
     assert (tmp_path / "edge" / "upstreams" / "api.conf").read_text() == upstream("api", 3000, [])
     assert edge.pending is False  # the edge loaded them as it started
+
+
+def test_a_first_deploy_starts_what_depends_on_the_edge_beside_it(tmp_path):
+    compose, edge = edge_for(tmp_path, in_place=("edge", "edge-exporter"))
+    assert edge.ensure_running() is True
+    assert compose.commands == ["up --detach --no-recreate edge edge-exporter"]
+
+
+def test_the_edge_starts_alone_when_what_depends_on_it_fails_to_start(tmp_path):
+    compose, edge = edge_for(tmp_path, in_place=("edge", "edge-exporter"), fail_up={"edge-exporter"})
+    assert edge.ensure_running() is True
+    assert compose.commands == ["up --detach --no-recreate edge edge-exporter", "up --detach --no-recreate edge"]
+    assert names(compose.containers("edge")) == ["p-edge-1"]
 
 
 def test_a_running_edge_is_not_started_again(tmp_path):
