@@ -35,8 +35,9 @@ description:
     side by side. When new containers do not turn healthy (unhealthy, exited, or not
     healthy within O(timeout)), they are removed and the old ones keep serving.
   - With O(hold), stops after O(first) when one of those rolled services needs acting on, so that the caller can
-    run their migrations before they roll (RV(held)); nothing else is changed then. In check mode it goes on, and
-    reports what it would do.
+    run their migrations before they roll (RV(held)); nothing else is changed then. When O(migrations) says how,
+    it first asks the service's new image which migrations are pending, and goes on rolling when none is (most
+    releases), in the same run. In check mode it goes on, and reports what it would do.
   - The services in O(in_place) are then converged in place, as C(docker compose up) would (created, started or
     recreated where they differ), and a running container of the current definition that is unhealthy is
     restarted; their health is waited for side by side. A service that depends on a service that could not be
@@ -100,6 +101,49 @@ options:
     elements: str
     default: []
     version_added: 0.2.0
+  migrations:
+    description:
+      - How to ask a service of O(hold) for its pending migrations - its image's status command, run in a one-off
+        container on its network as M(pliers.deploy.migrate) runs it. A service of O(hold) with none is held
+        whenever it needs acting on; so is one whose status command fails (the caller's migrations step reports
+        why).
+      - The stack model's C(stack_plan) gives each entry as it is.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.2.0
+    suboptions:
+      service:
+        description: The service of O(hold) the entry is for.
+        type: str
+        required: true
+      image:
+        description: The image to ask (the new release's).
+        type: str
+        required: true
+      network:
+        description: The project's network to run on, without the project's prefix.
+        type: str
+        required: true
+      environment:
+        description: The container's environment.
+        type: dict
+        default: {}
+      secrets:
+        description: The secret files mounted read-only under C(/run/secrets), each with C(file) and C(target);
+          the paths, never the values.
+        type: list
+        elements: dict
+        default: []
+      status_command:
+        description: The command that prints the migrations as JSON (pending, applied).
+        type: list
+        elements: str
+        default: [pliers, migrate, status]
+      backup_first:
+        description: Accepted as C(stack_plan) gives it; the caller's migrations step reads it.
+        type: bool
+        default: true
   stores:
     description:
       - The data stores (services of O(first)) and the accounts the services log in to them with. A store that
@@ -342,6 +386,13 @@ held:
   type: list
   elements: str
   version_added: 0.2.0
+migrations_pending:
+  description: What each service of O(hold) asked through O(migrations) said was pending (empty lists when the run
+    went on rolling).
+  returned: always
+  type: dict
+  sample: {api: []}
+  version_added: 0.2.0
 written:
   description: The paths of O(write) that were created or changed (would be, in check mode).
   returned: always
@@ -432,6 +483,7 @@ from ansible_collections.pliers.deploy.plugins.module_utils._files import (
     reveal_non_secrets,
 )
 from ansible_collections.pliers.deploy.plugins.module_utils._health import verify
+from ansible_collections.pliers.deploy.plugins.module_utils._migrations import STATUS_COMMAND, MigrationError, run_json
 from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError
 from ansible_collections.pliers.deploy.plugins.module_utils._store import (
     ImageMissing,
@@ -1009,6 +1061,7 @@ class Rollout:
         self.writer = Writer(module)
         self.reports: list[dict] = []
         self.held: list[str] = []
+        self.migrations_found: dict[str, list[str]] = {}
         self.pulled: list[str] = []
         self.orphans: list[str] = []
         self.edge: Edge | None = None
@@ -1142,7 +1195,24 @@ class Rollout:
                 "the release stops before the migrations of " + ", ".join(self.held) + ", with no app container "
                 "changed: could not bring back " + "; ".join(f"{r['name']}: {r['reason']}" for r in first_failed)
             )
-        return True
+        self.held = [s for s in self.held if self.migrations_pending(compose, s)]
+        return bool(self.held)
+
+    def migrations_pending(self, compose: Compose, service: str) -> bool:
+        """Whether the service's new image has migrations to run (or cannot say) before it rolls."""
+        spec = next((m for m in self.params["migrations"] if m["service"] == service), None)
+        if spec is None:
+            return True
+        try:
+            status = run_json(
+                self.module, self.client, spec["status_command"], image=spec["image"],
+                network=f"{compose.project}_{spec['network']}", env=spec["environment"], secrets=spec["secrets"],
+                timeout=self.params["timeout"],
+            )  # fmt: skip
+        except (MigrationError, DockerException):
+            return True
+        self.migrations_found[service] = [str(name) for name in status.get("pending") or []]
+        return bool(self.migrations_found[service])
 
     def result(self, waited: float) -> dict:
         edge = self.edge
@@ -1162,6 +1232,7 @@ class Rollout:
             changed=changed,
             services=self.reports,
             held=self.held,
+            migrations_pending=self.migrations_found,
             written=self.writer.changed,
             pulled=self.pulled,
             reloaded=bool(edge and edge.reloaded),
@@ -1193,6 +1264,21 @@ def main() -> None:
         pull=dict(type="bool", default=True),
         first=dict(type="list", elements="str", default=[]),
         hold=dict(type="list", elements="str", default=[]),
+        migrations=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                service=dict(type="str", required=True),
+                image=dict(type="str", required=True),
+                network=dict(type="str", required=True),
+                environment=dict(type="dict", default={}),
+                # Paths of the secret files, never their values.
+                secrets=dict(type="list", elements="dict", default=[], no_log=False),
+                status_command=dict(type="list", elements="str", default=list(STATUS_COMMAND)),
+                backup_first=dict(type="bool", default=True),
+            ),
+        ),
         services=dict(type="list", elements="str", required=True),
         in_place=dict(type="list", elements="str", default=[]),
         remove_orphans=dict(type="bool", default=False),

@@ -145,45 +145,37 @@ known:
   version_added: 0.2.0
 """
 
-import json
-import posixpath
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     DockerException,
     NotFound,
     docker_client,
     image_here,
-    run_one_off,
+)
+from ansible_collections.pliers.deploy.plugins.module_utils._migrations import (
+    STATUS_COMMAND,
+    UP_COMMAND,
+    MigrationError,
+    run_json,
 )
 
 
 def run_once(module, client, command: list[str]) -> dict:
     """Run command in a one-off container; its stdout must be one JSON document."""
     params = module.params
-    volumes = {
-        secret["file"]: {"bind": posixpath.join("/run/secrets", secret["target"]), "mode": "ro"}
-        for secret in params["secrets"]
-    }
-    status, stdout, stderr = run_one_off(
-        module,
-        client,
-        params["timeout"],
-        image=params["image"],
-        command=command,
-        environment={str(k): str(v) for k, v in params["env"].items()},
-        network=params["network"],
-        volumes=volumes,
-        labels={"pliers.deploy.role": "migrate"},
-    )
-    if status != 0:
-        module.fail_json(
-            msg=f"'{' '.join(command)}' in {params['image']} failed (exit {status}): {stderr[-1500:] or stdout[-1500:]}"
-        )
     try:
-        return json.loads(stdout.splitlines()[-1])
-    except (ValueError, IndexError):
-        module.fail_json(msg=f"'{' '.join(command)}' printed no JSON result: {stdout[-500:]!r} {stderr[-500:]!r}")
+        return run_json(
+            module,
+            client,
+            command,
+            image=params["image"],
+            network=params["network"],
+            env=params["env"],
+            secrets=params["secrets"],
+            timeout=params["timeout"],
+        )
+    except MigrationError as exc:
+        module.fail_json(msg=str(exc))
 
 
 def main() -> None:
@@ -204,8 +196,8 @@ def main() -> None:
                 **{key: dict(type="str") for key in ("name", "uid", "gid", "mode", "version")},
             ),
         ),
-        status_command=dict(type="list", elements="str", default=["pliers", "migrate", "status"]),
-        up_command=dict(type="list", elements="str", default=["pliers", "migrate", "up"]),
+        status_command=dict(type="list", elements="str", default=list(STATUS_COMMAND)),
+        up_command=dict(type="list", elements="str", default=list(UP_COMMAND)),
         timeout=dict(type="int", default=300),
         apply=dict(type="bool", default=True),
     )

@@ -1012,7 +1012,7 @@ def rollout(compose, check_mode=False, **params):
     module = FakeModule(check_mode, **{"first": [], "services": [], "in_place": [], "hold": [], "pull": False,
                                        "remove_orphans": False, "reload_edge": False,
                                        "write": {"directories": [], "files": []}, "verify": [], "stores": [],
-                                       "accounts_brought": {}, **params})  # fmt: skip
+                                       "accounts_brought": {}, "migrations": [], **params})  # fmt: skip
     run = compose_rollout.Rollout(module, client=None)
     run.converge(compose)
     return run
@@ -1033,6 +1033,74 @@ def test_a_service_whose_migrations_must_run_first_holds_the_run_after_the_data_
     assert run.held == ["api"]
     assert [r["name"] for r in run.reports] == ["db"], "nothing rolled: the migrations run first"
     assert compose.commands == []
+
+
+API_MIGRATIONS = {
+    "service": "api",
+    "image": "registry/pliers/api:1.1.0",
+    "network": "backend",
+    "environment": {"DATABASE_HOST": "db"},
+    "secrets": [{"file": "/opt/p/secrets/api_database_password", "target": "database_password"}],
+    "status_command": ["pliers", "migrate", "status"],
+    "backup_first": True,
+}
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    """The migrations' status compose_rollout asks for: each call recorded; `answer` is what it prints (or raises)."""
+    calls = []
+
+    def run_json(module, client, command, **container):
+        calls.append((command, container))
+        if isinstance(asked.answer, Exception):
+            raise asked.answer
+        return asked.answer
+
+    asked = types.SimpleNamespace(calls=calls, answer={"pending": [], "applied": ["001_items"]})
+    monkeypatch.setattr(compose_rollout, "run_json", run_json)
+    return asked
+
+
+def test_a_release_whose_image_has_no_pending_migration_rolls_on_in_the_same_run(asked):
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], migrations=[API_MIGRATIONS])
+    assert run.held == []
+    assert run.migrations_found == {"api": []}
+    assert [r["name"] for r in run.reports if r["action"] == "rolled"] == ["api"]
+    assert asked.calls == [
+        (
+            ["pliers", "migrate", "status"],
+            {
+                "image": "registry/pliers/api:1.1.0",
+                "network": "p_backend",
+                "env": {"DATABASE_HOST": "db"},
+                "secrets": [{"file": "/opt/p/secrets/api_database_password", "target": "database_password"}],
+                "timeout": 30,
+            },
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param({"pending": ["002_tags"], "applied": ["001_items"]}, id="a migration pending"),
+        pytest.param(compose_rollout.MigrationError("'pliers migrate status' failed (exit 1)"), id="no answer"),
+    ],
+)
+def test_a_release_with_a_pending_migration_or_no_answer_holds(asked, answer):
+    asked.answer = answer
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], migrations=[API_MIGRATIONS])
+    assert run.held == ["api"]
+    assert [r["name"] for r in run.reports] == ["db"], "nothing rolled: the migrations run first"
+
+
+def test_the_image_is_not_asked_when_its_service_needs_nothing(asked):
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1"), FakeContainer("p-web-1"))
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], migrations=[API_MIGRATIONS])
+    assert (run.held, asked.calls) == ([], [])
 
 
 def test_nothing_holds_when_the_services_with_migrations_need_nothing():
