@@ -21,7 +21,9 @@ description:
     O(stores) to the accounts the services log in with (as M(pliers.deploy.postgres_access) and
     M(pliers.deploy.redis_access) do, through the store's own container), so that a rotated password's new login
     exists before the first container that uses it; the services of O(first) that log in to a store (the
-    exporters) converge once it is. With O(remove_orphans), once every service is at its definition and answers
+    exporters) converge once it is. What of O(first) is no store and no dependency of a service of O(services)
+    (monitoring, the exporters) starts then too, but its health is waited for at the end of the run (by the next
+    run, when this one holds for migrations), not before the rollout. With O(remove_orphans), once every service is at its definition and answers
     through the edge, what no service uses any more (a rotated password's old login or password) is dropped, when
     the first pass found any.
   - The services in O(services) are rolled. Each whose containers differ from the project's current definition
@@ -43,8 +45,9 @@ description:
     restarted; their health is waited for side by side. A service that depends on a service that could not be
     brought back is left as it is (Compose would recreate that dependency in place).
   - A service that cannot be brought back does not stop the others. Once every service was tried, the module
-    fails naming each service it could not bring back and what its health check last said. When a service of
-    O(first) could not be brought back and O(hold) would hold, nothing is rolled.
+    fails naming each service it could not bring back and what its health check last said. When a store, or a
+    service of O(first) that a rolled service depends on, could not be brought back and O(hold) would hold,
+    nothing is rolled.
   - With O(edge), the nginx edge's upstream files in O(upstreams_dir) name each routed service's healthy
     containers, and O(sync_command) runs in the edge to load them; it also reloads the edge when a file of
     O(write) that the edge reloads in place changed. A stale edge, or a follower that stopped, is repaired too.
@@ -89,7 +92,8 @@ options:
     default: true
     version_added: 0.2.0
   first:
-    description: Services converged in place, and waited for, before anything else (the data services).
+    description: Services converged in place before anything else - the data services, waited for then, and what
+      needs only them (monitoring), waited for at the end.
     type: list
     elements: str
     default: []
@@ -911,7 +915,47 @@ def start_edge(compose: Compose, edge: str, in_place: list[str]) -> None:
 
 
 def converge_in_place(module, compose: Compose, services: list[str], hashes: dict, failed: set[str]) -> list[dict]:
-    """Converge services in place, as docker compose up would; unhealthy containers are restarted."""
+    """Converge services in place, as docker compose up would; unhealthy containers are restarted. Their health is
+    waited for."""
+    return start_in_place(module, compose, services, hashes, failed).wait()
+
+
+class InPlace:
+    """Services converged in place, started: wait() waits for their health (some of them, or the rest) and completes
+    their reports."""
+
+    def __init__(self, module, compose: Compose, reports: dict[str, dict], started: float) -> None:
+        self.module = module
+        self.compose = compose
+        self.reports = reports
+        self.started = started
+        self.waited: set[str] = set()
+
+    def wait(self, only: list[str] | None = None) -> list[dict]:
+        """Wait for these services (all not waited for yet, by default); the reports of all of them."""
+        chosen = [s for s in (self.reports if only is None else only) if s in self.reports and s not in self.waited]
+        self.waited.update(chosen)
+        if self.module.check_mode:
+            return list(self.reports.values())
+        compose, reports = self.compose, self.reports
+        waiting = {
+            service: compose.containers(service)
+            for service in chosen
+            if reports[service]["action"] not in ("skipped", "failed")
+        }
+        for service, reason in wait_all_healthy(waiting, self.module.params["timeout"]).items():
+            reports[service].update(action="failed", reason=reason)
+        for service in chosen:
+            report = reports[service]
+            report["new"] = [c.name for c in compose.containers(service)] if report["action"] != "skipped" else []
+            if report["action"] not in ("unchanged", "skipped"):
+                report["seconds"] = round(time.monotonic() - self.started, 1)
+        return list(reports.values())
+
+
+def start_in_place(module, compose: Compose, services: list[str], hashes: dict, failed: set[str]) -> InPlace:
+    """Converge services in place, as docker compose up would, and restart their unhealthy containers; their health
+    is not waited for yet."""
     started = time.monotonic()
     reports: dict[str, dict] = {}
     to_up: list[str] = []
@@ -954,7 +998,7 @@ def converge_in_place(module, compose: Compose, services: list[str], hashes: dic
                 reason="; ".join(f"{c.name} was unhealthy ({last[:120]})" for c, last in unhealthy),
             )
     if module.check_mode:
-        return list(reports.values())
+        return InPlace(module, compose, reports, started)
     for container in to_remove:
         container.remove(force=True)
     if to_up:
@@ -969,18 +1013,7 @@ def converge_in_place(module, compose: Compose, services: list[str], hashes: dic
                     reports[service].update(action="failed", reason=str(exc))
     for container in to_restart:
         container.restart()
-    waiting = {
-        service: compose.containers(service)
-        for service, report in reports.items()
-        if report["action"] not in ("skipped", "failed")
-    }
-    for service, reason in wait_all_healthy(waiting, module.params["timeout"]).items():
-        reports[service].update(action="failed", reason=reason)
-    for report in reports.values():
-        report["new"] = [c.name for c in compose.containers(report["name"])] if report["action"] != "skipped" else []
-        if report["action"] not in ("unchanged", "skipped"):
-            report["seconds"] = round(time.monotonic() - started, 1)
-    return list(reports.values())
+    return InPlace(module, compose, reports, started)
 
 
 def remove_orphans(module, compose: Compose) -> list[str]:
@@ -1061,6 +1094,8 @@ class Rollout:
         self.writer = Writer(module)
         self.reports: list[dict] = []
         self.held: list[str] = []
+        # What the rollout needs healthy first (the stores and what the rolled services depend on).
+        self.needed: set[str] = set()
         self.migrations_found: dict[str, list[str]] = {}
         self.pulled: list[str] = []
         self.orphans: list[str] = []
@@ -1097,11 +1132,19 @@ class Rollout:
         # (A store may hold an account of its own, the backups' on Redis: it is a store first.)
         stores = {store["service"] for store in params["stores"]}
         account_holders = {a.get("service") for store in params["stores"] for a in store["accounts"]} - stores
-        early = [s for s in params["first"] if s not in account_holders]
-        self.reports += converge_in_place(self.module, compose, early, hashes, set())
+        # Waited for before the accounts and the rollout: the stores and what the rolled services depend on. The rest
+        # of O(first) (monitoring, the exporters) starts beside them and is waited for at the end of the run (by the
+        # next run, when this one holds for migrations), so that its start does not add to the release's.
+        self.needed = needed = stores | {d for s in params["services"] for d in compose.dependencies(s)}
+        early = start_in_place(
+            self.module, compose, [s for s in params["first"] if s not in account_holders], hashes, set()
+        )
+        self.reports += early.wait([s for s in early.reports if s in needed])
         self.access(compose, prune=False)
-        later = [s for s in params["first"] if s in account_holders]
-        self.reports += converge_in_place(self.module, compose, later, hashes, self.failed())
+        later = start_in_place(
+            self.module, compose, [s for s in params["first"] if s in account_holders], hashes, self.failed()
+        )
+        self.reports += later.wait([s for s in later.reports if s in needed])
         if self.hold(compose, hashes):
             return
         self.edge = Edge(
@@ -1116,6 +1159,8 @@ class Rollout:
         self.reports += roll(self.module, compose, edge, params["services"], hashes, self.failed())
         edge.flush()
         self.reports += converge_in_place(self.module, compose, params["in_place"], hashes, self.failed())
+        early.wait()
+        later.wait()
         if params["remove_orphans"]:
             self.orphans = remove_orphans(self.module, compose)
         # What the edge serves, checked on every run: upstreams rewritten by hand, a stopped follower, or the
@@ -1189,7 +1234,7 @@ class Rollout:
         self.held = [s for s in candidates if decide(compose, s, hashes[s]).acts]
         if not self.held or self.module.check_mode:
             return False
-        first_failed = [r for r in self.reports if r["action"] in ("failed", "skipped")]
+        first_failed = [r for r in self.reports if r["action"] in ("failed", "skipped") and r["name"] in self.needed]
         if first_failed:
             raise RolloutError(
                 "the release stops before the migrations of " + ", ".join(self.held) + ", with no app container "

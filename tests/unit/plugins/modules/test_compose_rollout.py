@@ -1103,6 +1103,42 @@ def test_the_image_is_not_asked_when_its_service_needs_nothing(asked):
     assert (run.held, asked.calls) == ([], [])
 
 
+def monitored(*containers, **kwargs):
+    """stack() with a monitoring service beside the data services, which nothing rolled depends on."""
+    compose = stack(*containers, **kwargs)
+    compose.model["services"]["prom"] = {"healthcheck": HEALTHCHECK}
+    compose.desired["prom"] = NEW
+    return compose
+
+
+def test_what_nothing_rolled_depends_on_starts_with_the_data_services_and_is_waited_for_after_the_rollout():
+    compose = monitored(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD),
+                        new_health={"prom": ["starting", "starting", "healthy"]})  # fmt: skip
+    run = rollout(compose, first=["db", "prom"], services=["api"])
+    events = [e for e in compose.events if e[0] in ("compose", "health")]
+    assert events.index(("compose", "up --detach prom")) < events.index(
+        ("compose", "up --no-start --no-recreate --scale api=2 api")
+    )
+    assert events.index(("compose", "up --no-start --no-recreate --scale api=2 api")) < events.index(
+        ("health", "p-prom-1", "healthy")
+    )
+    assert {r["name"]: r["action"] for r in run.reports} == {"db": "unchanged", "prom": "converged", "api": "rolled"}
+
+
+def test_what_nothing_rolled_depends_on_failing_its_health_is_reported_and_the_release_goes_on():
+    def unhealthy_monitoring():
+        return monitored(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD),
+                         new_health={"prom": "unhealthy"})  # fmt: skip
+
+    run = rollout(unhealthy_monitoring(), first=["db", "prom"], services=["api"], hold=["api"])
+    assert run.held == ["api"], "the migrations do not wait for its health"
+    run = rollout(unhealthy_monitoring(), first=["db", "prom"], services=["api"])
+    reports = {r["name"]: r for r in run.reports}
+    assert reports["api"]["action"] == "rolled"
+    assert reports["prom"]["action"] == "failed"
+    assert reports["prom"]["reason"] == "the container p-prom-1 is unhealthy (its health check last said: ok)"
+
+
 def test_nothing_holds_when_the_services_with_migrations_need_nothing():
     compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1"), FakeContainer("p-web-1", config_hash=OLD))
     run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"])
