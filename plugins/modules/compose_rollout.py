@@ -23,9 +23,9 @@ description:
     exists before the first container that uses it; the services of O(first) that log in to a store (the
     exporters) converge once it is. What of O(first) is no store and no dependency of a service of O(services)
     (monitoring, the exporters) starts then too, but its health is waited for at the end of the run (by the next
-    run, when this one holds for migrations), not before the rollout. With O(remove_orphans), once every service is at its definition and answers
-    through the edge, what no service uses any more (a rotated password's old login or password) is dropped, when
-    the first pass found any.
+    run, when this one holds for migrations), not before the rollout. With O(remove_orphans), once every service
+    is at its definition and answers through the edge, what no service uses any more (a rotated password's old
+    login or password) is dropped, when the first pass found any.
   - The services in O(services) are rolled. Each whose containers differ from the project's current definition
     (Compose's own configuration hash) or are not all running and healthy gets its missing containers started
     beside the ones that serve - all such services at once, created by one C(docker compose up --no-start) and
@@ -390,12 +390,12 @@ held:
   type: list
   elements: str
   version_added: 0.2.0
-migrations_pending:
-  description: What each service of O(hold) asked through O(migrations) said was pending (empty lists when the run
-    went on rolling).
+migration_status:
+  description: What each service of O(hold) asked through O(migrations) answered - its C(pending) and C(applied)
+    migrations (none pending when the run went on rolling).
   returned: always
   type: dict
-  sample: {api: []}
+  sample: {api: {pending: [], applied: [001_items]}}
   version_added: 0.2.0
 written:
   description: The paths of O(write) that were created or changed (would be, in check mode).
@@ -1096,7 +1096,7 @@ class Rollout:
         self.held: list[str] = []
         # What the rollout needs healthy first (the stores and what the rolled services depend on).
         self.needed: set[str] = set()
-        self.migrations_found: dict[str, list[str]] = {}
+        self.migration_status: dict[str, dict] = {}
         self.pulled: list[str] = []
         self.orphans: list[str] = []
         self.edge: Edge | None = None
@@ -1256,8 +1256,10 @@ class Rollout:
             )  # fmt: skip
         except (MigrationError, DockerException):
             return True
-        self.migrations_found[service] = [str(name) for name in status.get("pending") or []]
-        return bool(self.migrations_found[service])
+        self.migration_status[service] = {
+            key: [str(name) for name in status.get(key) or []] for key in ("pending", "applied")
+        }
+        return bool(self.migration_status[service]["pending"])
 
     def result(self, waited: float) -> dict:
         edge = self.edge
@@ -1277,7 +1279,7 @@ class Rollout:
             changed=changed,
             services=self.reports,
             held=self.held,
-            migrations_pending=self.migrations_found,
+            migration_status=self.migration_status,
             written=self.writer.changed,
             pulled=self.pulled,
             reloaded=bool(edge and edge.reloaded),

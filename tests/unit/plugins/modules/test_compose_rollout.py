@@ -1066,7 +1066,7 @@ def test_a_release_whose_image_has_no_pending_migration_rolls_on_in_the_same_run
     compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
     run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], migrations=[API_MIGRATIONS])
     assert run.held == []
-    assert run.migrations_found == {"api": []}
+    assert run.migration_status == {"api": {"pending": [], "applied": ["001_items"]}}
     assert [r["name"] for r in run.reports if r["action"] == "rolled"] == ["api"]
     assert asked.calls == [
         (
