@@ -13,6 +13,7 @@ from ..paths import ROOT
 
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
 FILTERS = sorted(p.stem for p in (ROOT / "plugins" / "filter").glob("*.yml"))
+LOOKUPS = sorted(p.stem for p in (ROOT / "plugins" / "lookup").glob("*.py"))
 
 
 def ansible_doc(*args: str) -> subprocess.CompletedProcess:
@@ -20,7 +21,10 @@ def ansible_doc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize(("kind", "name"), [("module", m) for m in MODULES] + [("filter", f) for f in FILTERS])
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("module", m) for m in MODULES] + [("filter", f) for f in FILTERS] + [("lookup", x) for x in LOOKUPS],
+)
 def test_documentation_renders(kind, name):
     result = ansible_doc("-t", kind, f"pliers.deploy.{name}")
     assert result.returncode == 0 and "ERROR" not in result.stderr, result.stderr
