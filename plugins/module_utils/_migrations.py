@@ -41,7 +41,10 @@ def run_json(module, client, command: list[str], *, image: str, network: str, en
             f"'{' '.join(command)}' in {image} failed (exit {status}): {stderr[-1500:] or stdout[-1500:]}"
         )
     try:
-        return json.loads(stdout.splitlines()[-1])
-    except (ValueError, IndexError) as exc:
+        document = json.loads(stdout.splitlines()[-1])
+    except (ValueError, IndexError):
+        document = None
+    if not isinstance(document, dict):
         printed = f"{stdout[-500:]!r} {stderr[-500:]!r}"
-        raise MigrationError(f"'{' '.join(command)}' printed no JSON result: {printed}") from exc
+        raise MigrationError(f"'{' '.join(command)}' printed no JSON object as its last line: {printed}")
+    return document

@@ -461,6 +461,7 @@ failures:
   elements: str
 """
 
+import contextlib
 import fcntl
 import json
 import os
@@ -565,6 +566,29 @@ class Compose:
                     found.add(dependency)
                     pending.append(dependency)
         return found
+
+    def serving_healthy(self, service: str) -> bool:
+        """Whether the service runs, every running container of it healthy."""
+        running = [c for c in self.containers(service) if c.status == "running"]
+        return bool(running) and all(health(c)[0] == "healthy" for c in running)
+
+    def starts_itself(self, service: str) -> bool:
+        """Whether Compose does something of its own as the service's containers start: a post_start hook, or a
+        config or secret given inline (its content, or an environment variable), which it copies in."""
+        definition = self.definition(service)
+        if definition.get("post_start"):
+            return True
+        inline = {
+            (kind, name)
+            for kind in ("configs", "secrets")
+            for name, top in (self.model.get(kind) or {}).items()
+            if "content" in (top or {}) or "environment" in (top or {})
+        }
+        return any(
+            (kind, entry.get("source") if isinstance(entry, dict) else entry) in inline
+            for kind in ("configs", "secrets")
+            for entry in definition.get(kind) or []
+        )
 
     def lost_networks(self, container) -> list[str]:
         """The networks a container is attached to that no longer exist (removed while it was stopped)."""
@@ -679,9 +703,8 @@ class Decision:
 
     keep: the containers of the current definition that serve or are about to (the healthy first), up to the
     replicas; starting: those of them still starting; missing: how many new ones to start; retire: the running
-    ones that are not kept; stopped: leftovers to remove; healthy: every running container is (what depends on the
-    service can start beside its new ones). action: unchanged, started (its current containers were starting:
-    they are waited for), rolled (a new definition) or repaired.
+    ones that are not kept; stopped: leftovers to remove. action: unchanged, started (its current containers were
+    starting: they are waited for), rolled (a new definition) or repaired.
     """
 
     def __init__(self, service: str, containers: list, states: dict, desired_hash: str, replicas: int) -> None:
@@ -698,7 +721,6 @@ class Decision:
         self.starting = [c for c in self.keep if states[c.id][0] == "starting"]
         self.missing = replicas - len(self.keep)
         self.retire = [c for c in self.running if c not in self.keep]
-        self.healthy = bool(self.running) and all(states[c.id][0] == "healthy" for c in self.running)
         self.reason = ""
         if len(self.keep) == replicas and len(containers) == replicas:
             self.action = "started" if self.starting else "unchanged"
@@ -824,7 +846,7 @@ def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict
     # What the new containers reach through the edge (an earlier service) must be loaded there first.
     edge.flush()
     before = {s: {c.id for c in d.running} for s, d in acting.items()}
-    if leans_on_old_containers(compose, acting, scale):
+    if leans_on_old_containers(compose, scale):
         create_and_start(compose, scale, before, reports)
     else:
         up_in_order(compose, scale, reports)
@@ -835,15 +857,15 @@ def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict
     }
 
 
-def leans_on_old_containers(compose: Compose, acting: dict, scale: dict) -> bool:
-    """Whether every service that gets new containers depends only on services that run healthy: those that get
-    new containers too still have their old, healthy ones serving. Compose would wait for each dependency's new
-    containers to be healthy before it starts what depends on them (it waits for every container of a
-    service_healthy dependency), which adds one health wait per step of the chain."""
-    return all(
-        dependency not in scale or acting[dependency].healthy
-        for service in scale
-        for dependency in compose.dependencies(service)
+def leans_on_old_containers(compose: Compose, scale: dict) -> bool:
+    """Whether the new containers can start side by side, outside Compose: every service they depend on runs, all
+    its containers healthy (those that get new containers too still have their old ones serving), and Compose has
+    nothing of its own to do as they start (a post_start hook, configs or secrets it copies in). Compose would wait
+    for each dependency's new containers to be healthy before it starts what depends on them (it waits for every
+    container of a service_healthy dependency), which adds one health wait per step of the chain."""
+    dependencies = {dependency for service in scale for dependency in compose.dependencies(service)}
+    return not any(compose.starts_itself(service) for service in scale) and all(
+        compose.serving_healthy(dependency) for dependency in dependencies
     )
 
 
@@ -876,7 +898,8 @@ def create_and_start(compose: Compose, scale: dict, before: dict, reports: dict)
             # A port taken, a device missing: what serves keeps serving, the new containers go.
             reports[service].update(action="failed", reason=f"its new container did not start: {exc}")
             for container in created[service]:
-                container.remove(force=True)
+                with contextlib.suppress(DockerException):
+                    container.remove(force=True)
 
     if created:
         with ThreadPoolExecutor(max_workers=min(len(created), 8)) as pool:
@@ -1132,10 +1155,12 @@ class Rollout:
         # (A store may hold an account of its own, the backups' on Redis: it is a store first.)
         stores = {store["service"] for store in params["stores"]}
         account_holders = {a.get("service") for store in params["stores"] for a in store["accounts"]} - stores
-        # Waited for before the accounts and the rollout: the stores and what the rolled services depend on. The rest
-        # of O(first) (monitoring, the exporters) starts beside them and is waited for at the end of the run (by the
-        # next run, when this one holds for migrations), so that its start does not add to the release's.
-        self.needed = needed = stores | {d for s in params["services"] for d in compose.dependencies(s)}
+        # Waited for before the accounts and the rollout: the stores and what they and the rolled services depend
+        # on. The rest of O(first) (monitoring, the exporters) starts beside them and is waited for at the end of the
+        # run (by the next run, when this one holds for migrations), so that its start does not add to the release's.
+        self.needed = needed = stores | {
+            dependency for root in stores | set(params["services"]) for dependency in compose.dependencies(root)
+        }
         early = start_in_place(
             self.module, compose, [s for s in params["first"] if s not in account_holders], hashes, set()
         )

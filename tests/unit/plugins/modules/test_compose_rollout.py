@@ -996,6 +996,34 @@ def test_a_service_whose_dependency_has_nothing_healthy_is_started_in_compose_or
     assert compose.commands == [up]
 
 
+def test_a_service_whose_dependency_it_does_not_roll_is_stopped_is_started_in_compose_order():
+    # Compose starts the stopped api, and waits for it, before the new ai-service.
+    compose = chain(FakeContainer("p-api-1", status="exited"), FakeContainer("p-ai-service-1", config_hash=OLD))
+    roll_app(compose, services=("ai-service",))
+    assert compose.commands == ["up --detach --no-recreate --scale ai-service=2 ai-service"]
+
+
+def test_a_service_compose_does_something_for_as_it_starts_is_started_by_compose():
+    compose = chain(FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-ai-service-1", config_hash=OLD))
+    compose.model["services"]["api"]["post_start"] = [{"command": ["pliers", "warm"]}]
+    roll_app(compose, services=("api", "ai-service"))
+    assert compose.commands == ["up --detach --no-recreate --scale ai-service=2 --scale api=2 ai-service api"]
+
+
+@pytest.mark.parametrize("source", ["content", "environment"])
+def test_a_service_with_an_inline_config_is_started_by_compose(source):
+    compose = chain(FakeContainer("p-api-1", config_hash=OLD))
+    compose.model["configs"] = {"api_settings": {source: "x"}, "api_file": {"file": "/opt/p/api.json"}}
+    compose.model["services"]["api"]["configs"] = [{"source": "api_settings", "target": "/etc/api.json"}]
+    roll_app(compose, services=("api",))
+    assert compose.commands == ["up --detach --no-recreate --scale api=2 api"]
+    compose = chain(FakeContainer("p-api-1", config_hash=OLD))
+    compose.model["configs"] = {"api_file": {"file": "/opt/p/api.json"}}
+    compose.model["services"]["api"]["configs"] = [{"source": "api_file", "target": "/etc/api.json"}]
+    roll_app(compose, services=("api",))
+    assert compose.commands == ["up --no-start --no-recreate --scale api=2 api"], "a file Compose bind-mounts"
+
+
 def test_a_service_whose_dependency_failed_is_not_rolled():
     compose = FakeCompose({"api": {"healthcheck": HEALTHCHECK, "depends_on": {"postgres": {}}}, "postgres": {}},
                           [FakeContainer("p-api-1", config_hash=OLD)])  # fmt: skip
@@ -1087,6 +1115,7 @@ def test_a_release_whose_image_has_no_pending_migration_rolls_on_in_the_same_run
     [
         pytest.param({"pending": ["002_tags"], "applied": ["001_items"]}, id="a migration pending"),
         pytest.param(compose_rollout.MigrationError("'pliers migrate status' failed (exit 1)"), id="no answer"),
+        pytest.param(DockerException("network p_backend not found"), id="no container"),
     ],
 )
 def test_a_release_with_a_pending_migration_or_no_answer_holds(asked, answer):
