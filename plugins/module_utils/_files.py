@@ -264,11 +264,13 @@ class Writer:
         if missing and not self.check_mode:
             apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
             environment = {"DEBIAN_FRONTEND": "noninteractive"}
-            rc, out, err = self.module.run_command([*apt, "install", "--yes", *missing], environ_update=environment)
+            # What they recommend (fonts, documentation, ICU for certbot; FUSE for restic) no deploy uses.
+            install = [*apt, "install", "--yes", "--no-install-recommends", *missing]
+            rc, out, err = self.module.run_command(install, environ_update=environment)
             if rc != 0:
                 # Lists older than the archive, or none yet.
                 self.module.run_command([*apt, "update"], environ_update=environment)
-                rc, out, err = self.module.run_command([*apt, "install", "--yes", *missing], environ_update=environment)
+                rc, out, err = self.module.run_command(install, environ_update=environment)
             if rc != 0:
                 raise FilesError(f"installing {', '.join(missing)} failed (exit {rc}): {(err or out).strip()[-800:]}")
         self.changed += [f"package {name}" for name in missing]

@@ -46,8 +46,9 @@ options:
   packages:
     description:
       - Debian packages the files and units need (the program a unit runs, for instance), installed with
-        C(apt-get) when missing, before the files are written. The package lists are refreshed only when the
-        install fails without it, so that a host that has them all costs one C(dpkg-query).
+        C(apt-get) when missing (without what they recommend), before the files are written. The package lists are
+        refreshed only when the install fails without it, so that a host that has them all costs one
+        C(dpkg-query).
     type: list
     elements: str
     default: []

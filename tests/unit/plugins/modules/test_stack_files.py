@@ -116,7 +116,7 @@ def fake_apt(tmp_path, monkeypatch):
         '#!/bin/sh\necho "apt-get $* $DEBIAN_FRONTEND" >> "$FAKE_APT/apt.log"\n'
         'case "$3" in update) rm -f "$FAKE_APT/stale"; exit 0 ;; esac\n'
         '[ ! -e "$FAKE_APT/stale" ] || { echo "E: Unable to locate package" >&2; exit 100; }\n'
-        'shift 4; for p in "$@"; do echo "$p" >> "$FAKE_APT/installed"; done\n'
+        'shift 5; for p in "$@"; do echo "$p" >> "$FAKE_APT/installed"; done\n'
     )
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
@@ -129,7 +129,10 @@ def test_missing_packages_are_installed_and_installed_ones_cost_one_query(tmp_pa
     (tmp_path / "installed").write_text("openssl\n")
     first = write(tmp_path, packages=["openssl", "certbot"])
     assert (first["changed"], first["updated"]) == (True, ["package certbot"])
-    assert "apt-get -o DPkg::Lock::Timeout=300 install --yes certbot noninteractive" in fake_apt.read_text()
+    assert (
+        "apt-get -o DPkg::Lock::Timeout=300 install --yes --no-install-recommends certbot noninteractive"
+        in fake_apt.read_text()
+    )
     fake_apt.unlink()
     second = write(tmp_path, packages=["openssl", "certbot"])
     assert (second["changed"], second["updated"]) == (False, [])
