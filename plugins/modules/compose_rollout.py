@@ -39,7 +39,9 @@ description:
   - With O(hold), stops after O(first) when one of those rolled services needs acting on, so that the caller can
     run their migrations before they roll (RV(held)); nothing else is changed then. When O(migrations) says how,
     it first asks the service's new image which migrations are pending, and goes on rolling when none is (most
-    releases), in the same run. In check mode it goes on, and reports what it would do.
+    releases), in the same run. When the stores already run at their definition (a release), it asks beside the
+    data services' convergence and the accounts, and asks again after them if that failed (a rotated password).
+    In check mode it goes on, and reports what it would do.
   - The services in O(in_place) are then converged in place, as C(docker compose up) would (created, started or
     recreated where they differ), and a running container of the current definition that is unhealthy is
     restarted; their health is waited for side by side. A service that depends on a service that could not be
@@ -1149,6 +1151,7 @@ class Rollout:
         wanted = params["first"] + params["services"] + params["in_place"]
         hashes = compose.initial_hashes or (compose.hashes(wanted) if wanted else {})
         self.pull(compose, wanted)
+        asked = self.ask_migrations_early(compose, hashes)
         # The stores' accounts before the first container that logs in with them starts (a rotated password's new
         # login exists by then) and before the migrations, which log in as the owner: the services of O(first) with
         # no account converge side by side with the stores, those with one (the exporters) once the accounts are.
@@ -1170,7 +1173,7 @@ class Rollout:
             self.module, compose, [s for s in params["first"] if s in account_holders], hashes, self.failed()
         )
         self.reports += later.wait([s for s in later.reports if s in needed])
-        if self.hold(compose, hashes):
+        if self.hold(compose, hashes, asked):
             return
         self.edge = Edge(
             params["edge"], params["upstreams_dir"], params["routes"], params["sync_command"], self.module.check_mode,
@@ -1253,8 +1256,9 @@ class Rollout:
         if missing and not self.module.check_mode:
             compose.run("pull", "--quiet", *sorted({s for names in missing.values() for s in names}))
 
-    def hold(self, compose: Compose, hashes: dict) -> bool:
-        """Whether to stop after the data services, for the migrations of a service about to roll to run first."""
+    def hold(self, compose: Compose, hashes: dict, asked: dict) -> bool:
+        """Whether to stop after the data services, for the migrations of a service about to roll to run first
+        (asked: the answers asked for early, by service)."""
         candidates = [s for s in self.params["hold"] if s in self.params["services"]]
         self.held = [s for s in candidates if decide(compose, s, hashes[s]).acts]
         if not self.held or self.module.check_mode:
@@ -1265,20 +1269,57 @@ class Rollout:
                 "the release stops before the migrations of " + ", ".join(self.held) + ", with no app container "
                 "changed: could not bring back " + "; ".join(f"{r['name']}: {r['reason']}" for r in first_failed)
             )
-        self.held = [s for s in self.held if self.migrations_pending(compose, s)]
+        self.held = [s for s in self.held if self.migrations_pending(compose, s, asked.get(s))]
         return bool(self.held)
 
-    def migrations_pending(self, compose: Compose, service: str) -> bool:
-        """Whether the service's new image has migrations to run (or cannot say) before it rolls."""
-        spec = next((m for m in self.params["migrations"] if m["service"] == service), None)
+    def migration_spec(self, service: str) -> dict | None:
+        return next((m for m in self.params["migrations"] if m["service"] == service), None)
+
+    def ask_migrations(self, compose: Compose, spec: dict) -> dict:
+        """What the service's new image says of its migrations (its status command's JSON)."""
+        return run_json(
+            self.module, self.client, spec["status_command"], image=spec["image"],
+            network=f"{compose.project}_{spec['network']}", env=spec["environment"], secrets=spec["secrets"],
+            timeout=self.params["timeout"],
+        )  # fmt: skip
+
+    def ask_migrations_early(self, compose: Compose, hashes: dict) -> dict:
+        """When the stores already serve at their definition (a release), ask the images of the held services that
+        need acting on now, beside the data services' convergence and the accounts: the answers, as futures, by
+        service. An answer that fails is asked for again once the accounts are brought (a rotated password)."""
+        if self.module.check_mode:
+            return {}
+        asked = [
+            s
+            for s in self.params["hold"]
+            if s in self.params["services"] and self.migration_spec(s) and decide(compose, s, hashes[s]).acts
+        ]
+        stores = [store["service"] for store in self.params["stores"]]
+        settled = all(
+            compose.serving_healthy(store)
+            and all(c.labels.get(HASH_LABEL) == hashes.get(store) for c in compose.containers(store))
+            for store in stores
+        )
+        if not asked or not settled:
+            return {}
+        pool = ThreadPoolExecutor(max_workers=len(asked))
+        try:
+            return {s: pool.submit(self.ask_migrations, compose, self.migration_spec(s)) for s in asked}
+        finally:
+            pool.shutdown(wait=False)  # the questions asked still run to their end
+
+    def migrations_pending(self, compose: Compose, service: str, asked=None) -> bool:
+        """Whether the service's new image has migrations to run (or cannot say) before it rolls; asked: the answer
+        asked for early, if any."""
+        spec = self.migration_spec(service)
         if spec is None:
             return True
+        status = None
+        if asked is not None:
+            with contextlib.suppress(MigrationError, DockerException):
+                status = asked.result()
         try:
-            status = run_json(
-                self.module, self.client, spec["status_command"], image=spec["image"],
-                network=f"{compose.project}_{spec['network']}", env=spec["environment"], secrets=spec["secrets"],
-                timeout=self.params["timeout"],
-            )  # fmt: skip
+            status = status if status is not None else self.ask_migrations(compose, spec)
         except (MigrationError, DockerException):
             return True
         self.migration_status[service] = {

@@ -4,6 +4,7 @@ no engine, no CLI (the rollouts themselves run on the real lab: tests/lab/test_r
 from __future__ import annotations
 
 import os
+import threading
 import types
 
 import pytest
@@ -1081,11 +1082,13 @@ def asked(monkeypatch):
 
     def run_json(module, client, command, **container):
         calls.append((command, container))
-        if isinstance(asked.answer, Exception):
-            raise asked.answer
-        return asked.answer
+        asked.threads.append("main" if threading.current_thread() is threading.main_thread() else "beside")
+        answer = asked.answers.pop(0) if asked.answers else asked.answer
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
-    asked = types.SimpleNamespace(calls=calls, answer={"pending": [], "applied": ["001_items"]})
+    asked = types.SimpleNamespace(calls=calls, threads=[], answers=[], answer={"pending": [], "applied": ["001_items"]})
     monkeypatch.setattr(compose_rollout, "run_json", run_json)
     return asked
 
@@ -1124,6 +1127,33 @@ def test_a_release_with_a_pending_migration_or_no_answer_holds(asked, answer):
     run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], migrations=[API_MIGRATIONS])
     assert run.held == ["api"]
     assert [r["name"] for r in run.reports] == ["db"], "nothing rolled: the migrations run first"
+
+
+def test_a_release_asks_the_image_beside_the_data_services_and_the_accounts(asked, fake_store):
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    fake_store.compose = compose
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], stores=[STORE],
+                  migrations=[API_MIGRATIONS])  # fmt: skip
+    assert (run.held, asked.threads) == ([], ["beside"])
+
+
+def test_an_early_answer_that_failed_is_asked_for_again_once_the_accounts_are_brought(asked, fake_store):
+    # A rotated owner password: the new one works once the accounts are brought.
+    asked.answers = [compose_rollout.MigrationError("password authentication failed for user pliers_api_owner")]
+    compose = stack(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), FakeContainer("p-web-1"))
+    fake_store.compose = compose
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], stores=[STORE],
+                  migrations=[API_MIGRATIONS])  # fmt: skip
+    assert (run.held, asked.threads) == ([], ["beside", "main"])
+
+
+def test_a_first_deploy_asks_the_image_once_the_database_runs(asked, fake_store):
+    compose = stack(new_health={"db": ["starting", "healthy"]})
+    fake_store.compose = compose
+    run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"], stores=[STORE],
+                  migrations=[API_MIGRATIONS])  # fmt: skip
+    assert asked.threads == ["main"]
+    assert run.migration_status == {"api": {"pending": [], "applied": ["001_items"]}}
 
 
 def test_the_image_is_not_asked_when_its_service_needs_nothing(asked):
