@@ -332,6 +332,12 @@ def test_a_deploy_killed_mid_rollout_is_taken_over_and_converged_by_the_rerun(de
 def test_postgres_stopped_before_the_migrations_fails_the_release_before_any_app_container_changes(compose_stack):
     target = compose_stack
     at_release(target, "1.0.0")
+    # A release with something to migrate (one with nothing pending rolls without stopping for its migrations): 1.1.0's
+    # migration made pending again. It only adds a column, which 1.0.0 does not read.
+    target.sql(
+        "ALTER TABLE items DROP COLUMN IF EXISTS tags; DELETE FROM schema_migrations WHERE version = '0002_item_tags'"
+    )
+    assert target.sql("SELECT count(*) FROM schema_migrations WHERE version = '0002_item_tags'") == "0"
     before = app_containers(target)
     postgres = containers(target, "postgres")[0]
     with Client(target.edge, "postgres-stopped") as client:
