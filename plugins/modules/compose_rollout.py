@@ -15,8 +15,9 @@ description:
     removed, unhealthy, recreated by hand with another definition, too many or too few, or left side by side by a
     rollout that was interrupted.
   - First writes O(write) (the stack's secret and configuration files and the project file itself, as
-    M(pliers.deploy.stack_files) would), then pulls the images the services it acts on lack (a missing image fails
-    here, before anything changes).
+    M(pliers.deploy.stack_files) would), then pulls the images the services it acts on lack - those of the data
+    services and what they depend on first, the others beside the data services' start, once each registry has
+    said it holds them - so that a missing image fails before anything changes.
   - Then converges O(first) in place (the data services), health-gated, side by side, and brings each store of
     O(stores) to the accounts the services log in with (as M(pliers.deploy.postgres_access) and
     M(pliers.deploy.redis_access) do, through the store's own container), so that a rotated password's new login
@@ -89,7 +90,8 @@ options:
     elements: str
     default: [compose.yaml]
   pull:
-    description: Pull the images the services this run acts on lack, before anything else changes.
+    description: Pull the images the services this run acts on lack (the data services' before they start, the
+      others beside their start).
     type: bool
     default: true
     version_added: 0.2.0
@@ -617,6 +619,41 @@ class Compose:
                 missing.setdefault(image, []).append(service)
         return missing
 
+    def confirm_in_registry(self, images: dict[str, list[str]]) -> None:
+        """Fail naming each of these images (each with the services that need it) that its registry does not hold
+        or will not show: asked side by side, one round trip each, nothing pulled."""
+
+        def refused(image: str) -> str | None:
+            try:
+                self.client.images.get_registry_data(image)
+            except DockerException as exc:
+                return f"{image} (for {', '.join(images[image])}): {exc}"
+            return None
+
+        if not images:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(images))) as pool:
+            problems = [problem for problem in pool.map(refused, sorted(images)) if problem]
+        if problems:
+            raise RolloutError("cannot pull " + "; ".join(problems))
+
+
+class Pull:
+    """A docker compose pull of some services that runs beside the rest of the run; join() waits for its end and
+    raises what made it fail."""
+
+    def __init__(self, compose: Compose, services: list[str]) -> None:
+        self.services = set(services)
+        self.future = None
+        if services:
+            pool = ThreadPoolExecutor(max_workers=1)
+            self.future = pool.submit(compose.run, "pull", "--quiet", *services)
+            pool.shutdown(wait=False)
+
+    def join(self) -> None:
+        if self.future is not None:
+            self.future.result()
+
 
 def health(container) -> tuple[str, str]:
     """(status, what the health check last said) of a container: status starting/healthy/unhealthy/exited.
@@ -848,15 +885,19 @@ def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict
     # What the new containers reach through the edge (an earlier service) must be loaded there first.
     edge.flush()
     before = {s: {c.id for c in d.running} for s, d in acting.items()}
-    if leans_on_old_containers(compose, scale):
-        create_and_start(compose, scale, before, reports)
-    else:
-        up_in_order(compose, scale, reports)
-    return {
+    # Created by one compose command, then started side by side; or started by Compose, in its order.
+    side_by_side = leans_on_old_containers(compose, scale)
+    options = ["--no-start", "--no-recreate"] if side_by_side else ["--detach", "--no-recreate"]
+    for service, reason in compose_up(compose, options, sorted(scale), scale).items():
+        reports[service].update(action="failed", reason=reason)
+    new = {
         s: [c for c in compose.containers(s) if c.id not in before[s]]
         for s in scale
         if reports[s]["action"] != "failed"
     }
+    if side_by_side:
+        start_side_by_side(new, reports)
+    return {s: containers for s, containers in new.items() if reports[s]["action"] != "failed"}
 
 
 def leans_on_old_containers(compose: Compose, scale: dict) -> bool:
@@ -871,33 +912,39 @@ def leans_on_old_containers(compose: Compose, scale: dict) -> bool:
     )
 
 
-def scale_flags(scale: dict, services: list[str]) -> list[str]:
-    return [arg for s in services for arg in ("--scale", f"{s}={scale[s]}")]
+def compose_up(compose: Compose, options: list[str], services: list[str], scale: dict | None = None) -> dict:
+    """docker compose up of the services (with their --scale, if any), in one command; when it fails (one service's
+    failure fails the whole command: a missing image, a port taken), each service alone, to know which. The
+    failures, by service."""
 
+    def up(chosen: list[str]) -> None:
+        # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
+        flags = [arg for s in chosen if s in (scale or {}) for arg in ("--scale", f"{s}={scale[s]}")]
+        compose.run("up", *options, *flags, *chosen)
 
-def create_and_start(compose: Compose, scale: dict, before: dict, reports: dict) -> None:
-    """Create every new container in one compose command, then start them all side by side."""
     try:
-        compose.run("up", "--no-start", "--no-recreate", *scale_flags(scale, sorted(scale)), *sorted(scale))
+        up(services)
     except RolloutError:
-        # One service's failure (a missing image) fails the whole command: try each alone to know.
-        for service in sorted(scale):
+        failures = {}
+        for service in services:
             try:
-                compose.run("up", "--no-start", "--no-recreate", *scale_flags(scale, [service]), service)
+                up([service])
             except RolloutError as exc:
-                reports[service].update(action="failed", reason=str(exc))
-    created = {
-        s: [c for c in compose.containers(s) if c.id not in before[s]]
-        for s in scale
-        if reports[s]["action"] != "failed"
-    }
+                failures[service] = str(exc)
+        return failures
+    return {}
+
+
+def start_side_by_side(created: dict[str, list], reports: dict) -> None:
+    """Start the containers Compose created, every service's side by side; a service whose container fails to
+    start (a port taken, a device missing) is reported failed and its new containers go (what serves keeps
+    serving)."""
 
     def start(service: str) -> None:
         try:
             for container in created[service]:
                 container.start()
         except DockerException as exc:
-            # A port taken, a device missing: what serves keeps serving, the new containers go.
             reports[service].update(action="failed", reason=f"its new container did not start: {exc}")
             for container in created[service]:
                 with contextlib.suppress(DockerException):
@@ -906,24 +953,6 @@ def create_and_start(compose: Compose, scale: dict, before: dict, reports: dict)
     if created:
         with ThreadPoolExecutor(max_workers=min(len(created), 8)) as pool:
             list(pool.map(start, created))
-
-
-def up_in_order(compose: Compose, scale: dict, reports: dict) -> None:
-    """Start every missing container in one compose command, in the order of their dependencies."""
-
-    def up(services: list[str]) -> None:
-        # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
-        compose.run("up", "--detach", "--no-recreate", *scale_flags(scale, services), *services)
-
-    try:
-        up(sorted(scale))
-    except RolloutError:
-        # One service's failure (a missing image, a port taken) fails the whole command: try each alone to know.
-        for service in sorted(scale):
-            try:
-                up([service])
-            except RolloutError as exc:
-                reports[service].update(action="failed", reason=str(exc))
 
 
 def start_edge(compose: Compose, edge: str, in_place: list[str]) -> None:
@@ -1026,16 +1055,8 @@ def start_in_place(module, compose: Compose, services: list[str], hashes: dict, 
         return InPlace(module, compose, reports, started)
     for container in to_remove:
         container.remove(force=True)
-    if to_up:
-        try:
-            compose.run("up", "--detach", *to_up)
-        except RolloutError:
-            # One service's failure (a port taken, a missing image) fails the whole command: try each alone to know.
-            for service in to_up:
-                try:
-                    compose.run("up", "--detach", service)
-                except RolloutError as exc:
-                    reports[service].update(action="failed", reason=str(exc))
+    for service, reason in (compose_up(compose, ["--detach"], to_up) if to_up else {}).items():
+        reports[service].update(action="failed", reason=reason)
     for container in to_restart:
         container.restart()
     return InPlace(module, compose, reports, started)
@@ -1150,8 +1171,6 @@ class Rollout:
         params = self.params
         wanted = params["first"] + params["services"] + params["in_place"]
         hashes = compose.initial_hashes or (compose.hashes(wanted) if wanted else {})
-        self.pull(compose, wanted)
-        asked = self.ask_migrations_early(compose, hashes)
         # The stores' accounts before the first container that logs in with them starts (a rotated password's new
         # login exists by then) and before the migrations, which log in as the owner: the services of O(first) with
         # no account converge side by side with the stores, those with one (the exporters) once the accounts are.
@@ -1164,15 +1183,21 @@ class Rollout:
         self.needed = needed = stores | {
             dependency for root in stores | set(params["services"]) for dependency in compose.dependencies(root)
         }
-        early = start_in_place(
-            self.module, compose, [s for s in params["first"] if s not in account_holders], hashes, set()
-        )
+        # Pulling is most of a first deploy: the images of what is needed first are pulled now, the others beside
+        # the data services' start; what of O(first) waits for them starts once they are here.
+        pulling = self.pull(compose, wanted, {s for s in params["first"] if s in needed})
+        asked = self.ask_migrations_early(compose, hashes, pulling)
+        here = [s for s in params["first"] if s not in pulling.services]
+        early = start_in_place(self.module, compose, [s for s in here if s not in account_holders], hashes, set())
         self.reports += early.wait([s for s in early.reports if s in needed])
         self.access(compose, prune=False)
-        later = start_in_place(
-            self.module, compose, [s for s in params["first"] if s in account_holders], hashes, self.failed()
-        )
+        later = start_in_place(self.module, compose, [s for s in here if s in account_holders], hashes, self.failed())
         self.reports += later.wait([s for s in later.reports if s in needed])
+        pulling.join()
+        pulled = start_in_place(
+            self.module, compose, [s for s in params["first"] if s in pulling.services], hashes, self.failed()
+        )
+        self.reports += pulled.wait([])
         if self.hold(compose, hashes, asked):
             return
         self.edge = Edge(
@@ -1187,8 +1212,8 @@ class Rollout:
         self.reports += roll(self.module, compose, edge, params["services"], hashes, self.failed())
         edge.flush()
         self.reports += converge_in_place(self.module, compose, params["in_place"], hashes, self.failed())
-        early.wait()
-        later.wait()
+        for started in (early, later, pulled):
+            started.wait()
         if params["remove_orphans"]:
             self.orphans = remove_orphans(self.module, compose)
         # What the edge serves, checked on every run: upstreams rewritten by hand, a stopped follower, or the
@@ -1247,14 +1272,22 @@ class Rollout:
                     {"store": name, "prune": prune, **{k: result[k] for k in ("actions", "notes")}}
                 )
 
-    def pull(self, compose: Compose, services: list[str]) -> None:
-        """Pull what the services lack before anything changes: a missing image fails here."""
+    def pull(self, compose: Compose, services: list[str], now: set[str]) -> Pull:
+        """Pull what the services lack: the images of those in NOW here, the others beside the rest of the run (the
+        pull returned), once their registries said they hold them. A missing image fails here, before anything
+        changes."""
         if not self.params["pull"] or not services:
-            return
+            return Pull(compose, [])
         missing = compose.missing_images(services)
         self.pulled = sorted(missing)
-        if missing and not self.module.check_mode:
-            compose.run("pull", "--quiet", *sorted({s for names in missing.values() for s in names}))
+        if not missing or self.module.check_mode:
+            return Pull(compose, [])
+        first = {image: names for image, names in missing.items() if set(names) & now}
+        behind = {image: names for image, names in missing.items() if image not in first}
+        compose.confirm_in_registry(behind)
+        if first:
+            compose.run("pull", "--quiet", *sorted({s for names in first.values() for s in names}))
+        return Pull(compose, sorted({s for names in behind.values() for s in names}))
 
     def hold(self, compose: Compose, hashes: dict, asked: dict) -> bool:
         """Whether to stop after the data services, for the migrations of a service about to roll to run first
@@ -1275,6 +1308,10 @@ class Rollout:
     def migration_spec(self, service: str) -> dict | None:
         return next((m for m in self.params["migrations"] if m["service"] == service), None)
 
+    def ask_once_pulled(self, compose: Compose, spec: dict, pulling: Pull) -> dict:
+        pulling.join()
+        return self.ask_migrations(compose, spec)
+
     def ask_migrations(self, compose: Compose, spec: dict) -> dict:
         """What the service's new image says of its migrations (its status command's JSON)."""
         return run_json(
@@ -1283,10 +1320,11 @@ class Rollout:
             timeout=self.params["timeout"],
         )  # fmt: skip
 
-    def ask_migrations_early(self, compose: Compose, hashes: dict) -> dict:
+    def ask_migrations_early(self, compose: Compose, hashes: dict, pulling: Pull) -> dict:
         """When the stores already serve at their definition (a release), ask the images of the held services that
-        need acting on now, beside the data services' convergence and the accounts: the answers, as futures, by
-        service. An answer that fails is asked for again once the accounts are brought (a rotated password)."""
+        need acting on now (once PULLING has brought them), beside the data services' convergence and the accounts:
+        the answers, as futures, by service. An answer that fails is asked for again once the accounts are brought
+        (a rotated password)."""
         if self.module.check_mode:
             return {}
         asked = [
@@ -1304,7 +1342,7 @@ class Rollout:
             return {}
         pool = ThreadPoolExecutor(max_workers=len(asked))
         try:
-            return {s: pool.submit(self.ask_migrations, compose, self.migration_spec(s)) for s in asked}
+            return {s: pool.submit(self.ask_once_pulled, compose, self.migration_spec(s), pulling) for s in asked}
         finally:
             pool.shutdown(wait=False)  # the questions asked still run to their end
 

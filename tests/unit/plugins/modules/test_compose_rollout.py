@@ -13,6 +13,7 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     COMPOSE_PROJECT_LABEL,
     COMPOSE_SERVICE_LABEL,
     DockerException,
+    ImageNotFound,
 )
 from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError, upstream
 from ansible_collections.pliers.deploy.plugins.modules import compose_rollout
@@ -105,15 +106,33 @@ class FakeNetworks:
         return [types.SimpleNamespace(id=network_id) for network_id in self.ids]
 
 
+class FakeImages:
+    """client.images: the images the host has (a pull adds them) and those its registries hold."""
+
+    def __init__(self, here=(), registry=()):
+        self.here = set(here)
+        self.registry = set(registry)
+
+    def get(self, name):
+        if name not in self.here:
+            raise ImageNotFound(f"No such image: {name}")
+
+    def get_registry_data(self, name):
+        if name not in self.registry:
+            raise DockerException(f"manifest for {name} not found: manifest unknown")
+
+
 class FakeCompose(compose_rollout.Compose):
     """The real Compose's reading of the project model, over a fake CLI and engine.
 
     run() records each command; `up` creates what Compose would: with --scale, new containers of the current
     definition up to the count (created, not started, with --no-start); without, the service's containers that
     differ or are stopped recreated. fail_up: services whose up fails; fail_start: whose new containers fail to start.
+    `pull` adds the services' images to client.images (on_pull(services) called first, if set; fail_pull: services
+    whose pull fails).
     """
 
-    def __init__(self, services, containers=(), *, new_health=None, fail_up=(), fail_start=()):
+    def __init__(self, services, containers=(), *, new_health=None, fail_up=(), fail_start=(), fail_pull=()):
         # Not Compose.__init__: there is no CLI to ask for the model.
         self.model = {"name": "p", "services": services}
         self.project = "p"
@@ -122,7 +141,12 @@ class FakeCompose(compose_rollout.Compose):
         self.fail_up = set(fail_up)
         self.fail_start = set(fail_start)
         self.engine = FakeEngine()
-        self.client = types.SimpleNamespace(containers=self.engine, networks=FakeNetworks(["net-backend"]))
+        self.images = FakeImages()
+        self.fail_pull = set(fail_pull)
+        self.on_pull = None
+        self.client = types.SimpleNamespace(
+            containers=self.engine, networks=FakeNetworks(["net-backend"]), images=self.images
+        )
         self.network_ids = None
         self.initial_hashes = {}
         self.commands = []
@@ -155,6 +179,13 @@ class FakeCompose(compose_rollout.Compose):
     def run(self, *args):
         self.commands.append(" ".join(args))
         self.events.append(("compose", " ".join(args)))
+        if args[:2] == ("pull", "--quiet"):
+            if self.on_pull:
+                self.on_pull(args[2:])
+            if set(args[2:]) & self.fail_pull:
+                raise RolloutError(f"docker compose {' '.join(args)} failed (exit 18): connection reset by peer")
+            self.images.here.update(self.definition(service)["image"] for service in args[2:])
+            return ""
         assert args[:2] in (("up", "--detach"), ("up", "--no-start")), args
         status = "created" if args[1] == "--no-start" else "running"
         scale, services, words = {}, [], iter(args[2:])
@@ -1203,6 +1234,67 @@ def test_nothing_holds_when_the_services_with_migrations_need_nothing():
     run = rollout(compose, first=["db"], services=["api", "web"], hold=["api"])
     assert run.held == []
     assert {r["name"]: r["action"] for r in run.reports} == {"db": "unchanged", "api": "unchanged", "web": "rolled"}
+
+
+def images_to_pull(**kwargs):
+    """monitored(), each service with an image the host lacks and its registry holds."""
+    compose = monitored(**kwargs)
+    for service, definition in compose.model["services"].items():
+        definition["image"] = f"registry/{service}:1"
+    compose.images.registry = {f"registry/{service}:1" for service in compose.model["services"]}
+    return compose
+
+
+def test_a_first_deploy_pulls_the_data_services_images_then_the_others_beside_their_start():
+    compose = images_to_pull()
+    db_started = threading.Event()
+
+    def on_pull(services):
+        if "api" in services:
+            # Not before the data services are started: this pull runs beside them.
+            assert db_started.wait(5), "the other images were pulled before the data services started"
+            compose.events.append(("pulled", *services))
+
+    compose.on_pull = on_pull
+    run_up = compose.run
+
+    def run(*args):
+        result = run_up(*args)
+        if args[:3] == ("up", "--detach", "db"):
+            db_started.set()
+        return result
+
+    compose.run = run
+    run = rollout(compose, first=["db", "prom"], services=["api"], pull=True)
+    assert compose.commands[0] == "pull --quiet db"
+    assert compose.events.index(("pulled", "api", "prom")) < compose.events.index(("compose", "up --detach prom"))
+    assert run.pulled == ["registry/api:1", "registry/db:1", "registry/prom:1"]
+    assert {r["name"]: r["action"] for r in run.reports} == {"db": "converged", "prom": "converged", "api": "repaired"}
+
+
+def test_an_image_its_registry_does_not_hold_fails_the_run_before_anything_changes():
+    compose = images_to_pull()
+    compose.images.registry.discard("registry/api:1")
+    with pytest.raises(RolloutError) as failure:
+        rollout(compose, first=["db", "prom"], services=["api"], pull=True)
+    assert str(failure.value) == (
+        "cannot pull registry/api:1 (for api): manifest for registry/api:1 not found: manifest unknown"
+    )
+    assert compose.commands == []
+
+
+def test_a_pull_that_fails_beside_the_data_services_fails_the_run_before_anything_rolls():
+    compose = images_to_pull(fail_pull=["api"])
+    with pytest.raises(RolloutError, match=r"docker compose pull --quiet api prom failed \(exit 18\)"):
+        rollout(compose, first=["db", "prom"], services=["api"], pull=True)
+    assert [c for c in compose.commands if c.startswith("up")] == ["up --detach db"]
+
+
+def test_check_mode_says_which_images_it_would_pull_and_pulls_none():
+    compose = images_to_pull()
+    run = rollout(compose, check_mode=True, first=["db", "prom"], services=["api"], pull=True)
+    assert run.pulled == ["registry/api:1", "registry/db:1", "registry/prom:1"]
+    assert compose.commands == []
 
 
 @pytest.fixture
