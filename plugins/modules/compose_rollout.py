@@ -15,18 +15,21 @@ description:
     removed, unhealthy, recreated by hand with another definition, too many or too few, or left side by side by a
     rollout that was interrupted.
   - First writes O(write) (the stack's secret and configuration files and the project file itself, as
-    M(pliers.deploy.stack_files) would), then pulls the images the services it acts on lack - those of the data
-    services and what they depend on first, the others beside the data services' start, once each registry has
-    said it holds them - so that a missing image fails before anything changes.
+    M(pliers.deploy.stack_files) would), then pulls the images the services it acts on lack, first those of the
+    stores of O(stores) and of what they and the services of O(services) depend on, then the others beside the
+    data services' start and the accounts. Each image of that second pull is first asked of its registry, so that
+    a tag the registry does not hold fails the run before anything changes; a pull that fails later (the network,
+    a full disk) fails it before anything rolls. What of O(first) needs one of those images (its own, or a
+    dependency's) starts once the second pull has ended.
   - Then converges O(first) in place (the data services), health-gated, side by side, and brings each store of
     O(stores) to the accounts the services log in with (as M(pliers.deploy.postgres_access) and
     M(pliers.deploy.redis_access) do, through the store's own container), so that a rotated password's new login
     exists before the first container that uses it; the services of O(first) that log in to a store (the
     exporters) converge once it is. What of O(first) is no store and no dependency of a service of O(services)
-    (monitoring, the exporters) starts then too, but its health is waited for at the end of the run (by the next
-    run, when this one holds for migrations), not before the rollout. With O(remove_orphans), once every service
-    is at its definition and answers through the edge, what no service uses any more (a rotated password's old
-    login or password) is dropped, when the first pass found any.
+    (monitoring, the exporters) starts then too (once its image is pulled), but its health is waited for at the
+    end of the run (by the next run, when this one holds for migrations), not before the rollout. With
+    O(remove_orphans), once every service is at its definition and answers through the edge, what no service uses
+    any more (a rotated password's old login or password) is dropped, when the first pass found any.
   - The services in O(services) are rolled. Each whose containers differ from the project's current definition
     (Compose's own configuration hash) or are not all running and healthy gets its missing containers started
     beside the ones that serve - all such services at once, created by one C(docker compose up --no-start) and
@@ -41,7 +44,8 @@ description:
     run their migrations before they roll (RV(held)); nothing else is changed then. When O(migrations) says how,
     it first asks the service's new image which migrations are pending, and goes on rolling when none is (most
     releases), in the same run. When the stores already run at their definition (a release), it asks beside the
-    data services' convergence and the accounts, and asks again after them if that failed (a rotated password).
+    data services' convergence and the accounts (once the images pulled beside them are here), and asks again
+    after them if that failed (a rotated password).
     In check mode it goes on, and reports what it would do.
   - The services in O(in_place) are then converged in place, as C(docker compose up) would (created, started or
     recreated where they differ), and a running container of the current definition that is unhealthy is
@@ -90,8 +94,8 @@ options:
     elements: str
     default: [compose.yaml]
   pull:
-    description: Pull the images the services this run acts on lack (the data services' before they start, the
-      others beside their start).
+    description: Pull the images the services this run acts on lack (those the data services need before they
+      start, the others beside the data services' start).
     type: bool
     default: true
     version_added: 0.2.0
@@ -626,7 +630,7 @@ class Compose:
         def refused(image: str) -> str | None:
             try:
                 self.client.images.get_registry_data(image)
-            except DockerException as exc:
+            except (DockerException, OSError) as exc:  # OSError: the SDK's connection errors and timeouts
                 return f"{image} (for {', '.join(images[image])}): {exc}"
             return None
 
@@ -1183,20 +1187,29 @@ class Rollout:
         self.needed = needed = stores | {
             dependency for root in stores | set(params["services"]) for dependency in compose.dependencies(root)
         }
-        # Pulling is most of a first deploy: the images of what is needed first are pulled now, the others beside
-        # the data services' start; what of O(first) waits for them starts once they are here.
-        pulling = self.pull(compose, wanted, {s for s in params["first"] if s in needed})
+        # Pulling is most of a first deploy: the images of what is needed first (and of what it depends on) are
+        # pulled now, the others beside the data services' start; what of O(first) needs one of those (its own, or
+        # a dependency's, which Compose would start and pull with it) starts once they are here.
+        now = {s for s in params["first"] if s in needed}
+        pulling = self.pull(compose, wanted, now | {d for s in now for d in compose.dependencies(s)})
+        waits = {s for s in params["first"] if {s, *compose.dependencies(s)} & pulling.services}
         asked = self.ask_migrations_early(compose, hashes, pulling)
-        here = [s for s in params["first"] if s not in pulling.services]
-        early = start_in_place(self.module, compose, [s for s in here if s not in account_holders], hashes, set())
-        self.reports += early.wait([s for s in early.reports if s in needed])
-        self.access(compose, prune=False)
-        later = start_in_place(self.module, compose, [s for s in here if s in account_holders], hashes, self.failed())
-        self.reports += later.wait([s for s in later.reports if s in needed])
+        here = [s for s in params["first"] if s not in waits]
+        try:
+            early = start_in_place(self.module, compose, [s for s in here if s not in account_holders], hashes, set())
+            self.reports += early.wait([s for s in early.reports if s in needed])
+            self.access(compose, prune=False)
+            later = start_in_place(
+                self.module, compose, [s for s in here if s in account_holders], hashes, self.failed()
+            )
+            self.reports += later.wait([s for s in later.reports if s in needed])
+        except Exception:
+            # The run fails with what stopped it, once the pull has ended: the next run does not start beside it.
+            with contextlib.suppress(Exception):
+                pulling.join()
+            raise
         pulling.join()
-        pulled = start_in_place(
-            self.module, compose, [s for s in params["first"] if s in pulling.services], hashes, self.failed()
-        )
+        pulled = start_in_place(self.module, compose, [s for s in params["first"] if s in waits], hashes, self.failed())
         self.reports += pulled.wait([])
         if self.hold(compose, hashes, asked):
             return

@@ -1236,12 +1236,14 @@ def test_nothing_holds_when_the_services_with_migrations_need_nothing():
     assert {r["name"]: r["action"] for r in run.reports} == {"db": "unchanged", "api": "unchanged", "web": "rolled"}
 
 
-def images_to_pull(**kwargs):
-    """monitored(), each service with an image the host lacks and its registry holds."""
-    compose = monitored(**kwargs)
+def images_to_pull(*containers, here=(), **kwargs):
+    """monitored(), each service with an image its registry holds, which the host lacks unless in HERE."""
+    compose = monitored(*containers, **kwargs)
     for service, definition in compose.model["services"].items():
         definition["image"] = f"registry/{service}:1"
     compose.images.registry = {f"registry/{service}:1" for service in compose.model["services"]}
+    compose.images.here = {f"registry/{service}:1" for service in here}
+    compose.on_pull = lambda services: compose.events.append(("pulled", *services))
     return compose
 
 
@@ -1269,7 +1271,53 @@ def test_a_first_deploy_pulls_the_data_services_images_then_the_others_beside_th
     assert compose.commands[0] == "pull --quiet db"
     assert compose.events.index(("pulled", "api", "prom")) < compose.events.index(("compose", "up --detach prom"))
     assert run.pulled == ["registry/api:1", "registry/db:1", "registry/prom:1"]
-    assert {r["name"]: r["action"] for r in run.reports} == {"db": "converged", "prom": "converged", "api": "repaired"}
+    assert [(r["name"], r["action"]) for r in run.reports] == [("db", "converged"), ("prom", "converged"),
+                                                               ("api", "repaired")]  # fmt: skip
+
+
+def test_what_depends_on_an_image_still_pulling_starts_once_it_is_here():
+    compose = images_to_pull(here=["db", "api", "graf"])
+    compose.model["services"]["graf"] = {"image": "registry/graf:1", "healthcheck": HEALTHCHECK,
+                                         "depends_on": {"prom": {}}}  # fmt: skip
+    compose.desired["graf"] = NEW
+    rollout(compose, first=["db", "prom", "graf"], services=["api"], pull=True)
+    events = [e for e in compose.events if e[0] in ("compose", "pulled")]
+    assert events[:3] == [("compose", "pull --quiet prom"), ("pulled", "prom"), ("compose", "up --detach db")] or (
+        events.index(("compose", "up --detach db")) < events.index(("pulled", "prom"))
+    )
+    assert events.index(("pulled", "prom")) < events.index(("compose", "up --detach prom graf"))
+
+
+def test_what_waited_for_its_image_and_turns_unhealthy_is_reported_failed():
+    compose = images_to_pull(new_health={"prom": "unhealthy"})
+    run = rollout(compose, first=["db", "prom"], services=["api"], pull=True)
+    assert {r["name"]: r["action"] for r in run.reports}["prom"] == "failed"
+
+
+def test_what_waited_for_its_image_is_skipped_when_a_data_service_it_depends_on_failed():
+    compose = images_to_pull(fail_up=["db"])
+    compose.model["services"]["prom"]["depends_on"] = {"db": {}}
+    run = rollout(compose, first=["db", "prom"], services=["api"], pull=True)
+    actions = {r["name"]: r["action"] for r in run.reports}
+    assert (actions["db"], actions["prom"]) == ("failed", "skipped")
+
+
+def test_a_release_asks_its_new_image_once_the_pull_brought_it(monkeypatch):
+    compose = images_to_pull(FakeContainer("p-db-1"), FakeContainer("p-api-1", config_hash=OLD), here=["db"])
+    compose.images.here.add("registry/prom:1")
+    compose.add(FakeContainer("p-prom-1"))
+    # The pull takes a while: an ask that did not wait for it would come first.
+    compose.on_pull = lambda services: (threading.Event().wait(0.2), compose.events.append(("pulled", *services)))
+
+    def run_json(module, client, command, **container):
+        compose.events.append(("asked", container["image"]))
+        return {"pending": [], "applied": ["001_items"]}
+
+    monkeypatch.setattr(compose_rollout, "run_json", run_json)
+    migrations = [dict(API_MIGRATIONS, image="registry/api:1")]
+    run = rollout(compose, first=["db", "prom"], services=["api"], hold=["api"], migrations=migrations, pull=True)
+    assert compose.events.index(("pulled", "api")) < compose.events.index(("asked", "registry/api:1"))
+    assert run.held == []
 
 
 def test_an_image_its_registry_does_not_hold_fails_the_run_before_anything_changes():
