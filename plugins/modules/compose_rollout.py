@@ -919,7 +919,9 @@ def leans_on_old_containers(compose: Compose, scale: dict) -> bool:
 def compose_up(compose: Compose, options: list[str], services: list[str], scale: dict | None = None) -> dict:
     """docker compose up of the services (with their --scale, if any), in one command; when it fails (one service's
     failure fails the whole command: a missing image, a port taken), each service alone, to know which. The
-    failures, by service."""
+    failures, by service. No service, no command: an up naming none would bring up the whole project."""
+    if not services:
+        return {}
 
     def up(chosen: list[str]) -> None:
         # Not --no-deps: Compose would drop depends_on from the new containers' configuration hash.
@@ -1059,7 +1061,7 @@ def start_in_place(module, compose: Compose, services: list[str], hashes: dict, 
         return InPlace(module, compose, reports, started)
     for container in to_remove:
         container.remove(force=True)
-    for service, reason in (compose_up(compose, ["--detach"], to_up) if to_up else {}).items():
+    for service, reason in compose_up(compose, ["--detach"], to_up).items():
         reports[service].update(action="failed", reason=reason)
     for container in to_restart:
         container.restart()
