@@ -120,6 +120,10 @@ class Bench:
         source = "local" if mode == "compose" else "local-swarm"
         shutil.copytree(ROOT / "inventories" / source / "group_vars", path / "group_vars")
         shutil.copy(ROOT / "molecule/default/inventory/group_vars/pliers_hosts.yml", path / "group_vars")
+        if mode == "swarm":
+            # One PostgreSQL, on one node, as the earlier runs measured (the swarm demo runs the HA database).
+            with (path / "group_vars" / "pliers_hosts.yml").open("a") as group_vars:
+                group_vars.write("pliers_database_replicas: 1\npliers_database_synchronous: false\n")
         names = [LAB.host_name(i) for i in range(index, index + nodes)]
         if mode == "compose":
             layout = "pliers_hosts:\n  hosts:\n" + "".join(f"    {name}:\n" for name in names)

@@ -86,6 +86,17 @@ def catalogue() -> list[Image]:
         _service("redis-exporter", "1.45", ("prometheus-redis-exporter", "--version"), "Exporter 1.45."),
         _service("nginx-exporter", "0.11", ("prometheus-nginx-exporter", "--version"), "version=0.11."),
         _service("haproxy", "2.6", ("haproxy", "-v"), "version 2.6."),
+        # The HA database (postgres_replicas >= 2): Patroni 4.0 and PostgreSQL 17, etcd 3.5, from trixie.
+        Image(
+            "postgres-ha",
+            IMAGES_DIR / "postgres-ha",
+            "trixie",
+            ("pliers/postgres-ha:17",),
+            {},
+            ("patroni", "--version"),
+            "patroni 4.0.",
+        ),
+        Image("etcd", IMAGES_DIR / "etcd", "trixie", ("pliers/etcd:3.5",), {}, ("etcd", "--version"), "Version: 3.5."),
         Image("app-runtime", IMAGES_DIR / "app-runtime", "bookworm"),
     ]
     for version in APP_VERSIONS:

@@ -42,7 +42,9 @@ VERIFY_KEYS = frozenset(("path", "json", "body_regex"))
 UPSTREAM_KEYS = frozenset(("dir", "sync", "drained"))
 MIGRATIONS_KEYS = frozenset(("network", "backup_first", "environment", "secrets"))
 ACCOUNT_KEYS = frozenset(("store", "name", "password", "privileges", "group"))
-STORE_KEYS = frozenset(("kind", "database", "admin_user", "admin_password", "network", "port"))
+# server: the service that runs the store, when the one clients reach is a proxy in front of it (the HA database):
+# its image is the client the access step runs, its secret the admin's password.
+STORE_KEYS = frozenset(("kind", "database", "admin_user", "admin_password", "network", "port", "server"))
 # Each kind of store and its default port; a PostgreSQL store names its database.
 STORE_KINDS = {"postgres": 5432, "redis": 6379}
 UPDATE_ORDERS = ("start-first", "stop-first")
@@ -629,6 +631,12 @@ def _edge(caller: str, edge: str, server_names, tls: str) -> dict:
     return {"edge": edge, "traefik": {"server_names": names, "tls": tls}}
 
 
+def _used(networks: dict, rendered: dict) -> dict:
+    """The networks some service joins: one only some configurations use (the HA database's) is not made for none."""
+    joined = {net for service in rendered.values() for net in service.get("networks") or []}
+    return {net: spec for net, spec in networks.items() if net in joined}
+
+
 def compose_project(
     services: dict,
     name: str,
@@ -650,7 +658,8 @@ def compose_project(
         "name": name,
         "services": rendered,
         "networks": {
-            net: ({"internal": True} if (spec or {}).get("internal") else {}) for net, spec in sorted(networks.items())
+            net: ({"internal": True} if (spec or {}).get("internal") else {})
+            for net, spec in sorted(_used(networks, rendered).items())
         },
     }
     for kind in ("volumes", "secrets", "configs"):
@@ -688,7 +697,7 @@ def swarm_stack(
         for svc, model in sorted(services.items())
     }
     overlay = {}
-    for net, spec in sorted(networks.items()):
+    for net, spec in sorted(_used(networks, rendered).items()):
         spec = spec or {}
         network: dict = {"driver": "overlay", "attachable": bool(spec.get("attachable", False))}
         if spec.get("internal"):
@@ -776,11 +785,19 @@ def stack_stores(services: dict, project_dir: str = "/", selected: list | None =
         store = model.get("store")
         if not store:
             continue
+        server_name = store.get("server", name)
+        if server_name not in services:
+            raise AnsibleFilterError(f"service {name} store: its server {server_name!r} is no service of the stack")
+        server = services[server_name]
         admin = [
-            f for f in service_files(name, model, project_dir) if f["secret"] and f["target"] == store["admin_password"]
+            f
+            for f in service_files(server_name, server, project_dir)
+            if f["secret"] and f["target"] == store["admin_password"]
         ]
         if not admin:
-            raise AnsibleFilterError(f"service {name} store: no secret has the target {store['admin_password']!r}")
+            raise AnsibleFilterError(
+                f"service {server_name} store: no secret has the target {store['admin_password']!r}"
+            )
         network = store.get("network") or (model.get("networks") or [None])[0]
         if network not in (model.get("networks") or []):
             raise AnsibleFilterError(f"service {name} store: reached on one of its networks, got {network!r}")
@@ -795,7 +812,7 @@ def stack_stores(services: dict, project_dir: str = "/", selected: list | None =
             {
                 "service": name,
                 "kind": store["kind"],
-                "image": model["image"],
+                "image": server["image"],
                 "network": network,
                 "port": int(store.get("port", STORE_KINDS[store["kind"]])),
                 "database": str(store.get("database", "")),

@@ -15,7 +15,7 @@ from lab import acme
 from lab import hosts as lab_hosts
 from lab.common import PLAYBOOK_BIN, ROOT, VAULT, docker
 from lab.topology import Lab
-from lab.traffic import Probe, http, route_edge
+from lab.traffic import Client, Probe, http, route_edge
 
 TEST_LAB = Lab("pliers-test")
 
@@ -115,6 +115,26 @@ def vault_values() -> dict[str, str]:
     return {name: str(value) for name, value in values.items() if str(value)}
 
 
+def report(target, case: str, injected: str, client: Client, recovery: float | None = None, **figures) -> None:
+    """Keep (and write) one case's figures; the terminal summary prints them (conftest.py)."""
+    entry = {
+        "case": case,
+        "injected": injected,
+        "reads": client.reads,
+        "failed_reads": len(client.read_failures),
+        "writes": client.writes,
+        "failed_writes": len(client.write_failures),
+        "acknowledged": len(client.acknowledged),
+        "lost_writes": len(client.lost()),
+        "recovery_seconds": recovery,
+        **figures,
+    }
+    FAULTS.setdefault(target.mode, []).append(entry)
+    path = ROOT / ".lab" / "reports" / f"faults-{target.mode}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(FAULTS[target.mode], indent=2) + "\n")
+
+
 def fault_line(mode: str, entry: dict) -> str:
     recovery = entry.get("recovery_seconds")
     extra = {k: v for k, v in entry.items() if k not in FAULT_KEYS}
@@ -134,18 +154,20 @@ FAULT_KEYS = ("case", "injected", "reads", "failed_reads", "writes", "failed_wri
 class Target:
     """One mode's lab, its inventory, and the ways to deploy to it and look at it."""
 
-    def __init__(self, mode: str, inventory: Path) -> None:
+    def __init__(self, mode: str, inventory: Path, spec: dict | None = None) -> None:
+        """spec: the lab and its hosts' parts (as MODES gives them); default the mode's deployed stack's."""
+        spec = spec or MODES[mode]
         self.mode = mode
-        self.lab: Lab = MODES[mode]["lab"]
+        self.lab: Lab = spec["lab"]
         self.inventory = inventory
         # The deployer holds the lock and the release history; in swarm mode it is the leading manager.
-        self.deployer = lab_hosts.lab_host(self.lab, MODES[mode]["deployer"])
+        self.deployer = lab_hosts.lab_host(self.lab, spec["deployer"])
         # The stack as its clients see it: https://<the lab's name>, trusting only the lab's ACME root.
-        self.edge_host = lab_hosts.lab_host(self.lab, MODES[mode]["edge"])
+        self.edge_host = lab_hosts.lab_host(self.lab, spec["edge"])
         self.domain = acme.domain(self.lab)
         route_edge(self.domain, self.edge_host.address, str(acme.root_file(self.lab)))
         self.edge = f"https://{self.domain}"
-        self.db = lab_hosts.lab_host(self.lab, MODES[mode]["db"])
+        self.db = lab_hosts.lab_host(self.lab, spec["db"])
 
     def command(self, playbook: str, *extra: str) -> list[str]:
         return [

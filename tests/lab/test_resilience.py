@@ -37,32 +37,12 @@ from lab import hosts as lab_hosts
 from lab.common import ROOT, docker
 from lab.traffic import Client
 
-from .support import FAULTS, MODES, STACK, http, output, wait_for
+from .support import MODES, STACK, http, output, report, wait_for
 
 BACKUPS = "/var/backups/pliers/local"
 BACKUP_CONFIG = "/etc/pliers/backup-local.json"
 STATUS = "/var/lib/prometheus/node-exporter/pliers_backup_local.prom"
 RECOVERY_BOUND = 10.0  # seconds: a container restarted outside a deploy is served again within this
-
-
-def report(target, case: str, injected: str, client: Client, recovery: float | None = None, **figures) -> None:
-    """Keep (and write) one case's figures; the terminal summary prints them (conftest.py)."""
-    entry = {
-        "case": case,
-        "injected": injected,
-        "reads": client.reads,
-        "failed_reads": len(client.read_failures),
-        "writes": client.writes,
-        "failed_writes": len(client.write_failures),
-        "acknowledged": len(client.acknowledged),
-        "lost_writes": len(client.lost()),
-        "recovery_seconds": recovery,
-        **figures,
-    }
-    FAULTS.setdefault(target.mode, []).append(entry)
-    path = ROOT / ".lab" / "reports" / f"faults-{target.mode}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(FAULTS[target.mode], indent=2) + "\n")
 
 
 def on(target, command: str, host=None, check: bool = True) -> str:

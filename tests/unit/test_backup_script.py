@@ -308,3 +308,74 @@ def test_an_encrypted_backup_cannot_be_read_without_the_identity_and_says_which_
     plain = make_backup(tmp_path, "20261126T031500Z")
     with pliers_backup.plaintext(config, plain, {}, "postgres.dump") as path:
         assert path == plain / "postgres.dump"
+
+
+PROXY = {"host": "postgres", "port": 5432, "replica_port": 5433, "password_file": "/run/secrets/postgres_password"}
+
+
+def test_one_postgresql_is_reached_on_its_socket_and_the_ha_database_through_its_proxy():
+    single = {"postgres": {"service": "postgres", "user": "u", "database": "d"}}
+    assert pliers_backup.pg_command(single, "c", "pg_dump", "-Fc") == [
+        "docker",
+        "exec",
+        "c",
+        "pg_dump",
+        "-U",
+        "u",
+        "-Fc",
+    ]
+    ha = {"postgres": {**single["postgres"], "service": "postgres-member", "proxy": PROXY}}
+    login = ["sh", "-c", 'PGPASSWORD="$(cat "$0")" exec "$@"', "/run/secrets/postgres_password"]
+    # Writes (a restore) go to the primary; a backup reads a replica; the password never is an argument.
+    to_primary = ["pg_restore", "-h", "postgres", "-p", "5432", "-U", "u", "-d", "x"]
+    assert pliers_backup.pg_command(ha, "c", "pg_restore", "-d", "x", stdin=True) == [
+        "docker", "exec", "-i", "c", *login, *to_primary]  # fmt: skip
+    to_replica = ["pg_dump", "-h", "postgres", "-p", "5433", "-U", "u", "-Fc"]
+    assert pliers_backup.pg_command(ha, "c", "pg_dump", "-Fc", replica=True) == [
+        "docker",
+        "exec",
+        "c",
+        *login,
+        *to_replica,
+    ]
+
+
+@pytest.mark.parametrize(("replica_answers", "source"), [(True, "replica"), (False, "primary")])
+def test_the_ha_databases_backup_reads_a_replica_when_one_answers_and_the_primary_otherwise(
+    tmp_path, monkeypatch, replica_answers, source
+):
+    root = tmp_path / "backups"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "backup_dir": str(root), "environment": "x", "status_file": "", "mode": "swarm", "project": "p",
+        "postgres": {"service": "postgres-member", "user": "u", "database": "d", "proxy": PROXY},
+        "redis": {"service": "redis", "volume": "v", "user": "b", "password": "pw"},
+        "retention": {"daily": 7, "weekly": 4}, "offsite": None, "encryption": {"recipients": [], "identity_file": ""},
+    }))  # fmt: skip
+    dumped = []
+
+    def run(*command, **_):
+        if "SELECT 1" in command and "5433" in command and not replica_answers:
+            raise pliers_backup.BackupError("no server on 5433")
+        return subprocess.CompletedProcess(command, 0, b"17.2" if "SHOW server_version" in command else b"")
+
+    def stream(command, destination, recipients=()):
+        dumped.append(command)
+        destination.write_bytes(b"data")
+        return 4, hashlib.sha256(b"data").hexdigest()
+
+    monkeypatch.setattr(pliers_backup, "run", run)
+    monkeypatch.setattr(pliers_backup, "stream", stream)
+    monkeypatch.setattr(pliers_backup, "container", lambda config, service: f"{service}-c")
+    monkeypatch.setattr(pliers_backup, "redis_snapshot", lambda config, redis: "/data/dump.rdb")
+    monkeypatch.setattr(
+        pliers_backup,
+        "redis_cli",
+        lambda config, redis, *args: "redis_version:7.0.15\n" if args[0] == "INFO" else "x\nno",
+    )
+    result = pliers_backup.backup(json.loads(config.read_text()))
+    assert result["postgres_from"] == source
+    assert dumped[0][:3] == ["docker", "exec", "postgres-member-c"]
+    assert dumped[0][dumped[0].index("-p") + 1] == ("5433" if replica_answers else "5432")
+    manifest = json.loads((root / result["name"] / "manifest.json").read_text())
+    assert manifest["postgres_from"] == source

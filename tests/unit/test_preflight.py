@@ -59,6 +59,8 @@ LOCAL_REGISTRY = ("-e", "vault_registry_username=pliers", "-e", f"vault_registry
     ("extra", "named"),
     [
         (("-e", "pliers_mode=bogus"), "pliers_mode"),
+        (("-e", "pliers_database_replicas=2"), "the HA database runs in swarm mode only"),
+        (("-e", "pliers_database_replicas=many"), "argument 'pliers_database_replicas' is of type str"),
         (("-e", "pliers_environment=qa"), "pliers_environment"),
         (("-e", "api_replicas=-1"), "api_replicas must be 0 or more"),
         (("-e", "ai_service_replicas=-3"), "ai_service_replicas must be 0 or more"),
@@ -114,12 +116,18 @@ def test_placeholder_secrets_are_refused_in_production(tmp_path):
     assert "UNREACHABLE" not in output
 
 
+# One PostgreSQL (the swarm demo's inventory runs the HA database, on its three nodes) unless -e says otherwise: as
+# host variables, which the inventory's group_vars/all does not override.
+SINGLE_DATABASE = "pliers_database_replicas: 1, pliers_database_synchronous: false"
+
+
 def swarm_hosts(managers: dict[str, str], workers: dict[str, str]) -> str:
     """An inventory of unreachable hosts in swarm groups; values are each host's node labels (YAML)."""
 
     def group(hosts: dict[str, str]) -> str:
         return "".join(
-            f"        {name}: {{{NOWHERE}, docker_host_node_labels: {labels}}}\n" for name, labels in hosts.items()
+            f"        {name}: {{{NOWHERE}, {SINGLE_DATABASE}, docker_host_node_labels: {labels}}}\n"
+            for name, labels in hosts.items()
         )
 
     return (
@@ -130,19 +138,26 @@ def swarm_hosts(managers: dict[str, str], workers: dict[str, str]) -> str:
 
 
 EDGE, DB, PLAIN = "{edge: 'true'}", "{db: 'true'}", "{}"
+HA = ("-e", "pliers_database_replicas=3")
 
 
 @pytest.mark.parametrize(
     ("managers", "workers", "extra", "named"),
     [
         ({"m1": EDGE, "m2": PLAIN}, {"w1": DB}, (), "swarm_managers has 2 hosts: a Swarm needs an odd number"),
-        ({"m1": EDGE}, {"w1": PLAIN, "w2": PLAIN}, (), 'must be "true" on exactly one node, found 0'),
+        ({"m1": EDGE}, {"w1": PLAIN, "w2": PLAIN}, (), 'must be "true" on exactly 1 node, found 0'),
         ({"m1": EDGE}, {"w1": DB, "w2": DB}, (), "found 2: w1, w2"),
         ({"m1": EDGE}, {"w1": DB}, ("-e", "api_replicas=0"), "api_replicas must be 1 or more"),
         ({"m1": EDGE}, {"w1": DB}, ("-e", "ai_service_replicas=0"), "ai_service_replicas must be 1 or more"),
         ({"m1": EDGE, "m2": DB, "w1": PLAIN}, {"w1": PLAIN}, (), "listed in both swarm_managers and swarm_workers: w1"),
         ({"m1": DB}, {"w1": PLAIN}, (), "the nginx edge runs on nodes labelled edge=true"),
         ({"m1": EDGE}, {"w1": DB}, ("--limit", "w1"), "that this run reaches (--limit left out every manager?)"),
+        # The HA database: a member on each node labelled db, as many as pliers_database_replicas.
+        ({"m1": EDGE}, {"w1": DB}, HA, 'must be "true" on exactly 3 nodes (pliers_database_replicas), found 1: w1'),
+        ({"m1": EDGE}, {"w1": DB}, ("-e", "pliers_database_synchronous=true"), "pliers_database_synchronous needs"),
+        ({"m1": EDGE}, {"w1": DB}, ("-e", "pliers_database_replicas=0"), "pliers_database_replicas is 0: 1"),
+        # etcd, on the managers, must survive losing one.
+        ({"m1": "{edge: 'true', db: 'true'}"}, {"w1": DB, "w2": DB}, HA, "it needs 3 or more (swarm_managers has 1)"),
     ],
 )
 def test_bad_swarm_shapes_fail_in_preflight(tmp_path, managers, workers, extra, named):
@@ -521,3 +536,38 @@ def test_passwords_with_quotes_dollars_backslashes_and_newlines_pass_preflight(t
     output = result.stdout + result.stderr
     assert "UNREACHABLE" in output, output[-3000:]
     assert "a second line" not in output and "$(id)" not in output, "a password must never be shown"
+
+
+def test_the_ha_database_on_three_managers_passes_the_preflight(tmp_path):
+    """The swarm demo's shape: three managers, each labelled db, three members; the run goes on to the hosts."""
+    hosts = swarm_hosts({"m1": "{edge: 'true', db: 'true'}", "m2": DB, "m3": DB}, {})
+    result = deploy(
+        tmp_path, "local-swarm", *LOCAL_REGISTRY, *HA, "-e", "pliers_database_synchronous=true", hosts=hosts
+    )
+    output = result.stdout + result.stderr
+    assert "UNREACHABLE" in output, output[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("environment", "extra", "named"),
+    [
+        ("local", (), "switchover.yml moves the HA database's primary: this inventory has none"),
+        (
+            "local-swarm",
+            HA + ("-e", "pliers_switchover_from=m2", "-e", "pliers_switchover_to=m2"),
+            "name the same member, m2",
+        ),
+        ("local-swarm", HA + ("-e", "pliers_switchover_to=m2;reboot"), "name a member of the HA database"),
+    ],
+)
+def test_a_switchover_checks_its_inputs_before_any_host_is_contacted(tmp_path, environment, extra, named):
+    hosts = (
+        ONE_HOST
+        if environment == "local"
+        else swarm_hosts({"m1": "{edge: 'true', db: 'true'}", "m2": DB, "m3": DB}, {})
+    )
+    result = deploy(tmp_path, environment, *LOCAL_REGISTRY, *extra, hosts=hosts, playbook="switchover.yml")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in output, output[-3000:]
+    assert "UNREACHABLE" not in output, "preflight must not touch a host"

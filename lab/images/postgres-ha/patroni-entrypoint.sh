@@ -2,7 +2,8 @@
 # A Patroni member in a container. Patroni reads no *_FILE variable: the passwords are read from their files
 # here, for Patroni and for patronictl alike (`docker exec <member> patroni-entrypoint.sh patronictl list`).
 # A task's address changes each time it starts: unless given, a member's address is the one it reaches the first
-# etcd host from (the network it shares with its peers and the DCS). Then the command, as PID 1 for Patroni.
+# etcd host from (the network it shares with its peers and the DCS), and PostgreSQL listens there and on the
+# loopback only. Then the command, as PID 1 for Patroni.
 set -Eeuo pipefail
 
 # from_file NAME: export NAME from the file NAME_FILE names, when NAME_FILE is set.
@@ -34,6 +35,8 @@ if [ "${1:-}" = patroni ] && { [ -z "${PATRONI_POSTGRESQL_CONNECT_ADDRESS:-}" ] 
 	done
 	address="$(ip -4 route get "$dcs_address" | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
 	export PATRONI_POSTGRESQL_CONNECT_ADDRESS="${PATRONI_POSTGRESQL_CONNECT_ADDRESS:-$address:5432}"
+	# PostgreSQL on that address and the loopback only: not on the member's other networks.
+	export PATRONI_POSTGRESQL_LISTEN="${PATRONI_POSTGRESQL_LISTEN:-127.0.0.1,$address:5432}"
 	export PATRONI_RESTAPI_CONNECT_ADDRESS="${PATRONI_RESTAPI_CONNECT_ADDRESS:-$address:8008}"
 fi
 

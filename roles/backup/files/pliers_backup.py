@@ -80,11 +80,37 @@ def container(config: dict, service: str) -> str:
     return listing[0]
 
 
-def psql(config: dict, pg: str, query: str, database: str | None = None) -> str:
+def pg_command(config: dict, pg: str, program: str, *args: str, stdin: bool = False, replica: bool = False) -> list:
+    """A PostgreSQL client in the database's container (docker exec), logged in as the backups' user: on the
+    server's own socket, or, for the HA database, through its proxy (config["postgres"]["proxy"]) - to the primary,
+    or with replica to a streaming replica - with the password the member holds."""
     pgc = config["postgres"]
-    result = run("docker", "exec", pg, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", pgc["user"],
-                 "-d", database or pgc["database"], "-Atc", query)  # fmt: skip
-    return result.stdout.decode().strip()
+    docker_exec = ["docker", "exec", *(["-i"] if stdin else []), pg]
+    proxy = pgc.get("proxy")
+    if not proxy:
+        return [*docker_exec, program, "-U", pgc["user"], *args]
+    port = proxy["replica_port"] if replica else proxy["port"]
+    login = 'PGPASSWORD="$(cat "$0")" exec "$@"'
+    return [*docker_exec, "sh", "-c", login, proxy["password_file"], program, "-h", proxy["host"], "-p", str(port),
+            "-U", pgc["user"], *args]  # fmt: skip
+
+
+def psql(config: dict, pg: str, query: str, database: str | None = None, replica: bool = False) -> str:
+    command = pg_command(config, pg, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d",
+                         database or config["postgres"]["database"], "-Atc", query, replica=replica)  # fmt: skip
+    return run(*command).stdout.decode().strip()
+
+
+def dump_source(config: dict, pg: str) -> str:
+    """Where the backup's dump is read: the server (one PostgreSQL), or for the HA database a streaming replica when
+    one answers through the proxy (the primary keeps its resources for the writes), the primary otherwise."""
+    if not config["postgres"].get("proxy"):
+        return "server"
+    try:
+        psql(config, pg, "SELECT 1", replica=True)
+    except BackupError:
+        return "primary"
+    return "replica"
 
 
 def redis_cli(config: dict, redis: str, *args: str) -> str:
@@ -345,8 +371,9 @@ def backup(config: dict) -> dict:
         pgc = config["postgres"]
         pg = container(config, pgc["service"])
         files = []
-        size, digest = stream(["docker", "exec", pg, "pg_dump", "-Fc", "-U", pgc["user"], "-d", pgc["database"]],
-                              partial / (POSTGRES_FILE + suffix), recipients)  # fmt: skip
+        source = dump_source(config, pg)
+        dump = pg_command(config, pg, "pg_dump", "-Fc", "-d", pgc["database"], replica=source == "replica")
+        size, digest = stream(dump, partial / (POSTGRES_FILE + suffix), recipients)
         files.append({"name": POSTGRES_FILE + suffix, "size": size, "sha256": digest, "format": "pg_dump custom"})
         versions = {"postgres": psql(config, pg, "SHOW server_version")}
         redis = container(config, config["redis"]["service"])
@@ -362,6 +389,8 @@ def backup(config: dict) -> dict:
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "seconds": round(time.time() - started, 2),
             "database": pgc["database"],
+            # server (one PostgreSQL), or the HA database's replica or primary.
+            "postgres_from": source,
             "versions": versions,
             "redis": persistence,
             "files": files,
@@ -398,7 +427,7 @@ def backup(config: dict) -> dict:
         pliers_backup_last_attempt_success=1,
     )
     return {"changed": True, "name": name, "path": str(final), "size": total, "seconds": manifest["seconds"],
-            "files": files, "removed": removed}  # fmt: skip
+            "files": files, "removed": removed, "postgres_from": manifest["postgres_from"]}  # fmt: skip
 
 
 def redis_snapshot(config: dict, redis: str, timeout: float = 600) -> str:
@@ -516,8 +545,8 @@ def restore_into(config: dict, pg: str, dump: Path, database: str, sha256_expect
     pgc = config["postgres"]
     psql(config, pg, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', "postgres")
     psql(config, pg, f'CREATE DATABASE "{database}" OWNER "{pgc["user"]}"', "postgres")
-    command = ["docker", "exec", "-i", pg, "pg_restore", "--exit-on-error", "--single-transaction",
-               "--no-owner", "--role", pgc["user"], "-U", pgc["user"], "-d", database]  # fmt: skip
+    command = pg_command(config, pg, "pg_restore", "--exit-on-error", "--single-transaction", "--no-owner",
+                         "--role", pgc["user"], "-d", database, stdin=True)  # fmt: skip
     digest = hashlib.sha256()
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
     with open(dump, "rb") as source, subprocess.Popen(command, **pipes) as process:

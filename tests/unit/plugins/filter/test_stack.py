@@ -12,8 +12,10 @@ from ansible_collections.pliers.deploy.plugins.filter.stack import (
     FILES_LABEL,
     compose_project,
     contribute,
+    service_files,
     stack_files,
     stack_plan,
+    stack_stores,
     swarm_stack,
 )
 from ansible_collections.pliers.deploy.plugins.filter.swarm import labelled_nodes
@@ -527,7 +529,12 @@ def test_an_isolated_service_joins_no_network_and_the_isolated_network_is_the_st
     with pytest.raises(AnsibleFilterError, match="network name isolated is the stack's own"):
         swarm_stack(docker_api_reader(), name="p", networks={**NETWORKS, "isolated": {}}, project_dir=DIR)
     # Without an isolated service, the name is the user's.
-    assert "isolated" in swarm_stack({"a": model()}, name="p", networks={"isolated": {}}, project_dir=DIR)["networks"]
+    assert (
+        "isolated"
+        in swarm_stack({"a": model(networks=["isolated"])}, name="p", networks={"isolated": {}}, project_dir=DIR)[
+            "networks"
+        ]
+    )
 
 
 def test_an_app_reads_no_docker_api_and_a_proxy_is_its_readers_alone():
@@ -539,3 +546,68 @@ def test_an_app_reads_no_docker_api_and_a_proxy_is_its_readers_alone():
         AnsibleFilterError, match="role monitoring's prometheus needs service prometheus-docker-api, wh"
     ):
         contribute(services, "monitoring", {"prometheus": model("ops", docker_api=reader)})
+
+
+def database(**store) -> dict:
+    """A PostgreSQL store with its admin's password, and an api that logs in to it."""
+    return {
+        "postgres": model(
+            "data",
+            networks=["database"],
+            secrets=[secret("postgres_password", "postgres_password", uid=999)],
+            store={
+                "kind": "postgres",
+                "database": "app",
+                "admin_user": "admin",
+                "admin_password": "postgres_password",
+                **store,
+            },
+        ),
+        "api": model(
+            networks=["database"],
+            accounts=[{"store": "postgres", "name": "api", "password": "pw", "privileges": "rows"}],
+        ),
+    }
+
+
+def test_a_store_is_reached_by_its_service_with_its_image_and_its_admins_password():
+    [store] = stack_stores(database(), DIR)
+    assert store["service"] == "postgres"
+    assert store["image"] == model()["image"]
+    assert store["network"] == "database"
+    assert store["port"] == 5432
+    assert store["admin_password_file"].startswith(DIR) and store["admin_password_file"].endswith("postgres_password")
+    assert store["accounts"] == [{"name": "api", "password": "pw", "privileges": "rows", "service": "api"}]
+
+
+def test_a_store_behind_a_proxy_is_reached_through_the_proxy_with_its_servers_client_and_password():
+    services = database(server="postgres-member")
+    member = {key: value for key, value in services["postgres"].items() if key != "store"}
+    member |= {"image": "registry.example:5000/pliers/postgres-ha:17", "networks": ["cluster"]}
+    services["postgres-member"] = member
+    proxy = "registry.example:5000/pliers/haproxy:2.6"
+    services["postgres"] = model(
+        "data", image=proxy, networks=["database", "cluster"], store=services["postgres"]["store"]
+    )
+    [store] = stack_stores(services, DIR)
+    # Clients reach the proxy, on its network, as the accounts name it; the one-off client is the server's image.
+    assert (store["service"], store["network"]) == ("postgres", "database")
+    assert store["image"] == "registry.example:5000/pliers/postgres-ha:17"
+    [member_password] = [f["path"] for f in service_files("postgres-member", member, DIR) if f["secret"]]
+    assert store["admin_password_file"] == member_password
+    services["postgres"]["store"] = services["postgres"]["store"] | {"server": "nowhere"}
+    with pytest.raises(AnsibleFilterError, match="service postgres store: its server 'nowhere' is no service"):
+        stack_stores(services, DIR)
+    services["postgres"]["store"] = services["postgres"]["store"] | {"server": "api"}
+    with pytest.raises(AnsibleFilterError, match="service api store: no secret has the target 'postgres_password'"):
+        stack_stores(services, DIR)
+
+
+def test_only_the_networks_a_service_joins_are_made():
+    services = {"api": model(networks=["backend"]), "web": model(networks=["frontend", "backend"])}
+    networks = {**NETWORKS, "database_cluster": {"internal": True}}
+    assert set(render(services, edge="nginx")["networks"]) == {"backend", "frontend"}
+    assert set(swarm_stack(services, name="p", networks=networks, project_dir=DIR)["networks"]) == {
+        "backend",
+        "frontend",
+    }
