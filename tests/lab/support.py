@@ -4,6 +4,7 @@ traffic through an edge, `http`, `Probe` and `Client`, are lab/traffic.py's: the
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -245,6 +246,26 @@ class Target:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(FIGURES[self.mode], indent=2) + "\n")
         return result, probe
+
+
+# Where the lab inventories keep the backups, on the host that holds the database.
+BACKUPS = "/var/backups/pliers/local"
+
+
+def items(target) -> str:
+    """The api's listing of the items, through the edge."""
+    status, body = http(f"{target.edge}/api/items")
+    assert status == 200, body
+    return body
+
+
+def newest_backup(target) -> str:
+    return lab_hosts.ssh(target.db, f"ls {BACKUPS} | grep -v '^status' | tail -1").stdout.strip()
+
+
+def recap_changed(result: subprocess.CompletedProcess) -> list[int]:
+    """Each host's changed count in a play's recap."""
+    return [int(n) for n in re.findall(r"changed=(\d+)", result.stdout)]
 
 
 def output(result: subprocess.CompletedProcess) -> str:

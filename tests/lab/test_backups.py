@@ -15,9 +15,8 @@ import pytest
 
 from lab import hosts as lab_hosts
 
-from .support import MODES, http, output
+from .support import BACKUPS, MODES, http, items, newest_backup, output
 
-BACKUPS = "/var/backups/pliers/local"
 STATUS = "/var/lib/prometheus/node-exporter/pliers_backup_local.prom"
 DRILL_PASSED = 'pliers_restore_drill_last_success{environment="local"} 1'
 DRILL_FAILED = 'pliers_restore_drill_last_success{environment="local"} 0'
@@ -28,16 +27,6 @@ FIND_POSTGRES = (
     "docker ps -q --filter label=com.docker.compose.service=postgres; "
     "docker ps -q --filter label=com.docker.swarm.service.name=pliers-local_postgres"
 )
-
-
-def items(target) -> str:
-    status, body = http(f"{target.edge}/api/items")
-    assert status == 200, body
-    return body
-
-
-def newest_backup(target) -> str:
-    return lab_hosts.ssh(target.db, f"ls {BACKUPS} | grep -v '^status' | tail -1").stdout.strip()
 
 
 def flip_a_byte(target, backup: str, file: str = "postgres.dump") -> None:

@@ -7,7 +7,6 @@ write lost; the seconds of failed writes reported and bounded); the lost node's 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 
@@ -18,11 +17,21 @@ from lab.common import docker
 from lab.topology import Lab
 from lab.traffic import Client, http
 
-from .support import ROOT, Target, lab_cli, output, report, wait_for
+from .support import (
+    BACKUPS,
+    ROOT,
+    STACK,
+    Target,
+    items,
+    lab_cli,
+    newest_backup,
+    output,
+    recap_changed,
+    report,
+    wait_for,
+)
 
 LAB = Lab("pliers-ha")
-BACKUPS = "/var/backups/pliers/local"
-STACK = "pliers-local"
 # local-swarm's hosts: the first holds the edge (and leads the deploys); all three hold a member.
 SPEC = {"lab": LAB, "deployer": LAB.host_name(1), "edge": LAB.host_name(1), "db": LAB.host_name(1)}
 # Writes resume within this many seconds of the primary's node lost (Patroni's ttl is 20 s), and within this many of
@@ -59,12 +68,6 @@ def ha(tmp_path_factory):
     lab_cli("down", name=LAB.name, check=False)
 
 
-def items(target: HA) -> str:
-    status, body = http(f"{target.edge}/api/items")
-    assert status == 200, body
-    return body
-
-
 def stack_gone(node: lab_hosts.Host) -> bool:
     return not lab_hosts.ssh(node, f"docker ps -aq --filter label=com.docker.stack.namespace={STACK}").stdout.strip()
 
@@ -72,10 +75,6 @@ def stack_gone(node: lab_hosts.Host) -> bool:
 def volumes_removed(node: lab_hosts.Host) -> bool:
     volumes = f"{STACK}_postgres_member_data {STACK}_postgres_etcd_data"
     return lab_hosts.ssh(node, f"docker volume rm -f {volumes}", check=False).returncode == 0
-
-
-def changed(result) -> list[int]:
-    return [int(count) for count in re.findall(r"changed=(\d+)", result.stdout)]
 
 
 def leader(target: HA) -> str:
@@ -96,7 +95,7 @@ def test_the_ha_database_runs_a_primary_and_two_streaming_replicas_and_a_rerun_c
     assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
     again = ha.deploy()
     assert again.returncode == 0, output(again)
-    assert set(changed(again)) == {0}, output(again)
+    assert set(recap_changed(again)) == {0}, output(again)
     # Prometheus scrapes each member's Patroni: three run PostgreSQL, one of them the primary.
     for query, value in (("count(patroni_postgres_running == 1)", "3"), ("sum(patroni_primary)", "1")):
         wait_for(lambda query=query, value=value: [r for r in ha.promql(query) if r["value"][1] == value],
@@ -131,7 +130,7 @@ def test_a_switchover_moves_the_primary_while_the_services_write(ha):
     assert seconds <= SWITCHOVER_BOUND, client.summary()
     # Asked again to move it to where it is: nothing changes.
     again = ha.deploy("switchover.yml", "-e", f"pliers_switchover_to={after}")
-    assert again.returncode == 0 and set(changed(again)) == {0}, output(again)
+    assert again.returncode == 0 and set(recap_changed(again)) == {0}, output(again)
 
 
 def test_the_primarys_node_lost_writes_resume_with_none_lost_and_the_node_rejoins_as_a_replica(ha):
@@ -168,7 +167,7 @@ def test_a_backup_read_from_a_replica_restores_into_a_fresh_cluster(ha):
     listed = items(ha)
     backup = ha.deploy("backup.yml")
     assert backup.returncode == 0, output(backup)
-    name = lab_hosts.ssh(ha.db, f"ls {BACKUPS} | grep -v '^status' | tail -1").stdout.strip()
+    name = newest_backup(ha)
     manifest = json.loads(lab_hosts.ssh(ha.db, f"cat {BACKUPS}/{name}/manifest.json").stdout)
     # A replica streamed: the dump was read from it, not from the primary.
     assert manifest["postgres_from"] == "replica", manifest

@@ -37,9 +37,8 @@ from lab import hosts as lab_hosts
 from lab.common import ROOT, docker
 from lab.traffic import Client
 
-from .support import MODES, STACK, http, output, report, wait_for
+from .support import BACKUPS, MODES, STACK, http, output, recap_changed, report, wait_for
 
-BACKUPS = "/var/backups/pliers/local"
 BACKUP_CONFIG = "/etc/pliers/backup-local.json"
 STATUS = "/var/lib/prometheus/node-exporter/pliers_backup_local.prom"
 RECOVERY_BOUND = 10.0  # seconds: a container restarted outside a deploy is served again within this
@@ -80,10 +79,6 @@ def crash(target, container: str, host=None) -> None:
 
 def deploy(target, *extra: str) -> subprocess.CompletedProcess:
     return target.play("deploy.yml", *extra)
-
-
-def recap_changed(result: subprocess.CompletedProcess) -> list[int]:
-    return [int(n) for n in re.findall(r"changed=(\d+)", result.stdout)]
 
 
 def version(target) -> str:

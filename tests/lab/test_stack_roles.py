@@ -25,7 +25,7 @@ import pytest
 from lab import hosts as lab_hosts
 from lab.common import ROOT
 
-from .support import STACK, http, output, said, vault_values, wait_for
+from .support import STACK, http, output, recap_changed, said, vault_values, wait_for
 
 ECHO_ROLE = ROOT / "tests" / "roles" / "echo"
 # The service roles the lab runs (Traefik cannot run here), with their services.
@@ -42,10 +42,6 @@ ROLES = {
 
 def on(target, command: str, host=None, check: bool = True) -> str:
     return lab_hosts.ssh(host or target.deployer, command, check=check).stdout.strip()
-
-
-def changed(result) -> list[int]:
-    return [int(n) for n in re.findall(r"changed=(\d+)", result.stdout)]
 
 
 def running(target) -> dict[str, str]:
@@ -89,7 +85,7 @@ def test_tags_redeploy_the_tagged_role_and_nothing_else(deployed):
     release = ("-e", f"pliers_release={target.version()}")
     result = target.play("deploy.yml", "--tags", "redis", "-e", "redis_maxmemory=300mb", *release)
     assert result.returncode == 0, output(result)
-    assert changed(result)[0] > 0, output(result)
+    assert recap_changed(result)[0] > 0, output(result)
     assert acts_on(result) == ["redis"], output(result)
     after = wait_for(lambda: (lambda now: now if set(now) == set(before) else None)(running(target)), timeout=120,
                      what="every service running")  # fmt: skip
@@ -98,7 +94,7 @@ def test_tags_redeploy_the_tagged_role_and_nothing_else(deployed):
     assert "maxmemory 300mb" in on(target, "cat /opt/pliers/local/secrets/redis/redis.conf")
     # Back to the inventory's setting, the same way.
     restored = target.play("deploy.yml", "--tags", "redis", *release)
-    assert restored.returncode == 0 and changed(restored)[0] > 0, output(restored)
+    assert restored.returncode == 0 and recap_changed(restored)[0] > 0, output(restored)
 
 
 @pytest.mark.parametrize("role", list(ROLES))
@@ -110,7 +106,7 @@ def test_each_service_roles_tag_acts_on_its_services_only(deployed, role):
     # Swarm: Prometheus's discovery reads the Docker API through its proxy, a monitoring service too.
     proxies = ["prometheus-docker-api"] if role == "monitoring" and target.mode == "swarm" else []
     assert acts_on(result) == sorted(ROLES[role] + proxies), output(result)
-    assert changed(result) == [0] * len(changed(result)), output(result)
+    assert recap_changed(result) == [0] * len(recap_changed(result)), output(result)
     assert running(target) == before
 
 
@@ -149,7 +145,7 @@ def test_a_service_of_the_users_own_is_deployed_routed_and_removed(deployed):
     status, body = http(f"{target.edge}/echo/")
     assert (status, body.strip()) == (200, "hello-from-echo"), (status, body)
     again = target.play("deploy.yml", *extra, *release)
-    assert again.returncode == 0 and changed(again) == [0] * len(changed(again)), changed_tasks(again)
+    assert again.returncode == 0 and recap_changed(again) == [0] * len(recap_changed(again)), changed_tasks(again)
     removed = target.play("deploy.yml", *release)
     assert removed.returncode == 0, output(removed)
     assert "echo" not in running(target)
