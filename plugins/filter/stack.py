@@ -23,11 +23,12 @@ SERVICE_KEYS = frozenset(
     (
         *("image", "command", "environment", "secrets", "configs", "networks", "healthcheck", "depends_on"),
         *("ports", "volumes", "replicas", "resources", "labels", "user", "stop_grace_period", "http", "restart"),
-        *("cap_add", "cap_drop", "read_only", "tmpfs", "pids_limit", "isolated"),
+        *("cap_add", "cap_drop", "read_only", "tmpfs", "pids_limit", "isolated", "aliases"),
         # What the pipeline reads (never rendered): the step the service belongs to, the role that contributed it,
         # where Prometheus scrapes it, the migrations its image runs, what it offers as the stack's edge, the
-        # accounts it logs in to a data store with, the data store it is.
+        # accounts it logs in to a data store with, the data store it is, the cluster it is a member of.
         *("phase", "role", "metrics", "migrations", "entrypoint", "upstreams", "accounts", "store", "docker_api"),
+        "cluster",
         # Swarm only (ignored by Compose): how the service is placed, updated and reached.
         *("placement", "update_order", "mode", "max_replicas_per_node", "endpoint_mode", "generic_resources"),
     )
@@ -47,7 +48,13 @@ ACCOUNT_KEYS = frozenset(("store", "name", "password", "privileges", "group"))
 STORE_KEYS = frozenset(("kind", "database", "admin_user", "admin_password", "network", "port", "server"))
 # Each kind of store and its default port; a PostgreSQL store names its database.
 STORE_KINDS = {"postgres": 5432, "redis": 6379}
+# A cluster the deploy keeps to the model (Patroni's, the HA database's): its synchronous mode and PostgreSQL's
+# settings, in its configuration.
+CLUSTER_KEYS = frozenset(("kind", "synchronous", "parameters"))
+CLUSTER_KINDS = ("patroni",)
 UPDATE_ORDERS = ("start-first", "stop-first")
+# Another name a service answers by on its networks: a DNS label.
+DNS_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ENDPOINT_MODES = ("vip", "dnsrr")
 TLS_MODES = ("acme", "inventory", "off")
 # A Linux capability as Docker names it (without CAP_, e.g. NET_BIND_SERVICE), or ALL.
@@ -132,6 +139,12 @@ def _check_service(name: str, model: dict) -> None:
             raise AnsibleFilterError(f"{where} store: kind must be one of {', '.join(STORE_KINDS)}")
         if model["store"]["kind"] == "postgres" and not model["store"].get("database"):
             raise AnsibleFilterError(f"{where} store: a postgres store names its database")
+    if model.get("cluster"):
+        _check_keys(f"{where} cluster", model["cluster"], CLUSTER_KEYS, ("kind",))
+        if model["cluster"]["kind"] not in CLUSTER_KINDS:
+            raise AnsibleFilterError(f"{where} cluster: kind must be one of {', '.join(CLUSTER_KINDS)}")
+        if not isinstance(model["cluster"].get("parameters", {}), dict):
+            raise AnsibleFilterError(f"{where} cluster: parameters is a mapping of settings to values")
     for key in ("cap_add", "cap_drop"):
         _capabilities(f"{where} {key}", model.get(key), allow_all=key == "cap_drop")
     if model.get("docker_api"):
@@ -429,8 +442,16 @@ def _common(name: str, model: dict, networks: dict, top: dict) -> dict:
     unknown_networks = sorted(set(model.get("networks") or []) - set(networks))
     if unknown_networks:
         raise AnsibleFilterError(f"{where}: unknown network(s) {', '.join(unknown_networks)}")
+    aliases = model.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and DNS_NAME.match(a) for a in aliases):
+        raise AnsibleFilterError(f"{where}: aliases must be a list of DNS names (other names it has), got {aliases!r}")
     if model.get("networks"):
-        service["networks"] = sorted(model["networks"])
+        # Its other names answer on each of its networks.
+        service["networks"] = (
+            {net: {"aliases": sorted(aliases)} for net in sorted(model["networks"])}
+            if aliases
+            else sorted(model["networks"])
+        )
     if model.get("healthcheck"):
         _check_keys(f"{where} healthcheck", model["healthcheck"], HEALTHCHECK_KEYS, ("test",))
         service["healthcheck"] = dict(model["healthcheck"])

@@ -57,10 +57,12 @@ NOT_ANSWERING = (
 # w: UPDATE, d: DELETE), sequences (r: SELECT, U: USAGE).
 TABLE_PRIVILEGES = frozenset("arwd")
 SEQUENCE_PRIVILEGES = frozenset("rU")
-# What an account may be.
-PRIVILEGES = ("owner", "dml", "monitor")
-# Every login the accounts get: it may log in, and nothing more.
+# What an account may be: also, for the HA database's members, a replication login (it streams the WAL) and a
+# login with no privilege here (pg_rewind's: Patroni grants it what it reads, in the postgres database).
+PRIVILEGES = ("owner", "dml", "monitor", "replication", "login")
+# Every login the accounts get: it may log in, and nothing more (a replication login: and stream the WAL).
 PLAIN_LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+REPLICATION_LOGIN = PLAIN_LOGIN.replace("NOREPLICATION", "REPLICATION")
 # What rotating_login adds to a group's name.
 ROTATED_LOGIN = re.compile(r"^_[0-9a-f]{8}$")
 # Seconds a prune waits for the sessions of an old login to end (its containers draining) before it keeps it.
@@ -110,18 +112,25 @@ def _role(plan: Plan, roles: dict, account: dict) -> None:
     name, privileges = account["name"], account["privileges"]
     current = roles.get(name)
     memberships = {"dml": [account.get("group")], "monitor": ["pg_monitor"]}.get(privileges, [])
+    replication = privileges == "replication"
+    attributes = REPLICATION_LOGIN if replication else PLAIN_LOGIN
     if current is None:
         plan.add(
-            f"create login {name}" + (f" in {', '.join(memberships)}" if memberships else ""),
-            f"CREATE ROLE {ident(name)} {PLAIN_LOGIN} PASSWORD "
+            f"create {'replication ' if replication else ''}login {name}"
+            + (f" in {', '.join(memberships)}" if memberships else ""),
+            f"CREATE ROLE {ident(name)} {attributes} PASSWORD "
             f"'{_scram.verifier(account['password'])}'"
             + (f" IN ROLE {', '.join(map(ident, memberships))}" if memberships else ""),
         )
         return
-    if not current["login"] or any(
-        current.get(flag) for flag in ("super", "createdb", "createrole", "replication", "bypassrls")
+    if (
+        not current["login"]
+        or bool(current.get("replication")) != replication
+        or any(current.get(flag) for flag in ("super", "createdb", "createrole", "bypassrls"))
     ):
-        plan.add(f"make {name} a plain login", f"ALTER ROLE {ident(name)} {PLAIN_LOGIN}")
+        plan.add(
+            f"make {name} a {'replication' if replication else 'plain'} login", f"ALTER ROLE {ident(name)} {attributes}"
+        )
     if not _scram.matches(account["password"], current["password"]):
         verifier = _scram.verifier(account["password"])
         plan.add(f"set the password of {name}", f"ALTER ROLE {ident(name)} PASSWORD '{verifier}'")

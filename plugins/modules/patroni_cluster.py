@@ -14,8 +14,14 @@ description:
   - With O(state=present), waits up to O(timeout) seconds for a leader (and, with O(replicas), for that many
     replicas streaming from it), then reports the cluster; fails naming the cluster and each member's state when
     none leads by then.
-  - With O(state=present) and O(synchronous), also brings the cluster's synchronous mode to it (C(patronictl
-    edit-config), which every member applies without a restart); reports C(changed) when it did.
+  - With O(state=present) and O(synchronous), also brings the cluster's synchronous mode to it (through the member's
+    REST API, with its login; every member applies it without a restart); reports C(changed) when it did.
+  - With O(state=present) and O(parameters), also brings PostgreSQL's settings in the cluster's configuration (kept
+    in etcd, every member applies them) to exactly these, then restarts the members a changed setting needs
+    restarted (Patroni's I(pending restart)), one at a time - the replicas first, each waited for until it streams
+    again, then the primary hands over to a replica (a planned switchover, as with O(state=switched_over)) and
+    restarts as a replica. A member left pending by an earlier run is restarted the same way. Reports C(changed)
+    when it changed a setting or restarted a member.
   - With O(state=switched_over), a planned switchover - the primary hands over to O(candidate) (or to the replica
     Patroni finds best, the synchronous one first), then waits until the new primary runs and the old one streams
     from it. With O(leader), only when that member leads (a member that does not is already where it should be -
@@ -61,6 +67,10 @@ options:
     description: With O(state=present), bring the cluster's synchronous mode (Patroni's C(synchronous_mode), kept in
       etcd) to this - a commit then waits for a replica. Left as it is when not given.
     type: bool
+  parameters:
+    description: With O(state=present), PostgreSQL's settings in the cluster's configuration (C(postgresql.parameters)
+      in etcd), name to value - a setting there and not here is removed. Left as they are when not given.
+    type: dict
   timeout:
     description: Seconds to wait for a leader (and the replicas), or for a switchover to complete.
     type: int
@@ -74,6 +84,13 @@ EXAMPLES = r"""
   pliers.deploy.patroni_cluster:
     stack: pliers-production
   register: cluster
+
+- name: Give every member more connections (a restart - replicas first, then the primary after a switchover)
+  pliers.deploy.patroni_cluster:
+    stack: pliers-production
+    parameters:
+      max_connections: 200
+      wal_level: replica
 
 - name: Move the primary off the node about to be serviced
   pliers.deploy.patroni_cluster:
@@ -109,6 +126,9 @@ members:
     timeline:
       description: Its timeline (one more at each promotion), when it runs.
       type: int
+    pending_restart:
+      description: Whether a changed setting waits for its restart.
+      type: bool
     lag_mb:
       description: How far a replica is behind the primary, in MB (C(null) for the leader, or when unknown).
       type: float
@@ -116,6 +136,16 @@ switched_from:
   description: The member that led before a switchover (empty when none happened).
   returned: always
   type: str
+parameters_changed:
+  description: The settings O(parameters) changed, added or removed (their names).
+  returned: when O(parameters) is given
+  type: list
+  elements: str
+restarted:
+  description: The members restarted for a setting, in their order (the old primary last).
+  returned: when O(parameters) is given
+  type: list
+  elements: str
 synchronous:
   description: The cluster's synchronous mode when the module returned (with O(synchronous) given).
   returned: when O(synchronous) is given
@@ -123,7 +153,6 @@ synchronous:
 """
 
 import json
-import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -131,6 +160,27 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import Docke
 
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
 PATRONICTL = ["patroni-entrypoint.sh", "patronictl"]
+# The cluster's configuration through the member's REST API (http.client: the member image's Python has it): a read
+# needs no login; a change (a JSON document merged into it - a null removes a key: PATCH /config) is made with the
+# login the member's environment names. No value passes through a shell or a YAML parser. A status other than 200
+# is the script's failure, with Patroni's answer.
+REST_API = (
+    "import base64, http.client, os, sys\n"
+    "body = sys.argv[1].encode() if len(sys.argv) > 1 else None\n"
+    "headers = {}\n"
+    "if body is not None:\n"
+    "    secret = open(os.environ['PATRONI_RESTAPI_PASSWORD_FILE']).read().rstrip('\\n')\n"
+    "    login = base64.b64encode((os.environ['PATRONI_RESTAPI_USERNAME'] + ':' + secret).encode()).decode()\n"
+    "    headers = {'Content-Type': 'application/json', 'Authorization': 'Basic ' + login}\n"
+    "connection = http.client.HTTPConnection('127.0.0.1', 8008, timeout=10)\n"
+    "connection.request('PATCH' if body is not None else 'GET', '/config', body=body, headers=headers)\n"
+    "answer = connection.getresponse()\n"
+    "text = answer.read().decode(errors='replace')\n"
+    "if answer.status != 200:\n"
+    "    raise SystemExit(f'{answer.status} {answer.reason}: {text}')\n"
+    "sys.stdout.write(text)\n"
+)
+CONFIG_API = ["python3", "-c", REST_API]
 # patronictl's words for a leader, and for a replica that follows it.
 LEADER_ROLES = ("leader",)
 FOLLOWING = ("streaming",)
@@ -150,13 +200,24 @@ def member_container(client, stack: str, service: str):
     return containers[0]
 
 
-def patronictl(container, *args: str) -> str:
-    code, (out, err) = container.exec_run([*PATRONICTL, *args], demux=True)
+def exec_in(container, command: list[str], what: str) -> str:
+    code, (out, err) = container.exec_run(command, demux=True)
     text = (out or b"").decode(errors="replace")
     if code != 0:
         problem = ((err or b"") + (out or b"")).decode(errors="replace").strip()
-        raise ClusterError(f"patronictl {' '.join(args[:1])} failed (exit {code}): {problem[-800:]}")
+        raise ClusterError(f"{what} failed (exit {code}): {problem[-800:]}")
     return text
+
+
+def patronictl(container, *args: str) -> str:
+    return exec_in(container, [*PATRONICTL, *args], f"patronictl {' '.join(args[:1])}")
+
+
+def dcs_config(container) -> dict:
+    try:
+        return json.loads(exec_in(container, CONFIG_API, "reading the cluster's configuration") or "{}")
+    except ValueError as exc:
+        raise ClusterError(f"the cluster's configuration is no JSON: {exc}") from exc
 
 
 def normalize(entry: dict) -> dict:
@@ -168,6 +229,7 @@ def normalize(entry: dict) -> dict:
         "state": str(entry.get("State", "")),
         "timeline": entry.get("TL"),
         "lag_mb": lag if isinstance(lag, (int, float)) else None,
+        "pending_restart": bool(str(entry.get("Pending restart", "")).strip()),
     }
 
 
@@ -211,17 +273,128 @@ def wait(find, settled, timeout: float, interval: float = 1.0) -> tuple[str, lis
         time.sleep(interval)
 
 
-def synchronous_mode(module, container, cluster: str, wanted: bool) -> dict:
+def setting(value) -> str:
+    """A setting's value as PostgreSQL reads it (YAML's true is on)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def edit_config(module, container, change: dict) -> None:
+    """The cluster's configuration (in etcd) changed by change, merged into it (None: removed); every member applies
+    it in its next loop."""
+    if change and not module.check_mode:
+        exec_in(container, [*CONFIG_API, json.dumps(change)], "changing the cluster's configuration")
+
+
+def synchronous_on(config: dict) -> bool:
+    return setting(config.get("synchronous_mode", False)).lower() in ("on", "true")
+
+
+def synchronous_mode(module, container, wanted: bool) -> dict:
     """The cluster's synchronous mode (in etcd) brought to wanted: {"changed", "synchronous"}."""
-    shown = re.search(r"^synchronous_mode:\s*(\S+)", patronictl(container, "show-config", cluster), re.MULTILINE)
-    current = bool(shown) and shown.group(1).lower() in ("true", "on")
+    current = synchronous_on(dcs_config(container))
     if current == wanted:
         return {"synchronous": current}
-    if not module.check_mode:
-        patronictl(
-            container, "edit-config", cluster, "--force", "--quiet", "--set", f"synchronous_mode={str(wanted).lower()}"
-        )
+    edit_config(module, container, {"synchronous_mode": wanted})
     return {"changed": True, "synchronous": wanted}
+
+
+def parameter_changes(current: dict, wanted: dict) -> dict:
+    """The settings to set (their value) or to remove (None) that bring the cluster's to wanted."""
+    changes: dict = {name: None for name in current if name not in wanted}
+    changes.update(
+        (name, value)
+        for name, value in wanted.items()
+        if name not in current or setting(current[name]) != setting(value)
+    )
+    return dict(sorted(changes.items()))
+
+
+def restart(container, cluster: str, name: str) -> None:
+    """A member restarted for its pending settings (Patroni's REST API answers once it ran again)."""
+    answer = patronictl(container, "restart", cluster, name, "--pending", "--force")
+    # patronictl says a failed restart on its output, and exits 0.
+    if "failed" in answer.lower():
+        raise ClusterError(f"the restart of {name} in {cluster} failed: {answer.strip()[-800:]}")
+
+
+def rolled(module, find, cluster: str, listed: list[dict], changed: bool, timeout: int) -> list[str]:
+    """The members a changed setting waits to restart, restarted one at a time: the replicas, then the primary once
+    it handed over (the cluster stays writable throughout). The restarted members' names, in order."""
+    if changed and not module.check_mode:
+        # Each member applies the new configuration in its next loop (every loop_wait seconds): until then it cannot
+        # say whether it needs a restart.
+        time.sleep(2 * int(dcs_config(find()).get("loop_wait", 10)) + 1)
+        listed = members(find())[1]
+    pending = [m["name"] for m in listed if m["pending_restart"]]
+    if module.check_mode or not pending:
+        return pending if module.check_mode else []
+    leader = leader_of(listed)
+    order = sorted(name for name in pending if name != leader) + ([leader] if leader in pending else [])
+    for name in order:
+        still_pending = True
+        if name == leader:
+            # Demoted, the old primary restarts as a replica: with the new settings, most often (then nothing is
+            # left to restart it for).
+            listed = switch_over(find, cluster, leader, None, timeout)
+            still_pending = any(m["name"] == name and m["pending_restart"] for m in listed)
+        if still_pending:
+            restart(find(), cluster, name)
+
+        def back(listed, name=name):
+            member = next((m for m in listed if m["name"] == name), None)
+            return (
+                bool(leader_of(listed))
+                and bool(member)
+                and member["state"] in FOLLOWING
+                and not member["pending_restart"]
+            )
+
+        now, settled = wait(find, back, timeout)[1:]
+        if not settled:
+            raise ClusterError(f"{name} did not stream again within {timeout} s of its restart: {describe(now)}")
+    return order
+
+
+def switch_over(find, cluster: str, leader: str, candidate: str | None, timeout: int) -> list[dict]:
+    """A planned switchover away from leader (to candidate, or Patroni's best replica), waited for until the new
+    primary runs and the old one streams from it: the members then. Waits first for a replica that may take over (in
+    synchronous mode, the synchronous standby: a replica that just restarted is one again after a loop or two)."""
+    synchronous = synchronous_on(dcs_config(find()))
+
+    def takes_over(listed):
+        able = [m for m in listed if m["role"] not in LEADER_ROLES and m["state"] in FOLLOWING]
+        if synchronous:
+            able = [m for m in able if m["role"] == "sync_standby"]
+        return leader_of(listed) == leader and any(not candidate or m["name"] == candidate for m in able)
+
+    listed, settled = wait(find, takes_over, timeout)[1:]
+    if not settled:
+        raise ClusterError(
+            f"no {'synchronous standby' if synchronous else 'replica'} of {cluster} streams to take over from {leader}"
+            f" within {timeout} s: {describe(listed)}"
+        )
+    answer = patronictl(
+        find(), "switchover", cluster, "--leader", leader, *(["--candidate", candidate] if candidate else []), "--force"
+    )
+    # patronictl says a refused switchover on its output, and exits 0.
+    if "failed" in answer.lower():
+        raise ClusterError(f"the switchover of {cluster} away from {leader} was refused: {answer.strip()[-800:]}")
+
+    def moved(listed):
+        new = leader_of(listed)
+        old = next((m for m in listed if m["name"] == leader), None)
+        return (
+            new not in ("", leader) and (not candidate or new == candidate) and bool(old) and old["state"] in FOLLOWING
+        )
+
+    listed, settled = wait(find, moved, timeout)[1:]
+    if not settled:
+        raise ClusterError(
+            f"the switchover of {cluster} away from {leader} did not complete in {timeout} s: {describe(listed)}"
+        )
+    return listed
 
 
 def run(module, client) -> dict:
@@ -244,9 +417,19 @@ def run(module, client) -> dict:
     leader = leader_of(listed)
     result = {"changed": False, "cluster": name, "leader": leader, "members": listed, "switched_from": ""}
     if params["state"] == "present":
-        if params["synchronous"] is None:
-            return result
-        return {**result, **synchronous_mode(module, find(), name, params["synchronous"])}
+        if params["synchronous"] is not None:
+            result.update(synchronous_mode(module, find(), params["synchronous"]))
+        if params["parameters"] is not None:
+            current = (dcs_config(find()).get("postgresql") or {}).get("parameters") or {}
+            changes = parameter_changes(current, params["parameters"])
+            edit_config(module, find(), {"postgresql": {"parameters": changes}} if changes else {})
+            restarted = rolled(module, find, name, listed, bool(changes), params["timeout"])
+            result.update(parameters_changed=list(changes), restarted=restarted)
+            result["changed"] = result["changed"] or bool(changes or restarted)
+            if restarted and not module.check_mode:
+                result["members"] = members(find())[1]
+                result["leader"] = leader_of(result["members"])
+        return result
 
     away_from, candidate = params["leader"], params["candidate"]
     names = [m["name"] for m in listed]
@@ -264,25 +447,7 @@ def run(module, client) -> dict:
         return result
     if module.check_mode:
         return {**result, "changed": True, "switched_from": leader}
-    answer = patronictl(
-        find(), "switchover", name, "--leader", leader, *(["--candidate", candidate] if candidate else []), "--force"
-    )
-    # patronictl says a refused switchover on its output, and exits 0.
-    if "failed" in answer.lower():
-        raise ClusterError(f"the switchover of {name} away from {leader} was refused: {answer.strip()[-800:]}")
-
-    def moved(listed):
-        new = leader_of(listed)
-        old = next((m for m in listed if m["name"] == leader), None)
-        return (
-            new not in ("", leader) and (not candidate or new == candidate) and bool(old) and old["state"] in FOLLOWING
-        )
-
-    cluster, listed, settled = wait(find, moved, params["timeout"])
-    if not settled:
-        raise ClusterError(
-            f"the switchover of {name} away from {leader} did not complete in {params['timeout']} s: {describe(listed)}"
-        )
+    listed = switch_over(find, name, leader, candidate, params["timeout"])
     return {**result, "changed": True, "leader": leader_of(listed), "members": listed, "switched_from": leader}
 
 
@@ -296,6 +461,7 @@ def main():
             candidate=dict(type="str"),
             replicas=dict(type="int"),
             synchronous=dict(type="bool"),
+            parameters=dict(type="dict"),
             timeout=dict(type="int", default=120),
         ),
         supports_check_mode=True,

@@ -20,6 +20,8 @@ description:
     rows of the owner's tables and use their sequences, now and for every table the owner creates later; it cannot
     create anything (C(PUBLIC) keeps no privilege on the database and no C(CREATE) on the schema).
   - A C(monitor) account is a login role in C(pg_monitor), which may connect and read the statistics views.
+  - A C(replication) account is a login role that may stream the WAL (C(REPLICATION)), a C(login) account one that
+    may only log in; neither is given a privilege on the database.
   - Passwords are set as SCRAM-SHA-256 verifiers computed here (no password in any SQL text) and compared with the
     stored verifier without logging in.
   - With O(prune), the logins this module made in a C(dml) group (C(<group>_<8 hex digits>), see the
@@ -81,10 +83,12 @@ options:
         type: str
         required: true
       privileges:
-        description: What it may do.
+        description: What it may do - C(replication) and C(login) are the HA database's members' own logins (their
+          replication, and C(pg_rewind)'s, whose function grants Patroni makes in the C(postgres) database) - only
+          their attributes and password are brought here (before the members that use a changed one roll).
         type: str
         required: true
-        choices: [owner, dml, monitor]
+        choices: [owner, dml, monitor, replication, login]
       group:
         description: For C(dml), the group role that holds the privileges (required then).
         type: str
@@ -162,7 +166,7 @@ def main() -> None:
             accounts=dict(
                 name=dict(type="str", required=True),
                 password=dict(type="str", required=True, no_log=True),
-                privileges=dict(type="str", required=True, choices=["owner", "dml", "monitor"]),
+                privileges=dict(type="str", required=True, choices=["owner", "dml", "monitor", "replication", "login"]),
                 group=dict(type="str"),
                 service=dict(type="str"),
             ),

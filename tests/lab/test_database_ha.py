@@ -188,3 +188,164 @@ def test_a_backup_read_from_a_replica_restores_into_a_fresh_cluster(ha):
     # Restored through the primary, replicated to every member.
     cluster = ha.cluster(replicas=2)
     assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
+
+
+def on_member(host: str, sql: str) -> str:
+    """What one member's PostgreSQL answers (on its own node, through its socket)."""
+    node = lab_hosts.lab_host(LAB, host)
+    return lab_hosts.ssh(node, f'{MEMBER_PSQL} "{sql}"').stdout.strip()
+
+
+MEMBER_PSQL = (
+    f"docker exec $(docker ps -q --filter label=com.docker.swarm.service.name={STACK}_postgres-member) "
+    "psql -U pliers -d pliers -tAc"
+)
+# A setting PostgreSQL reads only at start: each member must restart for it.
+RESTART_SETTING = {"postgres_parameters": {"max_connections": 150}}
+
+
+def test_a_setting_that_needs_a_restart_rolls_the_replicas_first_then_the_primary_after_a_switchover(ha):
+    before = leader(ha)
+    with Client(ha.edge, tag="rolling restart") as client:
+        time.sleep(3)
+        started = client.now()
+        result = ha.deploy("deploy.yml", "-e", json.dumps(RESTART_SETTING))
+        time.sleep(3)
+    assert result.returncode == 0, output(result)
+    seconds = failed_seconds(client, started)
+    report(ha, "rolling restart", "postgres_parameters max_connections 150", client, seconds, failed_seconds=seconds)
+    assert client.lost() == [], client.summary()
+    # The only pause is the switchover's.
+    assert seconds <= SWITCHOVER_BOUND, client.summary()
+    cluster = ha.cluster(replicas=2)
+    assert cluster["leader"] != before and not any(m["pending_restart"] for m in cluster["members"]), cluster
+    started_at = {}
+    for member in cluster["members"]:
+        assert on_member(member["name"], "show max_connections") == "150", member
+        started_at[member["name"]] = float(
+            on_member(member["name"], "select extract(epoch from pg_postmaster_start_time())")
+        )
+    # Every member restarted during the deploy, the old primary last (after the replicas, once it handed over).
+    assert all(moment > time.time() - 600 for moment in started_at.values()), started_at
+    assert max(started_at, key=started_at.get) == before, started_at
+    again = ha.deploy("deploy.yml", "-e", json.dumps(RESTART_SETTING))
+    assert again.returncode == 0 and set(recap_changed(again)) == {0}, output(again)
+
+
+def test_rotated_member_passwords_are_the_databases_before_the_members_use_them(ha):
+    rotated = {
+        **RESTART_SETTING,
+        **{
+            f"postgres_{login}_password": f"rotated-{login}-7c1e9a40b2d35f86"
+            for login in ("replication", "rewind", "restapi")
+        },
+    }
+    result = ha.deploy("deploy.yml", "-e", json.dumps(rotated))
+    assert result.returncode == 0, output(result)
+    # Every member restarted with the new passwords (their secrets changed): the replicas stream, logged in with it.
+    cluster = ha.cluster(replicas=2, timeout=300)
+    assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
+    senders = on_member(cluster["leader"], "select count(*) from pg_stat_replication where usename = 'replicator'")
+    assert senders == "2", cluster
+    # The REST API's new login: a switchover goes through.
+    moved = ha.deploy("switchover.yml", "-e", json.dumps(rotated))
+    assert moved.returncode == 0, output(moved)
+    assert leader(ha) != cluster["leader"]
+
+
+def test_one_etcd_member_lost_the_primary_still_moves_and_the_member_rejoins(ha):
+    """etcd keeps its majority with two of three: Patroni still reads and writes its keys (a switchover goes through
+    under the client), and the member back catches up."""
+    host = leader(ha)
+    etcd = f"{STACK}_etcd-{host}"
+    node = lab_hosts.lab_host(LAB, host)
+    running = f"docker ps -q --filter label=com.docker.swarm.service.name={etcd}"
+    lab_hosts.ssh(ha.deployer, f"docker service scale --detach {etcd}=0")
+    wait_for(lambda: not lab_hosts.ssh(node, running).stdout.strip(), timeout=60, what=f"{etcd} stopped")
+    try:
+        with Client(ha.edge, tag="etcd member lost") as client:
+            time.sleep(3)
+            started = client.now()
+            result = ha.deploy("switchover.yml")
+            time.sleep(3)
+    finally:
+        lab_hosts.ssh(ha.deployer, f"docker service scale --detach {etcd}=1")
+    assert result.returncode == 0, output(result)
+    seconds = failed_seconds(client, started)
+    report(ha, "etcd member lost", f"{etcd} scaled to 0, then switchover.yml", client, seconds, failed_seconds=seconds)
+    assert client.lost() == [], client.summary()
+    assert seconds <= SWITCHOVER_BOUND, client.summary()
+    assert leader(ha) != host
+    # Back: the three members of etcd answer, each healthy.
+    health = f"docker exec $({running}) etcdctl endpoint health --cluster 2>&1"
+    wait_for(lambda: lab_hosts.ssh(node, health, check=False).stdout.count("is healthy") == 3,
+             timeout=90, what="the three etcd members healthy")  # fmt: skip
+
+
+# A node cut off from the others: every packet between it and another address of the lab's network dropped, in both
+# directions (the test's own address, the network's gateway, stays: SSH to it works).
+PARTITION = """
+table inet pliers_partition {{
+  chain input {{ type filter hook input priority -1; ip saddr {subnet} ip saddr != {gateway} drop; }}
+  chain forward {{ type filter hook forward priority -1; ip saddr {subnet} ip saddr != {gateway} drop;
+                   ip daddr {subnet} ip daddr != {gateway} drop; }}
+  chain output {{ type filter hook output priority -1; ip daddr {subnet} ip daddr != {gateway} drop; }}
+}}
+"""
+# Writes resume within this many seconds of the primary's node cut off: the leader key's expiry as when it is lost,
+# and the Swarm's own time to see the node gone (until then the edge may still try the services' tasks there).
+PARTITION_BOUND = 45
+
+
+def test_the_primarys_node_cut_off_a_replica_takes_over_and_the_node_rejoins_when_the_network_heals(ha):
+    if leader(ha) == SPEC["edge"]:
+        assert ha.deploy("switchover.yml").returncode == 0
+    cut = leader(ha)
+    subnet, gateway = docker(
+        "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}} {{(index .IPAM.Config 0).Gateway}}", LAB.network
+    ).stdout.split()
+    node = lab_hosts.lab_host(LAB, cut)
+    try:
+        with Client(ha.edge, tag="partition") as client:
+            time.sleep(5)
+            started = client.now()
+            lab_hosts.ssh(node, "nft -f -", input=PARTITION.format(subnet=subnet, gateway=gateway))
+            time.sleep(PARTITION_BOUND + 15)
+        resumed = client.recovery(started)
+        # The majority's side: a member there leads.
+        promoted = leader(ha)
+    finally:
+        lab_hosts.ssh(node, "nft delete table inet pliers_partition", check=False)
+    report(ha, "primary's node cut off", f"nft on {cut}: no packet to or from the other nodes", client, resumed,
+           failed_seconds=failed_seconds(client, started))  # fmt: skip
+    assert client.lost() == [], client.summary()
+    assert resumed <= PARTITION_BOUND, client.summary()
+    assert promoted != cut
+
+    # Healed: the cut-off member, demoted while it could not reach etcd, follows the new primary by itself.
+    cluster = ha.cluster(replicas=2, timeout=300)
+    rejoined = next(member for member in cluster["members"] if member["name"] == cut)
+    assert rejoined["state"] == "streaming", cluster["members"]
+    assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
+
+
+def test_a_changed_member_spec_rolls_the_members_one_at_a_time_with_none_lost(ha):
+    """A change of the members' service itself (here their memory limit; an image upgrade the same) is Swarm's
+    rolling update, one member at a time, each ready before the next: when the primary's turn comes Patroni hands its
+    leadership over as it stops. Measured, and bounded as a failover."""
+    before = leader(ha)
+    with Client(ha.edge, tag="member roll") as client:
+        time.sleep(3)
+        started = client.now()
+        result = ha.deploy("deploy.yml", "-e", "postgres_memory=600M")
+        time.sleep(3)
+    assert result.returncode == 0, output(result)
+    seconds = failed_seconds(client, started)
+    report(
+        ha, "member spec rolled", f"postgres_memory 600M (primary {before})", client, seconds, failed_seconds=seconds
+    )
+    assert client.lost() == [], client.summary()
+    # The writes fail only while the primary's member stops and another takes over.
+    assert seconds <= FAILOVER_BOUND, client.summary()
+    cluster = ha.cluster(replicas=2, timeout=300)
+    assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]

@@ -310,7 +310,8 @@ def test_an_encrypted_backup_cannot_be_read_without_the_identity_and_says_which_
         assert path == plain / "postgres.dump"
 
 
-PROXY = {"host": "postgres", "port": 5432, "replica_port": 5433, "password_file": "/run/secrets/postgres_password"}
+PROXY = {"host": "postgres", "port": 5432, "replica_host": "postgres-replicas", "replica_port": 5433,
+         "password_file": "/run/secrets/postgres_password"}  # fmt: skip
 
 
 def test_one_postgresql_is_reached_on_its_socket_and_the_ha_database_through_its_proxy():
@@ -330,7 +331,7 @@ def test_one_postgresql_is_reached_on_its_socket_and_the_ha_database_through_its
     to_primary = ["pg_restore", "-h", "postgres", "-p", "5432", "-U", "u", "-d", "x"]
     assert pliers_backup.pg_command(ha, "c", "pg_restore", "-d", "x", stdin=True) == [
         "docker", "exec", "-i", "c", *login, *to_primary]  # fmt: skip
-    to_replica = ["pg_dump", "-h", "postgres", "-p", "5433", "-U", "u", "-Fc"]
+    to_replica = ["pg_dump", "-h", "postgres-replicas", "-p", "5433", "-U", "u", "-Fc"]
     assert pliers_backup.pg_command(ha, "c", "pg_dump", "-Fc", replica=True) == [
         "docker",
         "exec",

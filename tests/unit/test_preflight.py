@@ -419,6 +419,13 @@ def strict_run(tmp_path: Path, environment: str, variables: dict) -> subprocess.
         ("local", {"redis_maxmemory": "256mb\nrename-command CONFIG x"},
          "redis_maxmemory must be a size as redis.conf"),
         ("local", {"postgres_initdb_args": "--data-checksums; id"}, "postgres_initdb_args must be initdb options"),
+        ("local", {"postgres_parameters": ["max_connections=200"]},
+         "postgres_parameters must be a mapping ({key: value} in YAML), got a list"),
+        ("local", {"postgres_parameters": {"max connections; drop": 1}},
+         "postgres_parameters: max connections; drop: not a PostgreSQL setting's name"),
+        ("local", {"postgres_parameters": {"work_mem": "4MB\nlisten_addresses = '*'", "shared_buffers": {"a": 1}}},
+         "postgres_parameters: shared_buffers, work_mem: a value is one line of text"),
+        ("local", {"postgres_parameters": {"port": 5433}}, "postgres_parameters: port: set by the collection"),
         ("local", {**EMAIL, "monitoring_alert_email_to": "ops@example.net\r\nBcc: x@example.org"},
          "monitoring_alert_email_to must be a single line"),
         ("local", {"pliers_release": "1.0.0\n"}, "pliers_release must be a single line"),
@@ -541,11 +548,22 @@ def test_passwords_with_quotes_dollars_backslashes_and_newlines_pass_preflight(t
 def test_the_ha_database_on_three_managers_passes_the_preflight(tmp_path):
     """The swarm demo's shape: three managers, each labelled db, three members; the run goes on to the hosts."""
     hosts = swarm_hosts({"m1": "{edge: 'true', db: 'true'}", "m2": DB, "m3": DB}, {})
+    settings = {"postgres_parameters": {"max_connections": 150, "log_connections": True}}
     result = deploy(
-        tmp_path, "local-swarm", *LOCAL_REGISTRY, *HA, "-e", "pliers_database_synchronous=true", hosts=hosts
-    )
+        tmp_path, "local-swarm", *LOCAL_REGISTRY, *HA, "-e", "pliers_database_synchronous=true",
+        "-e", json.dumps(settings), hosts=hosts,
+    )  # fmt: skip
     output = result.stdout + result.stderr
     assert "UNREACHABLE" in output, output[-3000:]
+
+
+def test_the_ha_databases_own_settings_are_not_the_inventorys(tmp_path):
+    hosts = swarm_hosts({"m1": "{edge: 'true', db: 'true'}", "m2": DB, "m3": DB}, {})
+    settings = {"postgres_parameters": {"wal_level": "minimal", "max_connections": 150}}
+    result = deploy(tmp_path, "local-swarm", *LOCAL_REGISTRY, *HA, "-e", json.dumps(settings), hosts=hosts)
+    output = result.stdout + result.stderr
+    assert "postgres_parameters: wal_level: set by the collection (the HA database needs it)" in output, output[-3000:]
+    assert "UNREACHABLE" not in output
 
 
 @pytest.mark.parametrize(

@@ -89,9 +89,9 @@ def pg_command(config: dict, pg: str, program: str, *args: str, stdin: bool = Fa
     proxy = pgc.get("proxy")
     if not proxy:
         return [*docker_exec, program, "-U", pgc["user"], *args]
-    port = proxy["replica_port"] if replica else proxy["port"]
+    host, port = (proxy["replica_host"], proxy["replica_port"]) if replica else (proxy["host"], proxy["port"])
     login = 'PGPASSWORD="$(cat "$0")" exec "$@"'
-    return [*docker_exec, "sh", "-c", login, proxy["password_file"], program, "-h", proxy["host"], "-p", str(port),
+    return [*docker_exec, "sh", "-c", login, proxy["password_file"], program, "-h", host, "-p", str(port),
             "-U", pgc["user"], *args]  # fmt: skip
 
 

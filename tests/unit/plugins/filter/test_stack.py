@@ -611,3 +611,21 @@ def test_only_the_networks_a_service_joins_are_made():
         "backend",
         "frontend",
     }
+
+
+def test_a_services_other_names_answer_on_each_of_its_networks_in_both_modes():
+    services = {"postgres": model(networks=["database", "backend"], aliases=["postgres-replicas"])}
+    networks = {**NETWORKS, "database_cluster": {"internal": True}}
+    wanted = {"backend": {"aliases": ["postgres-replicas"]}, "database": {"aliases": ["postgres-replicas"]}}
+    assert render(services, edge="nginx")["services"]["postgres"]["networks"] == wanted
+    swarm = swarm_stack(services, name="p", networks=networks, project_dir=DIR)
+    assert swarm["services"]["postgres"]["networks"] == wanted
+    assert set(swarm["networks"]) == {"backend", "database"}
+    # Without aliases, the list as before.
+    assert render({"api": model(networks=["backend"])}, edge="nginx")["services"]["api"]["networks"] == ["backend"]
+
+
+@pytest.mark.parametrize("aliases", ["postgres-replicas", ["Postgres_Replicas"], ["-x"], [""]])
+def test_an_alias_that_is_no_dns_name_is_refused_naming_the_service(aliases):
+    with pytest.raises(AnsibleFilterError, match="service postgres: aliases must be a list of DNS names"):
+        render({"postgres": model(networks=["database"], aliases=aliases)}, edge="nginx")

@@ -11,10 +11,12 @@ from ansible_collections.pliers.deploy.plugins.modules import patroni_cluster
 from ansible_collections.pliers.deploy.plugins.modules.patroni_cluster import ClusterError, run
 
 
-def member(name: str, role: str, state: str, timeline: int = 2, lag=0) -> dict:
+def member(name: str, role: str, state: str, timeline: int = 2, lag=0, pending: bool = False) -> dict:
     entry = {"Cluster": "pliers-prod", "Member": name, "Host": "10.0.0.1", "Role": role, "State": state, "TL": timeline}
     if role != "Leader":
         entry["Lag in MB"] = lag
+    if pending:
+        entry["Pending restart"] = "*"
     return entry
 
 
@@ -25,31 +27,37 @@ SWITCHED = [member("db-1", "Replica", "streaming", 3), member("db-2", "Leader", 
 
 
 class FakeMember:
-    """A member container: `patronictl list` answers each listing in turn (the last one again), `show-config` the
-    cluster's configuration, `switchover` what Patroni said; every command is kept."""
+    """A member container: `patronictl list` answers each listing in turn (the last one again), its REST API the
+    cluster's configuration, `switchover` and `restart` what Patroni said; every command is kept."""
 
-    def __init__(self, *listings: list[dict], config: str = "synchronous_mode: true\nttl: 20\n",
-                 switchover: bytes = b"Successfully switched over") -> None:  # fmt: skip
+    def __init__(self, *listings: list[dict], config: dict | None = None,
+                 switchover: bytes = b"Successfully switched over",
+                 restart: bytes = b"Success: restart on member") -> None:  # fmt: skip
         self.listings = list(listings)
-        self.config = config
-        self.switchover = switchover
+        self.config = {"synchronous_mode": True, "ttl": 20, "loop_wait": 5} if config is None else config
+        self.answers = {"switchover": switchover, "restart": restart}
         self.commands: list[list[str]] = []
+        self.patches: list[dict] = []
 
     def exec_run(self, command, demux=False):
         self.commands.append(command)
+        if command[0] == "python3":
+            if len(command) > 3:  # a change, the JSON document its argument
+                self.patches.append(json.loads(command[3]))
+                return 0, (b"{}", b"")
+            return 0, (json.dumps(self.config).encode(), b"")
         if command[2] == "list":
             listing = self.listings.pop(0) if len(self.listings) > 1 else self.listings[0]
             return 0, (json.dumps(listing).encode(), b"")
-        if command[2] == "switchover":
-            return 0, (self.switchover, b"")
-        if command[2] == "show-config":
-            return 0, (self.config.encode(), b"")
-        if command[2] == "edit-config":
-            return 0, (b"", b"")
+        if command[2] in self.answers:
+            return 0, (self.answers[command[2]], b"")
         return 1, (b"", b"unknown command")
 
+    def ran(self, verb: str) -> list[list[str]]:
+        return [command[2:] for command in self.commands if command[0] != "python3" and command[2] == verb]
+
     def switched(self) -> bool:
-        return any(command[2] == "switchover" for command in self.commands)
+        return bool(self.ran("switchover"))
 
 
 class FakeContainers:
@@ -69,7 +77,8 @@ class FakeClient:
 class FakeModule:
     def __init__(self, check_mode: bool = False, **params) -> None:
         defaults = {"stack": "pliers-prod", "service": "postgres-member", "state": "present", "leader": None,
-                    "candidate": None, "replicas": None, "synchronous": None, "timeout": 5}  # fmt: skip
+                    "candidate": None, "replicas": None, "synchronous": None, "parameters": None,
+                    "timeout": 5}  # fmt: skip
         self.params = {**defaults, **params}
         self.check_mode = check_mode
 
@@ -86,7 +95,7 @@ def test_it_reports_the_leader_and_each_member_and_changes_nothing():
     result = run(FakeModule(), FakeClient(FakeMember(HEALTHY)))
     assert result["changed"] is False and result["cluster"] == "pliers-prod" and result["leader"] == "db-1"
     assert result["members"][1] == {"name": "db-2", "role": "sync_standby", "state": "streaming", "timeline": 2,
-                                    "lag_mb": 0}  # fmt: skip
+                                    "lag_mb": 0, "pending_restart": False}  # fmt: skip
     assert result["members"][0]["lag_mb"] is None
 
 
@@ -119,12 +128,27 @@ def test_it_runs_only_where_a_member_runs():
 def test_a_switchover_hands_the_primary_over_and_waits_until_the_old_one_follows():
     # The old primary is still stopping, then follows the new one.
     stopping = [member("db-1", "Replica", "stopped"), member("db-2", "Leader", "running", 3), HEALTHY[2]]
-    target = FakeMember(HEALTHY, stopping, SWITCHED)
+    # The synchronous standby restarting: not one again yet, then one.
+    restarting = [HEALTHY[0], member("db-2", "Replica", "streaming"), HEALTHY[2]]
+    target = FakeMember(HEALTHY, restarting, HEALTHY, stopping, SWITCHED)
     result = run(FakeModule(state="switched_over", candidate="db-2"), FakeClient(target))
     switchover = ["switchover", "pliers-prod", "--leader", "db-1", "--candidate", "db-2", "--force"]
-    assert target.commands[1] == ["patroni-entrypoint.sh", "patronictl", *switchover]
+    assert target.ran("switchover") == [switchover]
     assert (result["changed"], result["switched_from"], result["leader"]) == (True, "db-1", "db-2")
-    assert len([c for c in target.commands if c[2] == "list"]) == 3
+    # Asked until db-2 was the synchronous standby again, then until the old primary followed.
+    assert len(target.ran("list")) == 5
+
+
+def test_a_switchover_with_no_replica_that_may_take_over_fails_naming_each_members_state():
+    alone = [HEALTHY[0], member("db-2", "Replica", "streaming"), member("db-3", "Replica", "stopped")]
+    target = FakeMember(HEALTHY, alone)
+    with pytest.raises(ClusterError) as failure:
+        run(FakeModule(state="switched_over"), FakeClient(target))
+    assert str(failure.value) == (
+        "no synchronous standby of pliers-prod streams to take over from db-1 within 5 s: db-1 leader running, "
+        "db-2 replica streaming, db-3 replica stopped"
+    )
+    assert not target.switched()
 
 
 @pytest.mark.parametrize(
@@ -138,7 +162,7 @@ def test_a_switchover_hands_the_primary_over_and_waits_until_the_old_one_follows
     ],
 )
 def test_a_switchover_happens_only_when_the_primary_is_not_where_asked(params, switches):
-    target = FakeMember(HEALTHY, SWITCHED)
+    target = FakeMember(HEALTHY, HEALTHY, SWITCHED)
     result = run(FakeModule(state="switched_over", **params), FakeClient(target))
     assert target.switched() is switches
     assert result["changed"] is switches
@@ -177,21 +201,112 @@ def test_in_synchronous_mode_only_the_synchronous_standby_may_take_over():
 @pytest.mark.parametrize(
     ("config", "wanted", "changes"),
     [
-        ("synchronous_mode: true\n", True, False),
-        ("synchronous_mode: false\n", True, True),
-        ("loop_wait: 5\n", True, True),  # not set: off
-        ("synchronous_mode: on\n", False, True),
-        ("loop_wait: 5\n", False, False),
+        ({"synchronous_mode": True}, True, False),
+        ({"synchronous_mode": False}, True, True),
+        ({"loop_wait": 5}, True, True),  # not set: off
+        ({"synchronous_mode": "on"}, False, True),
+        ({"loop_wait": 5}, False, False),
     ],
 )
 def test_the_synchronous_mode_is_brought_to_the_inventorys_and_only_then_changed(config, wanted, changes):
     target = FakeMember(HEALTHY, config=config)
     result = run(FakeModule(synchronous=wanted), FakeClient(target))
-    edits = [command for command in target.commands if command[2] == "edit-config"]
     assert (result["changed"], result["synchronous"]) == (changes, wanted)
-    expected = ["edit-config", "pliers-prod", "--force", "--quiet", "--set", f"synchronous_mode={str(wanted).lower()}"]
-    assert edits == ([["patroni-entrypoint.sh", "patronictl", *expected]] if changes else [])
+    assert target.patches == ([{"synchronous_mode": wanted}] if changes else [])
     # Check mode says so and edits nothing.
     target = FakeMember(HEALTHY, config=config)
     assert run(FakeModule(check_mode=True, synchronous=wanted), FakeClient(target))["changed"] is changes
-    assert not [command for command in target.commands if command[2] == "edit-config"]
+    assert not target.patches
+
+
+BASE = {"wal_level": "replica", "hot_standby_feedback": "on"}
+
+
+def test_unchanged_settings_change_nothing_and_restart_nothing():
+    target = FakeMember(HEALTHY, config={"loop_wait": 5, "postgresql": {"parameters": {**BASE, "max_wal_senders": 10}}})
+    result = run(
+        FakeModule(parameters={**BASE, "max_wal_senders": "10", "hot_standby_feedback": True}), FakeClient(target)
+    )
+    assert (result["changed"], result["parameters_changed"], result["restarted"]) == (False, [], [])
+    assert not target.patches and not target.ran("restart")
+
+
+def test_a_setting_that_needs_no_restart_is_set_and_one_no_longer_wanted_removed():
+    target = FakeMember(HEALTHY, config={"loop_wait": 5, "postgresql": {"parameters": {**BASE, "work_mem": "4MB"}}})
+    result = run(FakeModule(parameters={**BASE, "log_min_duration_statement": 1000}), FakeClient(target))
+    assert result["changed"] is True and result["restarted"] == []
+    assert result["parameters_changed"] == ["log_min_duration_statement", "work_mem"]
+    assert target.patches == [{"postgresql": {"parameters": {"log_min_duration_statement": 1000, "work_mem": None}}}]
+
+
+def pending(listing, *names):
+    return [{**entry, "Pending restart": "*"} if entry["Member"] in names else entry for entry in listing]
+
+
+def test_a_setting_that_needs_a_restart_restarts_the_replicas_then_the_primary_after_it_hands_over():
+    target = FakeMember(
+        HEALTHY,  # the leader found
+        pending(HEALTHY, "db-1", "db-2", "db-3"),  # the members applied the change
+        pending(HEALTHY, "db-1", "db-3"),  # db-2 restarted, streaming again
+        pending(HEALTHY, "db-1", "db-3"),  # db-3 restarting
+        pending(HEALTHY, "db-1"),  # db-3 back
+        pending(HEALTHY, "db-1"),  # a synchronous standby may take over
+        pending(SWITCHED, "db-1"),  # db-2 leads, db-1 follows, still pending
+        SWITCHED,  # db-1 restarted, streaming again
+        config={"loop_wait": 5, "postgresql": {"parameters": BASE}},
+    )
+    result = run(FakeModule(parameters={**BASE, "max_connections": 200}), FakeClient(target))
+    assert result["restarted"] == ["db-2", "db-3", "db-1"] and result["changed"] is True
+    verbs = [command[0] for command in target.ran("restart") + target.ran("switchover")]
+    assert verbs == ["restart", "restart", "restart", "switchover"]
+    # The order: each replica, then the switchover away from the primary, then the old primary.
+    order = [c[2:4] for c in target.commands if c[0] != "python3" and c[2] in ("restart", "switchover")]
+    assert order == [["restart", "pliers-prod"]] * 2 + [["switchover", "pliers-prod"], ["restart", "pliers-prod"]]
+    restarted = [c[4] for c in target.commands if c[0] != "python3" and c[2] == "restart"]
+    assert restarted == ["db-2", "db-3", "db-1"]
+    assert result["leader"] == "db-2"
+
+
+def test_an_old_primary_its_demotion_restarted_with_the_new_settings_is_not_restarted_again():
+    target = FakeMember(
+        pending(HEALTHY, "db-1"),  # the leader found, the only one pending
+        pending(HEALTHY, "db-1"),  # after the members applied the change
+        pending(HEALTHY, "db-1"),  # a synchronous standby may take over
+        SWITCHED,  # db-2 leads; db-1 follows, its demotion's restart took the setting
+        config={"loop_wait": 5, "postgresql": {"parameters": BASE}},
+    )
+    result = run(FakeModule(parameters={**BASE, "max_connections": 200}), FakeClient(target))
+    assert result["restarted"] == ["db-1"] and result["leader"] == "db-2"
+    assert target.switched() and not target.ran("restart")
+
+
+def test_a_member_an_earlier_run_left_pending_is_restarted_without_a_change():
+    target = FakeMember(pending(HEALTHY, "db-3"), HEALTHY, config={"loop_wait": 5, "postgresql": {"parameters": BASE}})
+    result = run(FakeModule(parameters=BASE), FakeClient(target))
+    assert (result["parameters_changed"], result["restarted"]) == ([], ["db-3"])
+    assert not target.ran("switchover")
+
+
+def test_a_failed_restart_or_a_member_that_does_not_come_back_fails_naming_it():
+    config = {"loop_wait": 5, "postgresql": {"parameters": BASE}}
+    refused = FakeMember(
+        pending(HEALTHY, "db-3"), config=config, restart=b"Failed: restart for member db-3, status code=503"
+    )
+    with pytest.raises(
+        ClusterError, match="the restart of db-3 in pliers-prod failed: Failed: restart for member db-3"
+    ):
+        run(FakeModule(parameters=BASE), FakeClient(refused))
+    stuck = FakeMember(pending(HEALTHY, "db-3"), config=config)
+    with pytest.raises(ClusterError, match="db-3 did not stream again within 5 s of its restart"):
+        run(FakeModule(parameters=BASE), FakeClient(stuck))
+
+
+def test_check_mode_says_what_would_change_and_restart_and_does_neither():
+    target = FakeMember(pending(HEALTHY, "db-2"), config={"loop_wait": 5, "postgresql": {"parameters": BASE}})
+    result = run(FakeModule(check_mode=True, parameters={**BASE, "max_connections": 200}), FakeClient(target))
+    assert (result["changed"], result["parameters_changed"], result["restarted"]) == (
+        True,
+        ["max_connections"],
+        ["db-2"],
+    )
+    assert not target.patches and not target.ran("restart") and not target.ran("switchover")

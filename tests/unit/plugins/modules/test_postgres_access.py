@@ -202,3 +202,50 @@ def test_a_partition_is_given_to_the_owner_as_a_table():
 def test_the_state_query_reads_the_accounts_verifiers_only():
     query = postgres_access.state_query([OWNER, {**APP, "name": "o'brien"}])
     assert "ARRAY['pliers_owner', 'o''brien']::name[]" in query
+
+
+# The HA database's members' own logins, as Patroni made them when the cluster was made.
+REPLICATOR = {"name": "replicator", "password": "replication-password-1", "privileges": "replication"}
+REWINDER = {"name": "rewinder", "password": "rewind-password-1", "privileges": "login"}
+
+
+def members_state():
+    state = converged_state()
+    state["roles"]["replicator"] = role(REPLICATOR["password"], replication=True)
+    state["roles"]["rewinder"] = role(REWINDER["password"])
+    return state
+
+
+def test_the_members_logins_as_patroni_made_them_need_nothing():
+    assert plan(members_state(), accounts=(OWNER, APP, MONITOR, REPLICATOR, REWINDER)).actions == []
+
+
+def test_a_rotated_member_password_is_set_and_the_replication_login_keeps_streaming():
+    result = plan(
+        members_state(),
+        accounts=(OWNER, APP, MONITOR, {**REPLICATOR, "password": "replication-password-2"},
+                  {**REWINDER, "password": "rewind-password-2"}),
+    )  # fmt: skip
+    assert result.actions == ["set the password of replicator", "set the password of rewinder"]
+    # The password alone: its REPLICATION attribute is not touched, nothing is granted on the database.
+    assert all(s.startswith('ALTER ROLE "replicator" PASSWORD') or "rewinder" in s for s in result.statements)
+
+
+def test_the_member_logins_are_made_when_missing_and_repaired_when_drifted():
+    state = members_state()
+    del state["roles"]["rewinder"]
+    state["roles"]["replicator"].update(replication=False)
+    result = plan(state, accounts=(OWNER, APP, MONITOR, REPLICATOR, REWINDER))
+    assert result.actions == ["make replicator a replication login", "create login rewinder"]
+    assert result.statements[0] == (
+        'ALTER ROLE "replicator" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE REPLICATION NOBYPASSRLS'
+    )
+    assert "NOREPLICATION" in result.statements[1] and "GRANT" not in " ".join(result.statements)
+
+
+def test_an_application_login_that_may_replicate_is_made_plain():
+    state = members_state()
+    state["roles"]["pliers_monitor"].update(replication=True)
+    assert plan(state, accounts=(OWNER, APP, MONITOR, REPLICATOR, REWINDER)).actions == [
+        "make pliers_monitor a plain login"
+    ]
