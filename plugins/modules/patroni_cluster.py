@@ -20,8 +20,11 @@ description:
     in etcd, every member applies them) to exactly these, then restarts the members a changed setting needs
     restarted (Patroni's I(pending restart)), one at a time - the replicas first, each waited for until it streams
     again, then the primary hands over to a replica (a planned switchover, as with O(state=switched_over)) and
-    restarts as a replica. A member left pending by an earlier run is restarted the same way. Reports C(changed)
-    when it changed a setting or restarted a member.
+    restarts as a replica. A setting a replica may not hold lower than its primary (C(max_connections),
+    C(max_worker_processes), C(max_wal_senders), C(max_prepared_transactions), C(max_locks_per_transaction))
+    lowered or removed restarts the primary first, in place (writes pause while it restarts), then the replicas. A
+    member left pending by an earlier run is restarted the same way. Reports C(changed) when it changed a setting
+    or restarted a member.
   - With O(state=switched_over), a planned switchover - the primary hands over to O(candidate) (or to the replica
     Patroni finds best, the synchronous one first), then waits until the new primary runs and the old one streams
     from it. With O(leader), only when that member leads (a member that does not is already where it should be -
@@ -142,7 +145,8 @@ parameters_changed:
   type: list
   elements: str
 restarted:
-  description: The members restarted for a setting, in their order (the old primary last).
+  description: The members restarted for a setting, in their order (the old primary last, restarted by its
+    demotion or after it; or first, in place, for a lowered setting).
   returned: when O(parameters) is given
   type: list
   elements: str
@@ -153,6 +157,7 @@ synchronous:
 """
 
 import json
+import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -181,6 +186,17 @@ REST_API = (
     "sys.stdout.write(text)\n"
 )
 CONFIG_API = ["python3", "-c", REST_API]
+# What a hot standby may not hold lower than its primary (PostgreSQL refuses to start it): lowered, the primary
+# restarts first.
+NOT_LOWER_ON_REPLICAS = frozenset(
+    (
+        "max_connections",
+        "max_worker_processes",
+        "max_wal_senders",
+        "max_prepared_transactions",
+        "max_locks_per_transaction",
+    )
+)
 # patronictl's words for a leader, and for a replica that follows it.
 LEADER_ROLES = ("leader",)
 FOLLOWING = ("streaming",)
@@ -230,6 +246,7 @@ def normalize(entry: dict) -> dict:
         "timeline": entry.get("TL"),
         "lag_mb": lag if isinstance(lag, (int, float)) else None,
         "pending_restart": bool(str(entry.get("Pending restart", "")).strip()),
+        "pending_reason": str(entry.get("Pending restart reason") or ""),
     }
 
 
@@ -319,22 +336,49 @@ def restart(container, cluster: str, name: str) -> None:
         raise ClusterError(f"the restart of {name} in {cluster} failed: {answer.strip()[-800:]}")
 
 
-def rolled(module, find, cluster: str, listed: list[dict], changed: bool, timeout: int) -> list[str]:
+def lowered(changes: dict, current: dict, listed: list[dict]) -> bool:
+    """Whether a setting a replica may not hold lower than its primary goes down (this run's change, or what the
+    primary's pending restart says): then the primary restarts first (PostgreSQL's order for a decrease)."""
+    reasons = [
+        (name, old, new)
+        for m in listed
+        if m["role"] in LEADER_ROLES
+        for name, old, new in re.findall(r"(\w+): (\S+?)->(\S+)", m["pending_reason"])
+    ]
+    reasons += [(name, current.get(name), value) for name, value in changes.items() if value is not None]
+    # One removed goes back to PostgreSQL's default, which may be lower: the safe order.
+    if any(value is None and name in NOT_LOWER_ON_REPLICAS for name, value in changes.items()):
+        return True
+    for name, old, new in reasons:
+        try:
+            if name in NOT_LOWER_ON_REPLICAS and int(str(new)) < int(str(old)):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def rolled(module, find, cluster: str, listed: list[dict], changed: bool, lower: bool, timeout: int) -> list[str]:
     """The members a changed setting waits to restart, restarted one at a time: the replicas, then the primary once
-    it handed over (the cluster stays writable throughout). The restarted members' names, in order."""
+    it handed over (the cluster stays writable throughout) - or, with lower, the primary first, in place (writes
+    pause while it restarts), then the replicas. The members restarted (or, the old primary, by its demotion), in
+    order."""
     if changed and not module.check_mode:
         # Each member applies the new configuration in its next loop (every loop_wait seconds): until then it cannot
         # say whether it needs a restart.
         time.sleep(2 * int(dcs_config(find()).get("loop_wait", 10)) + 1)
         listed = members(find())[1]
+    lower = lower or lowered({}, {}, listed)
     pending = [m["name"] for m in listed if m["pending_restart"]]
     if module.check_mode or not pending:
         return pending if module.check_mode else []
     leader = leader_of(listed)
-    order = sorted(name for name in pending if name != leader) + ([leader] if leader in pending else [])
+    replicas = sorted(name for name in pending if name != leader)
+    primary = [leader] if leader in pending else []
+    order = primary + replicas if lower else replicas + primary
     for name in order:
         still_pending = True
-        if name == leader:
+        if name == leader and not lower:
             # Demoted, the old primary restarts as a replica: with the new settings, most often (then nothing is
             # left to restart it for).
             listed = switch_over(find, cluster, leader, None, timeout)
@@ -342,18 +386,27 @@ def rolled(module, find, cluster: str, listed: list[dict], changed: bool, timeou
         if still_pending:
             restart(find(), cluster, name)
 
-        def back(listed, name=name):
+        def runs(listed, name=name):
             member = next((m for m in listed if m["name"] == name), None)
-            return (
-                bool(leader_of(listed))
-                and bool(member)
-                and member["state"] in FOLLOWING
-                and not member["pending_restart"]
-            )
+            if not member or not leader_of(listed):
+                return False
+            return leader_of(listed) == name if name == leader and lower else member["state"] in FOLLOWING
 
-        now, settled = wait(find, back, timeout)[1:]
+        def back(listed, name=name):
+            return runs(listed) and not any(m["name"] == name and m["pending_restart"] for m in listed)
+
+        if lower and name != leader:
+            # A replica that started before it replayed its primary's lowered value keeps the higher one from its
+            # control file (Patroni leaves it pending): streaming, it replays it, and a second restart takes it.
+            wait(find, runs, timeout)
+            now, settled = wait(find, back, 30)[1:]
+            if not settled:
+                restart(find(), cluster, name)
+                now, settled = wait(find, back, timeout)[1:]
+        else:
+            now, settled = wait(find, back, timeout)[1:]
         if not settled:
-            raise ClusterError(f"{name} did not stream again within {timeout} s of its restart: {describe(now)}")
+            raise ClusterError(f"{name} did not run again within {timeout} s of its restart: {describe(now)}")
     return order
 
 
@@ -423,7 +476,8 @@ def run(module, client) -> dict:
             current = (dcs_config(find()).get("postgresql") or {}).get("parameters") or {}
             changes = parameter_changes(current, params["parameters"])
             edit_config(module, find(), {"postgresql": {"parameters": changes}} if changes else {})
-            restarted = rolled(module, find, name, listed, bool(changes), params["timeout"])
+            lower = lowered(changes, current, listed)
+            restarted = rolled(module, find, name, listed, bool(changes), lower, params["timeout"])
             result.update(parameters_changed=list(changes), restarted=restarted)
             result["changed"] = result["changed"] or bool(changes or restarted)
             if restarted and not module.check_mode:

@@ -282,6 +282,29 @@ def test_one_etcd_member_lost_the_primary_still_moves_and_the_member_rejoins(ha)
              timeout=90, what="the three etcd members healthy")  # fmt: skip
 
 
+def test_a_changed_member_spec_rolls_the_members_one_at_a_time_with_none_lost(ha):
+    """A change of the members' service itself (here their memory limit; an image upgrade the same) is Swarm's
+    rolling update, one member at a time, each ready before the next: when the primary's turn comes Patroni hands its
+    leadership over as it stops. Measured, and bounded as a failover."""
+    before = leader(ha)
+    with Client(ha.edge, tag="member roll") as client:
+        time.sleep(3)
+        started = client.now()
+        # The settings as the tests before left them: the spec alone changes.
+        result = ha.deploy("deploy.yml", "-e", json.dumps({**RESTART_SETTING, "postgres_memory": "600M"}))
+        time.sleep(3)
+    assert result.returncode == 0, output(result)
+    seconds = failed_seconds(client, started)
+    report(
+        ha, "member spec rolled", f"postgres_memory 600M (primary {before})", client, seconds, failed_seconds=seconds
+    )
+    assert client.lost() == [], client.summary()
+    # The writes fail only while the primary's member stops and another takes over.
+    assert seconds <= FAILOVER_BOUND, client.summary()
+    cluster = ha.cluster(replicas=2, timeout=300)
+    assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
+
+
 # A node cut off from the others: every packet between it and another address of the lab's network dropped, in both
 # directions (the test's own address, the network's gateway, stays: SSH to it works).
 PARTITION = """
@@ -326,26 +349,4 @@ def test_the_primarys_node_cut_off_a_replica_takes_over_and_the_node_rejoins_whe
     cluster = ha.cluster(replicas=2, timeout=300)
     rejoined = next(member for member in cluster["members"] if member["name"] == cut)
     assert rejoined["state"] == "streaming", cluster["members"]
-    assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
-
-
-def test_a_changed_member_spec_rolls_the_members_one_at_a_time_with_none_lost(ha):
-    """A change of the members' service itself (here their memory limit; an image upgrade the same) is Swarm's
-    rolling update, one member at a time, each ready before the next: when the primary's turn comes Patroni hands its
-    leadership over as it stops. Measured, and bounded as a failover."""
-    before = leader(ha)
-    with Client(ha.edge, tag="member roll") as client:
-        time.sleep(3)
-        started = client.now()
-        result = ha.deploy("deploy.yml", "-e", "postgres_memory=600M")
-        time.sleep(3)
-    assert result.returncode == 0, output(result)
-    seconds = failed_seconds(client, started)
-    report(
-        ha, "member spec rolled", f"postgres_memory 600M (primary {before})", client, seconds, failed_seconds=seconds
-    )
-    assert client.lost() == [], client.summary()
-    # The writes fail only while the primary's member stops and another takes over.
-    assert seconds <= FAILOVER_BOUND, client.summary()
-    cluster = ha.cluster(replicas=2, timeout=300)
     assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]

@@ -95,7 +95,7 @@ def test_it_reports_the_leader_and_each_member_and_changes_nothing():
     result = run(FakeModule(), FakeClient(FakeMember(HEALTHY)))
     assert result["changed"] is False and result["cluster"] == "pliers-prod" and result["leader"] == "db-1"
     assert result["members"][1] == {"name": "db-2", "role": "sync_standby", "state": "streaming", "timeline": 2,
-                                    "lag_mb": 0, "pending_restart": False}  # fmt: skip
+                                    "lag_mb": 0, "pending_restart": False, "pending_reason": ""}  # fmt: skip
     assert result["members"][0]["lag_mb"] is None
 
 
@@ -297,7 +297,7 @@ def test_a_failed_restart_or_a_member_that_does_not_come_back_fails_naming_it():
     ):
         run(FakeModule(parameters=BASE), FakeClient(refused))
     stuck = FakeMember(pending(HEALTHY, "db-3"), config=config)
-    with pytest.raises(ClusterError, match="db-3 did not stream again within 5 s of its restart"):
+    with pytest.raises(ClusterError, match="db-3 did not run again within 5 s of its restart"):
         run(FakeModule(parameters=BASE), FakeClient(stuck))
 
 
@@ -310,3 +310,46 @@ def test_check_mode_says_what_would_change_and_restart_and_does_neither():
         ["db-2"],
     )
     assert not target.patches and not target.ran("restart") and not target.ran("switchover")
+
+
+def test_a_lowered_setting_a_replica_may_not_hold_lower_restarts_the_primary_first_in_place():
+    # PostgreSQL refuses a hot standby a lower max_connections than its primary's: the primary goes first.
+    config = {"loop_wait": 5, "postgresql": {"parameters": {**BASE, "max_connections": 150}}}
+    target = FakeMember(
+        HEALTHY,  # the leader found
+        pending(HEALTHY, "db-1", "db-2", "db-3"),  # the members applied the change
+        pending(HEALTHY, "db-2", "db-3"),  # db-1 restarted in place, still the primary
+        pending(HEALTHY, "db-3"),  # db-2 back
+        HEALTHY,  # db-3 back
+        config=config,
+    )
+    result = run(FakeModule(parameters={**BASE, "max_connections": 100}), FakeClient(target))
+    assert result["restarted"] == ["db-1", "db-2", "db-3"] and result["leader"] == "db-1"
+    assert [c[1] for c in target.ran("restart")] == ["pliers-prod"] * 3
+    assert [c[2] for c in target.ran("restart")] == ["db-1", "db-2", "db-3"]
+    assert not target.switched()
+
+
+def test_a_replica_that_kept_its_primarys_earlier_value_is_restarted_once_more_once_it_streams():
+    config = {"loop_wait": 5, "postgresql": {"parameters": {**BASE, "max_connections": 150}}}
+    still = pending(HEALTHY, "db-2")
+    target = FakeMember(HEALTHY, pending(HEALTHY, "db-1", "db-2"), still, *[still] * 40, HEALTHY, config=config)
+    result = run(FakeModule(parameters={**BASE, "max_connections": 100}, timeout=60), FakeClient(target))
+    assert result["restarted"] == ["db-1", "db-2"]
+    assert [c[2] for c in target.ran("restart")] == ["db-1", "db-2", "db-2"]
+
+
+def test_a_primary_left_pending_with_a_lowered_setting_restarts_first_too():
+    reason = {**HEALTHY[0], "Pending restart": "*", "Pending restart reason": "max_connections: 150->100"}
+    target = FakeMember([reason, *HEALTHY[1:]], HEALTHY, config={"loop_wait": 5, "postgresql": {"parameters": BASE}})
+    result = run(FakeModule(parameters=BASE), FakeClient(target))
+    assert result["restarted"] == ["db-1"] and not target.switched()
+    # Raised, or any other setting: the replicas first, then a switchover (the tests above).
+    assert patroni_cluster.lowered({"max_connections": 200}, {"max_connections": 100}, HEALTHY_MEMBERS) is False
+    assert patroni_cluster.lowered({"work_mem": "1MB"}, {"work_mem": "4MB"}, HEALTHY_MEMBERS) is False
+    assert patroni_cluster.lowered({"max_wal_senders": 5}, {"max_wal_senders": 10}, HEALTHY_MEMBERS) is True
+    assert patroni_cluster.lowered({"max_connections": None}, {"max_connections": 150}, HEALTHY_MEMBERS) is True
+    assert patroni_cluster.lowered({"work_mem": None}, {"work_mem": "8MB"}, HEALTHY_MEMBERS) is False
+
+
+HEALTHY_MEMBERS = [patroni_cluster.normalize(entry) for entry in HEALTHY]
