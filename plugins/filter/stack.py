@@ -139,7 +139,7 @@ def _check_service(name: str, model: dict) -> None:
             raise AnsibleFilterError(f"{where} store: kind must be one of {', '.join(STORE_KINDS)}")
         if model["store"]["kind"] == "postgres" and not model["store"].get("database"):
             raise AnsibleFilterError(f"{where} store: a postgres store names its database")
-    if model.get("cluster"):
+    if "cluster" in model:  # present at all: the deploy keeps it to the model (roles/stack's _stack_clusters)
         _check_keys(f"{where} cluster", model["cluster"], CLUSTER_KEYS, ("kind",))
         if model["cluster"]["kind"] not in CLUSTER_KINDS:
             raise AnsibleFilterError(f"{where} cluster: kind must be one of {', '.join(CLUSTER_KINDS)}")

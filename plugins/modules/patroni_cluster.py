@@ -308,9 +308,9 @@ def synchronous_on(config: dict) -> bool:
     return setting(config.get("synchronous_mode", False)).lower() in ("on", "true")
 
 
-def synchronous_mode(module, container, wanted: bool) -> dict:
-    """The cluster's synchronous mode (in etcd) brought to wanted: {"changed", "synchronous"}."""
-    current = synchronous_on(dcs_config(container))
+def synchronous_mode(module, container, config: dict, wanted: bool) -> dict:
+    """The cluster's synchronous mode (config, in etcd) brought to wanted: {"changed", "synchronous"}."""
+    current = synchronous_on(config)
     if current == wanted:
         return {"synchronous": current}
     edit_config(module, container, {"synchronous_mode": wanted})
@@ -336,39 +336,49 @@ def restart(container, cluster: str, name: str) -> None:
         raise ClusterError(f"the restart of {name} in {cluster} failed: {answer.strip()[-800:]}")
 
 
-def lowered(changes: dict, current: dict, listed: list[dict]) -> bool:
-    """Whether a setting a replica may not hold lower than its primary goes down (this run's change, or what the
-    primary's pending restart says): then the primary restarts first (PostgreSQL's order for a decrease)."""
-    reasons = [
-        (name, old, new)
+def decreases(name: str, old, new) -> bool:
+    """Whether setting name goes down to new, one a replica may not hold lower than its primary."""
+    if name not in NOT_LOWER_ON_REPLICAS:
+        return False
+    # One removed goes back to PostgreSQL's default, which may be lower: the safe order.
+    if new is None:
+        return True
+    try:
+        return int(str(new)) < int(str(old))
+    except ValueError:
+        return False
+
+
+def lowered(changes: dict, current: dict) -> bool:
+    """Whether this run's changes lower a setting a replica may not hold lower than its primary: then the primary
+    restarts first (PostgreSQL's order for a decrease)."""
+    return any(decreases(name, current.get(name), value) for name, value in changes.items())
+
+
+def leader_lowered(listed: list[dict]) -> bool:
+    """Whether the primary waits to restart for such a decrease (an earlier run's change, as its pending restart
+    reason says: "name: old->new")."""
+    return any(
+        decreases(name, old, new)
         for m in listed
         if m["role"] in LEADER_ROLES
         for name, old, new in re.findall(r"(\w+): (\S+?)->(\S+)", m["pending_reason"])
-    ]
-    reasons += [(name, current.get(name), value) for name, value in changes.items() if value is not None]
-    # One removed goes back to PostgreSQL's default, which may be lower: the safe order.
-    if any(value is None and name in NOT_LOWER_ON_REPLICAS for name, value in changes.items()):
-        return True
-    for name, old, new in reasons:
-        try:
-            if name in NOT_LOWER_ON_REPLICAS and int(str(new)) < int(str(old)):
-                return True
-        except ValueError:
-            continue
-    return False
+    )
 
 
-def rolled(module, find, cluster: str, listed: list[dict], changed: bool, lower: bool, timeout: int) -> list[str]:
+def rolled(
+    module, find, cluster: str, listed: list[dict], loop_wait: int, synchronous: bool, lower: bool, timeout: int
+) -> list[str]:
     """The members a changed setting waits to restart, restarted one at a time: the replicas, then the primary once
     it handed over (the cluster stays writable throughout) - or, with lower, the primary first, in place (writes
     pause while it restarts), then the replicas. The members restarted (or, the old primary, by its demotion), in
     order."""
-    if changed and not module.check_mode:
+    if loop_wait and not module.check_mode:
         # Each member applies the new configuration in its next loop (every loop_wait seconds): until then it cannot
         # say whether it needs a restart.
-        time.sleep(2 * int(dcs_config(find()).get("loop_wait", 10)) + 1)
+        time.sleep(2 * loop_wait + 1)
         listed = members(find())[1]
-    lower = lower or lowered({}, {}, listed)
+    lower = lower or leader_lowered(listed)
     pending = [m["name"] for m in listed if m["pending_restart"]]
     if module.check_mode or not pending:
         return pending if module.check_mode else []
@@ -381,7 +391,7 @@ def rolled(module, find, cluster: str, listed: list[dict], changed: bool, lower:
         if name == leader and not lower:
             # Demoted, the old primary restarts as a replica: with the new settings, most often (then nothing is
             # left to restart it for).
-            listed = switch_over(find, cluster, leader, None, timeout)
+            listed = switch_over(find, cluster, leader, None, synchronous, timeout)
             still_pending = any(m["name"] == name and m["pending_restart"] for m in listed)
         if still_pending:
             restart(find(), cluster, name)
@@ -410,11 +420,10 @@ def rolled(module, find, cluster: str, listed: list[dict], changed: bool, lower:
     return order
 
 
-def switch_over(find, cluster: str, leader: str, candidate: str | None, timeout: int) -> list[dict]:
+def switch_over(find, cluster: str, leader: str, candidate: str | None, synchronous: bool, timeout: int) -> list[dict]:
     """A planned switchover away from leader (to candidate, or Patroni's best replica), waited for until the new
     primary runs and the old one streams from it: the members then. Waits first for a replica that may take over (in
     synchronous mode, the synchronous standby: a replica that just restarted is one again after a loop or two)."""
-    synchronous = synchronous_on(dcs_config(find()))
 
     def takes_over(listed):
         able = [m for m in listed if m["role"] not in LEADER_ROLES and m["state"] in FOLLOWING]
@@ -469,15 +478,21 @@ def run(module, client) -> dict:
         )
     leader = leader_of(listed)
     result = {"changed": False, "cluster": name, "leader": leader, "members": listed, "switched_from": ""}
+    # Read once: this run's own changes are the only ones it acts on after.
+    config = dcs_config(find())
+    synchronous = synchronous_on(config)
     if params["state"] == "present":
         if params["synchronous"] is not None:
-            result.update(synchronous_mode(module, find(), params["synchronous"]))
+            result.update(synchronous_mode(module, find(), config, params["synchronous"]))
+            synchronous = result["synchronous"]
         if params["parameters"] is not None:
-            current = (dcs_config(find()).get("postgresql") or {}).get("parameters") or {}
+            current = (config.get("postgresql") or {}).get("parameters") or {}
             changes = parameter_changes(current, params["parameters"])
             edit_config(module, find(), {"postgresql": {"parameters": changes}} if changes else {})
-            lower = lowered(changes, current, listed)
-            restarted = rolled(module, find, name, listed, bool(changes), lower, params["timeout"])
+            loop_wait = int(config.get("loop_wait", 10)) if changes else 0
+            restarted = rolled(
+                module, find, name, listed, loop_wait, synchronous, lowered(changes, current), params["timeout"]
+            )
             result.update(parameters_changed=list(changes), restarted=restarted)
             result["changed"] = result["changed"] or bool(changes or restarted)
             if restarted and not module.check_mode:
@@ -501,7 +516,7 @@ def run(module, client) -> dict:
         return result
     if module.check_mode:
         return {**result, "changed": True, "switched_from": leader}
-    listed = switch_over(find, name, leader, candidate, params["timeout"])
+    listed = switch_over(find, name, leader, candidate, synchronous, params["timeout"])
     return {**result, "changed": True, "leader": leader_of(listed), "members": listed, "switched_from": leader}
 
 

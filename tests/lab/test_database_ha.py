@@ -160,6 +160,41 @@ def test_the_primarys_node_lost_writes_resume_with_none_lost_and_the_node_rejoin
     assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
 
 
+def synchronous_standby(target: HA) -> str:
+    standbys = [m["name"] for m in target.cluster(replicas=2)["members"] if m["role"] == "sync_standby"]
+    assert len(standbys) == 1, standbys
+    return standbys[0]
+
+
+def test_the_synchronous_standbys_node_lost_the_other_replica_takes_its_place_and_the_node_rejoins(ha):
+    """The worst replica to lose: the one each commit waits for. The primary stays where it is; Patroni names the
+    other replica its synchronous standby, and the writes go on."""
+    # The edge's node stays up: if its member is the standby, it becomes the primary (and another the standby).
+    if synchronous_standby(ha) == SPEC["edge"]:
+        moved = ha.deploy("switchover.yml", "-e", f"pliers_switchover_to={SPEC['edge']}")
+        assert moved.returncode == 0, output(moved)
+    primary, lost_node = leader(ha), synchronous_standby(ha)
+    with Client(ha.edge, tag="standby lost") as client:
+        time.sleep(5)
+        stopped = client.now()
+        docker("kill", lost_node)
+        time.sleep(FAILOVER_BOUND + 20)
+    resumed = client.recovery(stopped)
+    report(ha, "synchronous standby's node lost", f"docker kill {lost_node}", client, resumed,
+           failed_seconds=failed_seconds(client, stopped))  # fmt: skip
+    assert client.lost() == [], client.summary()
+    assert resumed <= FAILOVER_BOUND, client.summary()
+    cluster = ha.cluster()
+    assert cluster["leader"] == primary, cluster["members"]
+    assert [m["name"] for m in cluster["members"] if m["role"] == "sync_standby"] not in ([], [lost_node]), cluster
+
+    docker("start", lost_node)
+    cluster = ha.cluster(replicas=2, timeout=300)
+    rejoined = next(member for member in cluster["members"] if member["name"] == lost_node)
+    assert rejoined["state"] == "streaming", cluster["members"]
+    assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
+
+
 def test_a_backup_read_from_a_replica_restores_into_a_fresh_cluster(ha):
     for name in ("before the backup", "a second one"):
         status, body = http(f"{ha.edge}/api/items", method="POST", body={"name": name})
@@ -303,6 +338,41 @@ def test_a_changed_member_spec_rolls_the_members_one_at_a_time_with_none_lost(ha
     assert seconds <= FAILOVER_BOUND, client.summary()
     cluster = ha.cluster(replicas=2, timeout=300)
     assert all(member["lag_mb"] in (None, 0) for member in cluster["members"]), cluster["members"]
+
+
+# A lowered max_connections (from RESTART_SETTING's 150), the member spec as the test before left it: a replica may
+# not run with less than its primary, so the primary restarts first, in place; writes pause while it restarts.
+LOWERED_SETTING = {"postgres_parameters": {"max_connections": 100}, "postgres_memory": "600M"}
+RESTART_IN_PLACE_BOUND = 10
+
+
+def test_a_lowered_setting_restarts_the_primary_first_in_place_then_the_replicas(ha):
+    before = leader(ha)
+    with Client(ha.edge, tag="lowered setting") as client:
+        time.sleep(3)
+        started = client.now()
+        result = ha.deploy("deploy.yml", "-e", json.dumps(LOWERED_SETTING))
+        time.sleep(3)
+    assert result.returncode == 0, output(result)
+    seconds = failed_seconds(client, started)
+    report(ha, "lowered setting", "postgres_parameters max_connections 150 -> 100", client, seconds,
+           failed_seconds=seconds)  # fmt: skip
+    assert client.lost() == [], client.summary()
+    assert seconds <= RESTART_IN_PLACE_BOUND, client.summary()
+    cluster = ha.cluster(replicas=2, timeout=300)
+    # No switchover: the primary restarted where it was.
+    assert cluster["leader"] == before and not any(m["pending_restart"] for m in cluster["members"]), cluster
+    started_at = {}
+    for member in cluster["members"]:
+        assert on_member(member["name"], "show max_connections") == "100", member
+        started_at[member["name"]] = float(
+            on_member(member["name"], "select extract(epoch from pg_postmaster_start_time())")
+        )
+    # Every member restarted during the deploy, the primary first.
+    assert all(moment > time.time() - 600 for moment in started_at.values()), started_at
+    assert min(started_at, key=started_at.get) == before, started_at
+    again = ha.deploy("deploy.yml", "-e", json.dumps(LOWERED_SETTING))
+    assert again.returncode == 0 and set(recap_changed(again)) == {0}, output(again)
 
 
 # A node cut off from the others: every packet between it and another address of the lab's network dropped, in both

@@ -225,6 +225,10 @@ def test_every_service_is_hardened_unless_it_says_otherwise():
         ({"api": model(tmpfs="/tmp")}, "service api: tmpfs must be a list of absolute paths"),
         ({"api": model(pids_limit="many")}, "service api: pids_limit must be a whole number of processes, 16 or more"),
         ({"api": model(pids_limit=4)}, "service api: pids_limit must be a whole number of processes, 16 or more"),
+        ({"api": model(cluster={})}, "service api cluster: missing kind"),
+        ({"api": model(cluster=None)}, "service api cluster: expected a mapping, got NoneType"),
+        ({"api": model(cluster={"kind": "raft"})}, "service api cluster: kind must be one of patroni"),
+        ({"api": model(cluster={"kind": "patroni", "sync": True})}, "service api cluster: unknown key(s) sync"),
         ({}, "no services were contributed"),
     ],
 )

@@ -265,6 +265,8 @@ def test_a_setting_that_needs_a_restart_restarts_the_replicas_then_the_primary_a
     restarted = [c[4] for c in target.commands if c[0] != "python3" and c[2] == "restart"]
     assert restarted == ["db-2", "db-3", "db-1"]
     assert result["leader"] == "db-2"
+    # The cluster's configuration is read once, and changed once.
+    assert len([c for c in target.commands if c[0] == "python3"]) == 2 and len(target.patches) == 1
 
 
 def test_an_old_primary_its_demotion_restarted_with_the_new_settings_is_not_restarted_again():
@@ -345,11 +347,14 @@ def test_a_primary_left_pending_with_a_lowered_setting_restarts_first_too():
     result = run(FakeModule(parameters=BASE), FakeClient(target))
     assert result["restarted"] == ["db-1"] and not target.switched()
     # Raised, or any other setting: the replicas first, then a switchover (the tests above).
-    assert patroni_cluster.lowered({"max_connections": 200}, {"max_connections": 100}, HEALTHY_MEMBERS) is False
-    assert patroni_cluster.lowered({"work_mem": "1MB"}, {"work_mem": "4MB"}, HEALTHY_MEMBERS) is False
-    assert patroni_cluster.lowered({"max_wal_senders": 5}, {"max_wal_senders": 10}, HEALTHY_MEMBERS) is True
-    assert patroni_cluster.lowered({"max_connections": None}, {"max_connections": 150}, HEALTHY_MEMBERS) is True
-    assert patroni_cluster.lowered({"work_mem": None}, {"work_mem": "8MB"}, HEALTHY_MEMBERS) is False
+    assert patroni_cluster.lowered({"max_connections": 200}, {"max_connections": 100}) is False
+    assert patroni_cluster.lowered({"work_mem": "1MB"}, {"work_mem": "4MB"}) is False
+    assert patroni_cluster.lowered({"max_wal_senders": 5}, {"max_wal_senders": 10}) is True
+    assert patroni_cluster.lowered({"max_connections": None}, {"max_connections": 150}) is True
+    assert patroni_cluster.lowered({"work_mem": None}, {"work_mem": "8MB"}) is False
+    assert patroni_cluster.leader_lowered([patroni_cluster.normalize(reason), *HEALTHY_MEMBERS[1:]]) is True
+    raised = {**reason, "Pending restart reason": "max_connections: 100->150"}
+    assert patroni_cluster.leader_lowered([patroni_cluster.normalize(raised), *HEALTHY_MEMBERS[1:]]) is False
 
 
 HEALTHY_MEMBERS = [patroni_cluster.normalize(entry) for entry in HEALTHY]
