@@ -58,6 +58,7 @@ options:
         description: The host name to ask as (the C(Host) header, and the TLS server name over HTTPS), the URL giving
           the address - an edge that answers only its server names, reached by address.
         type: str
+        version_added: 0.2.0
       container:
         description: A container name or id whose health must be C(healthy).
         type: str
