@@ -68,6 +68,11 @@ def test_the_playbooks_run_every_role_and_no_role_that_is_missing():
     assert set(ROLES) - included == set(), "roles that no playbook or role runs"
 
 
+# Entry points that run without the vault password (the secrets kept as inline-vaulted values): their specs name no
+# secret, which validating would decrypt.
+READS_NO_SECRET = {("stack", "releases")}
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_spec_keys_equal_defaults_keys(role):
     defaults = set(load(ROOT / "roles" / role / "defaults" / "main.yml"))
@@ -77,6 +82,11 @@ def test_spec_keys_equal_defaults_keys(role):
     prefix = "pliers_" if role == "stack" else f"{role}_"
     for entry, spec in specs.items():
         options = set(spec["options"])
+        if (role, entry) in READS_NO_SECRET:
+            # It takes only what it reads (the main entry point's words for it), so no secret is decrypted.
+            assert options < set(specs["main"]["options"]), f"{role}:{entry} documents {sorted(options)}"
+            assert all(spec["options"][name] == specs["main"]["options"][name] for name in options)
+            continue
         assert defaults <= options, f"{role}:{entry} does not document {sorted(defaults - options)}"
         extra = options - defaults
         if role == "stack":
