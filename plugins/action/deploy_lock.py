@@ -2,17 +2,20 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 """The controller side of pliers.deploy.deploy_lock: records which ansible-playbook process on which controller
-holds the lock, and takes over a hold whose process on this controller is gone."""
+holds the lock, takes over a hold whose process on this controller is gone, and waits (wait) for a live one."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import socket
+import time
 
 from ansible.plugins.action import ActionBase
 
 MODULE = "pliers.deploy.deploy_lock"
+# How often a run that waits (wait) asks again whether the lock is free.
+WAIT_POLL = 5
 
 
 def process_started(pid, proc_root: str = "/proc") -> str | None:
@@ -118,22 +121,38 @@ class ActionModule(ActionBase):
             if args.get("state", "present") != "present":
                 result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
                 return result
+            try:
+                wait = int(args.pop("wait", 0) or 0)
+            except (TypeError, ValueError):
+                wait = -1
+            if wait < 0:
+                return {**result, "failed": True, "msg": "wait must be a whole number of seconds, 0 or more"}
             run = this_run()
             holder = args.get("holder")
             if holder is None or isinstance(holder, dict):
                 args["holder"] = {**(holder or {}), **run}
-            outcome = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
-            if (
-                outcome.get("failed")
-                and outcome.get("held")
-                and outcome.get("holder_token")
-                and not args.get("take_over")
-            ):
-                reason = holder_is_gone(outcome.get("holder") or {}, run["controller_host"])
-                if reason:
-                    retry = dict(args, take_over=outcome["holder_token"], take_over_reason=reason)
-                    outcome = self._execute_module(module_name=MODULE, module_args=retry, task_vars=task_vars)
+            started = time.monotonic()
+            while True:
+                outcome = self.take(args, run, task_vars)
+                left = wait - (time.monotonic() - started)
+                # A live holder: asked again until the wait is over (check mode only says what it found).
+                if not (outcome.get("failed") and outcome.get("held")) or left <= 0 or self._task.check_mode:
+                    break
+                time.sleep(min(WAIT_POLL, left))
+            if wait and outcome.get("failed") and outcome.get("held"):
+                outcome["msg"] = f"after waiting {wait} s for it, {outcome.get('msg', '')}"
+            outcome["waited"] = round(time.monotonic() - started, 1) if wait else 0
             result.update(outcome)
             return result
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
+
+    def take(self, args: dict, run: dict, task_vars) -> dict:
+        """One attempt at the lock: a hold whose process on this controller is gone is taken over at once."""
+        outcome = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+        if outcome.get("failed") and outcome.get("held") and outcome.get("holder_token") and not args.get("take_over"):
+            reason = holder_is_gone(outcome.get("holder") or {}, run["controller_host"])
+            if reason:
+                retry = dict(args, take_over=outcome["holder_token"], take_over_reason=reason)
+                outcome = self._execute_module(module_name=MODULE, module_args=retry, task_vars=task_vars)
+        return outcome

@@ -102,6 +102,14 @@ options:
     description: With O(history), the attempt to record, as M(pliers.deploy.release_log)'s O(record).
     type: dict
     version_added: 0.2.0
+  wait:
+    description:
+      - With O(state=present), how many seconds to wait for a live holder to release the lock, asking again every
+        5 seconds, before refusing (a CI job queued behind another). V(0) refuses at once.
+      - The action plugin waits, on the controller; check mode does not wait.
+    type: int
+    default: 0
+    version_added: 0.2.0
 requirements:
   - none on the target beyond Python (3.9 or later), on a system with C(flock)
 notes:
@@ -163,6 +171,11 @@ taken_over:
     the C(reason), or empty.
   returned: success
   type: dict
+  version_added: 0.2.0
+waited:
+  description: How many seconds this run waited for the lock (O(wait)); V(0) without O(wait).
+  returned: with O(state=present)
+  type: float
   version_added: 0.2.0
 held:
   description: V(true) when the lock was refused because another run holds it.
@@ -489,6 +502,8 @@ def main() -> None:
         take_over_reason=dict(type="str"),
         history=dict(type="path"),
         record=dict(type="dict"),
+        # Taken by the action plugin, which waits on the controller.
+        wait=dict(type="int", default=0),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

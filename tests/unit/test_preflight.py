@@ -74,6 +74,8 @@ LOCAL_REGISTRY = ("-e", "vault_registry_username=pliers", "-e", f"vault_registry
         (("-e", "monitoring_grafana_enabled=true"), "monitoring_grafana_admin_password is empty"),
         (("-e", "pliers_deploy_lock_lease=soon"), "argument 'pliers_deploy_lock_lease' is of type str"),
         (("-e", "pliers_deploy_lock_lease=600"), "at least 8 times pliers_rollout_timeout (got 600 and 180)"),
+        (("-e", "pliers_deploy_lock_wait=-5"), "pliers_deploy_lock_wait must be 0 or more seconds, got -5"),
+        (("-e", "pliers_deploy_lock_wait=later"), "argument 'pliers_deploy_lock_wait' is of type str"),
         (("-e", "pliers_rollout_timeout=5"), "pliers_rollout_timeout must be 10 seconds or more"),
     ],
 )

@@ -174,3 +174,55 @@ def test_a_holder_in_another_pid_namespace_of_this_machine_is_left_to_its_lease(
     assert deploy_lock.holder_is_gone(other, "ops-1", proc.root) is None
     same = dict(holder(DEAD), pid_ns="pid:[4026532001]")
     assert deploy_lock.holder_is_gone(same, "ops-1", proc.root) == f"its deploy process (pid {DEAD} on ops-1) is gone"
+
+
+class Clock:
+    """time.monotonic and time.sleep of the action plugin: sleeping moves the clock."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch, controller):
+    monkeypatch.setattr(deploy_lock, "holder_is_gone", lambda holder, hostname: None)
+    ticking = Clock()
+    monkeypatch.setattr(deploy_lock.time, "monotonic", ticking.monotonic)
+    monkeypatch.setattr(deploy_lock.time, "sleep", ticking.sleep)
+    return ticking
+
+
+def test_a_run_that_waits_takes_the_lock_once_the_live_holder_releases_it(clock):
+    action = Action({"path": "/x/deploy.lock", "wait": "60"}, [HELD, HELD, {"token": "mine", "changed": False}])
+    result = action.run(task_vars={})
+    assert result["token"] == "mine" and result["waited"] == 10.0 and clock.slept == [5, 5]
+    # The module never sees wait (the action plugin waits), and each attempt is the same.
+    assert all("wait" not in args for _module, args in action.calls) and len(action.calls) == 3
+
+
+def test_a_run_that_waited_its_time_is_refused_saying_so(clock):
+    action = Action({"path": "/x/deploy.lock", "wait": 12}, [dict(HELD) for _ in range(10)])
+    result = action.run(task_vars={})
+    assert result["failed"] and result["held"] and clock.slept == [5, 5, 2]
+    assert result["msg"] == "after waiting 12 s for it, another deploy holds the lock"
+
+
+def test_without_wait_or_in_check_mode_a_live_holder_refuses_at_once(clock):
+    assert Action({"path": "/x/deploy.lock"}, [dict(HELD)]).run(task_vars={})["msg"] == "another deploy holds the lock"
+    checking = Action({"path": "/x/deploy.lock", "wait": 60}, [dict(HELD)])
+    checking._task.check_mode = True
+    assert checking.run(task_vars={})["held"] and clock.slept == []
+
+
+@pytest.mark.parametrize("wait", [-1, "soon"])
+def test_a_wait_that_is_no_number_of_seconds_is_refused(clock, wait):
+    action = Action({"path": "/x/deploy.lock", "wait": wait}, [])
+    assert action.run(task_vars={})["msg"] == "wait must be a whole number of seconds, 0 or more"
+    assert action.calls == []
