@@ -162,6 +162,13 @@ recorded:
   returned: always
   type: dict
   version_added: 0.2.0
+recorded_line:
+  description: With O(history), that attempt as M(pliers.deploy.release_log) prints it (the release, its duration,
+    each service's version from and to); empty without O(history).
+  returned: with O(state=absent)
+  type: str
+  sample: "#4 2026-11-27T01:02:17+00:00 root@vm deploy 1.1.0: ok 45.7s (api 1.0.0->1.1.0, web 1.0.0->1.1.0)"
+  version_added: 0.2.0
 broken:
   description: The holder of the lock that O(break_lock) broke, or empty.
   returned: always
@@ -200,7 +207,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.pliers.deploy.plugins.module_utils._history import append
+from ansible_collections.pliers.deploy.plugins.module_utils._history import append, line
 from ansible_collections.pliers.deploy.plugins.module_utils._history import read as read_history
 
 # Targets may run Python 3.9 or 3.10, which have no datetime.UTC.
@@ -473,21 +480,22 @@ def release(module, path: str) -> None:
     if module.params["history"]:
         history = module.params["history"]
         recorded = append(module, history, read_history(module, history), module.params["record"])
+    said = {"recorded": recorded, "recorded_line": line(recorded) if recorded else ""}
 
     def check(current: dict | None) -> None:
         if current is None:
-            module.exit_json(changed=False, holder={}, broken={}, recorded=recorded)
+            module.exit_json(changed=False, holder={}, broken={}, **said)
         if current.get("token") != module.params["token"]:
             module.warn(f"the lock {path} is no longer this run's (now {describe(current)}): left in place")
-            module.exit_json(changed=False, holder=shown(current), broken={}, recorded=recorded)
+            module.exit_json(changed=False, holder=shown(current), broken={}, **said)
 
     if module.check_mode or not os.path.lexists(path):
         check(read(path))
-        module.exit_json(changed=False, holder={}, broken={}, recorded=recorded)
+        module.exit_json(changed=False, holder={}, broken={}, **said)
     with guard(module, path):
         check(read(path))
         os.unlink(path)
-    module.exit_json(changed=False, holder={}, broken={}, recorded=recorded)
+    module.exit_json(changed=False, holder={}, broken={}, **said)
 
 
 def main() -> None:
