@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
+import json
 
 from ..paths import ROOT
 
@@ -52,3 +53,22 @@ def test_the_engines_start_is_read_as_systemd_prints_it(monkeypatch):
     assert probe.engine_started() == STARTED
     monkeypatch.setattr(probe, "output", lambda *argv: "")
     assert probe.engine_started() == datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def test_the_engines_settings_someone_else_wrote_are_read_to_be_kept(tmp_path):
+    daemon_json = tmp_path / "daemon.json"
+    assert probe.daemon_settings(str(daemon_json)) == ({}, "")  # none yet
+    theirs = {"data-root": "/srv/docker", "log-opts": {"max-size": "50m"}}
+    daemon_json.write_text(json.dumps(theirs))
+    assert probe.daemon_settings(str(daemon_json)) == (theirs, "")
+    daemon_json.write_text("  \n")
+    assert probe.daemon_settings(str(daemon_json)) == ({}, "")
+
+
+def test_a_daemon_json_that_holds_no_settings_is_named_not_written_over(tmp_path):
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text('{"data-root": "/srv/docker",}')
+    settings, problem = probe.daemon_settings(str(daemon_json))
+    assert settings == {} and problem.startswith(f"{daemon_json} is not JSON (")
+    daemon_json.write_text('["debug"]')
+    assert probe.daemon_settings(str(daemon_json))[1] == f"{daemon_json} holds a JSON list, not an object of settings"

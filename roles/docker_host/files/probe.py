@@ -46,6 +46,28 @@ def node_tasks():
         return []
 
 
+DAEMON_JSON = "/etc/docker/daemon.json"
+
+
+def daemon_settings(path=DAEMON_JSON):
+    """The engine's settings as the host has them (someone else's among them, which the role keeps), and what is
+    wrong with the file ("" when nothing: a missing file holds no setting)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return {}, ""
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, f"{path} cannot be read: {exc}"
+    try:
+        settings = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        return {}, f"{path} is not JSON ({exc})"
+    if not isinstance(settings, dict):
+        return {}, f"{path} holds a JSON {type(settings).__name__}, not an object of settings"
+    return settings, ""
+
+
 # The hosts' Python may be older than 3.11 (no datetime.UTC).
 UTC = datetime.timezone.utc  # noqa: UP017
 
@@ -115,6 +137,7 @@ def main():
         answers = {key: pool.submit(output, *argv) for key, argv in asked.items() if docker or argv[0] != "docker"}
         said = {key: answers[key].result() if key in answers else "" for key in asked}
     swarm = said["swarm"]
+    daemon_json, daemon_json_problem = daemon_settings()
     found = {
         "engine": said["engine"] == "active",
         "enabled": said["enabled"] == "enabled",
@@ -129,6 +152,9 @@ def main():
         "swarm": swarm.partition(" ")[0],
         # A manager's tasks that cannot start for a stale overlay device (a worker cannot list its tasks).
         "stuck_overlay": stuck_overlay(node_tasks(), engine_started()) if swarm == "active true" else [],
+        # The engine's settings as they are: the role's are merged into them, not written over them.
+        "daemon_json": daemon_json,
+        "daemon_json_problem": daemon_json_problem,
     }
     print(json.dumps(found))
 
