@@ -25,7 +25,7 @@ def pinned(package: str) -> str:
 
 
 SHIPPED = {"roles", "playbooks", "plugins", "docs", "meta", "README.md", "changelogs", "CHANGELOG.rst", "LICENSE",
-           "execution-environment.yml", ".ansible-lint-ignore"}  # fmt: skip
+           "execution-environment.yml", ".ansible-lint-ignore", "awx"}  # fmt: skip
 
 
 def test_the_build_ships_the_collection_and_nothing_of_the_project():
