@@ -833,7 +833,7 @@ def roll(module, compose: Compose, edge: Edge, services: list[str], hashes: dict
         # Stopped leftovers serve nothing; Compose would restart them rather than create new ones.
         for container in decision.stopped:
             container.remove(force=True)
-    new = start_new(compose, edge, acting, reports)
+    new = start_new(compose, edge, acting, reports, module.params["timeout"])
     serving = {s: [c.name for c in d.keep] + [c.name for c in new.get(s, [])] for s, d in acting.items()}
     repointed: set[str] = set()
 
@@ -880,12 +880,13 @@ def retire(containers: list) -> None:
             list(pool.map(end, containers))
 
 
-def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict[str, list]:
+def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict, timeout: int) -> dict[str, list]:
     """Start every missing container (the old ones keep serving: the scale counts them); a service whose start
     fails is reported failed. The new containers, by service."""
     scale = {s: len(d.running) + d.missing for s, d in acting.items() if d.missing > 0}
     if not scale:
         return {}
+    dependencies_recovered(compose, sorted(scale), timeout)
     # What the new containers reach through the edge (an earlier service) must be loaded there first.
     edge.flush()
     before = {s: {c.id for c in d.running} for s, d in acting.items()}
@@ -902,6 +903,25 @@ def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict) -> dict
     if side_by_side:
         start_side_by_side(new, reports)
     return {s: containers for s, containers in new.items() if reports[s]["action"] != "failed"}
+
+
+def dependencies_recovered(compose: Compose, services: list[str], timeout: int) -> None:
+    """Compose starts no container of a service while one of a service it depends on is unhealthy: it fails at once
+    ("dependency failed to start"). After a store came back (a deploy onto a stopped database), what checks it stays
+    unhealthy until its next health check: waited for, up to timeout, until none is. One that stays unhealthy is left
+    to Compose, which names it."""
+    dependencies = sorted({dependency for service in services for dependency in compose.dependencies(service)})
+    deadline = time.monotonic() + timeout
+
+    def unhealthy() -> bool:
+        return any(
+            container.status == "running" and health(container)[0] == "unhealthy"
+            for dependency in dependencies
+            for container in compose.containers(dependency)
+        )
+
+    while unhealthy() and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def leans_on_old_containers(compose: Compose, scale: dict) -> bool:

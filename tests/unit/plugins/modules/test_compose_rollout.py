@@ -1452,3 +1452,28 @@ def test_check_mode_does_not_hold_and_says_what_it_would_do():
     assert run.held == ["api"]
     assert {r["name"]: r["action"] for r in run.reports} == {"db": "unchanged", "api": "would roll", "web": "unchanged"}
     assert compose.commands == []
+
+
+def worker_on(*api_containers):
+    """A project whose worker depends on the api being healthy, with these api containers."""
+    services = {"api": {"healthcheck": HEALTHCHECK}, "worker": {"healthcheck": HEALTHCHECK, "depends_on": {"api": {}}}}
+    return FakeCompose(services, api_containers)
+
+
+def test_a_dependency_unhealthy_for_a_moment_is_waited_for_before_compose_starts_what_depends_on_it(clock):
+    # The api's health check failed while the database was down: it passes again at its next run.
+    recovering = FakeContainer("p-api-1", health=["unhealthy", "unhealthy", "unhealthy", "healthy"])
+    compose_rollout.dependencies_recovered(worker_on(recovering), ["worker"], timeout=180)
+    assert recovering.health_status() == "healthy" and clock.slept == [1, 1, 1]
+
+
+def test_a_dependency_that_stays_unhealthy_is_left_to_compose_after_the_timeout(clock):
+    broken = FakeContainer("p-api-1", health="unhealthy")
+    compose_rollout.dependencies_recovered(worker_on(broken, FakeContainer("p-api-2")), ["worker"], timeout=30)
+    assert sum(clock.slept) == 30
+    # Healthy, stopped or starting dependencies: Compose is left to wait for them, at once.
+    clock.slept.clear()
+    stopped = FakeContainer("p-api-3", status="exited", health="unhealthy")
+    starting = FakeContainer("p-api-1", health="starting")
+    compose_rollout.dependencies_recovered(worker_on(starting, stopped), ["worker"], timeout=30)
+    assert clock.slept == []
