@@ -139,9 +139,10 @@ class ActionModule(ActionBase):
                 if not (outcome.get("failed") and outcome.get("held")) or left <= 0 or self._task.check_mode:
                     break
                 time.sleep(min(WAIT_POLL, left))
-            if wait and outcome.get("failed") and outcome.get("held"):
-                outcome["msg"] = f"after waiting {wait} s for it, {outcome.get('msg', '')}"
-            outcome["waited"] = round(time.monotonic() - started, 1) if wait else 0
+            waited = round(time.monotonic() - started, 1) if wait and not self._task.check_mode else 0.0
+            if waited and outcome.get("failed") and outcome.get("held"):
+                outcome["msg"] = f"after waiting {waited:.0f} s for it, {outcome.get('msg', '')}"
+            outcome["waited"] = waited
             result.update(outcome)
             return result
         finally:

@@ -510,6 +510,9 @@ EDGE_SCRIPT = "/etc/nginx/conf.d/pliers-edge.sh"
 # How often health is read while waiting: the engine runs a starting container's check every second (start_interval),
 # and each service is routed to as soon as it is healthy.
 HEALTH_POLL_SECONDS = 0.25
+# How long a rollout waits for a dependency's containers, unhealthy for a moment (a store that came back), to pass a
+# health check again before Compose is asked to start what depends on them.
+RECOVERY_WAIT = 30
 HASH_LABEL = "com.docker.compose.config-hash"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 # How each kind of store's accounts are checked and brought.
@@ -906,19 +909,30 @@ def start_new(compose: Compose, edge: Edge, acting: dict, reports: dict, timeout
 
 
 def dependencies_recovered(compose: Compose, services: list[str], timeout: int) -> None:
-    """Compose starts no container of a service while one of a service it depends on is unhealthy: it fails at once
-    ("dependency failed to start"). After a store came back (a deploy onto a stopped database), what checks it stays
-    unhealthy until its next health check: waited for, up to timeout, until none is. One that stays unhealthy is left
-    to Compose, which names it."""
-    dependencies = sorted({dependency for service in services for dependency in compose.dependencies(service)})
-    deadline = time.monotonic() + timeout
+    """Compose starts no container of a service while any container of a service it depends on being healthy is
+    unhealthy (even one about to be retired): it fails at once ("dependency failed to start"). After a store came
+    back (a deploy onto a stopped database), what checks it stays unhealthy until its next health check: waited for
+    until none is, for at most RECOVERY_WAIT seconds (a few health checks; one that never recovers, a broken old
+    release, is then left to Compose, which names it)."""
+    dependencies = sorted(
+        name
+        for service in services
+        for name, condition in (compose.definition(service).get("depends_on") or {}).items()
+        if (condition or {}).get("condition") == "service_healthy"
+    )
+    deadline = time.monotonic() + min(timeout, RECOVERY_WAIT)
 
     def unhealthy() -> bool:
-        return any(
-            container.status == "running" and health(container)[0] == "unhealthy"
-            for dependency in dependencies
-            for container in compose.containers(dependency)
-        )
+        for dependency in dependencies:
+            for container in compose.containers(dependency):
+                if container.status != "running":
+                    continue
+                try:
+                    if health(container)[0] == "unhealthy":
+                        return True
+                except NotFound:  # gone meanwhile: nothing to wait for
+                    continue
+        return False
 
     while unhealthy() and time.monotonic() < deadline:
         time.sleep(1)

@@ -478,10 +478,11 @@ def run(module, client) -> dict:
         )
     leader = leader_of(listed)
     result = {"changed": False, "cluster": name, "leader": leader, "members": listed, "switched_from": ""}
-    # Read once: this run's own changes are the only ones it acts on after.
-    config = dcs_config(find())
-    synchronous = synchronous_on(config)
     if params["state"] == "present":
+        # Read once, when there is something to bring: this run's own changes are the only ones it acts on after.
+        bringing = params["synchronous"] is not None or params["parameters"] is not None
+        config = dcs_config(find()) if bringing else {}
+        synchronous = synchronous_on(config)
         if params["synchronous"] is not None:
             result.update(synchronous_mode(module, find(), config, params["synchronous"]))
             synchronous = result["synchronous"]
@@ -516,7 +517,7 @@ def run(module, client) -> dict:
         return result
     if module.check_mode:
         return {**result, "changed": True, "switched_from": leader}
-    listed = switch_over(find, name, leader, candidate, synchronous, params["timeout"])
+    listed = switch_over(find, name, leader, candidate, synchronous_on(dcs_config(find())), params["timeout"])
     return {**result, "changed": True, "leader": leader_of(listed), "members": listed, "switched_from": leader}
 
 

@@ -39,9 +39,9 @@ def inline_vaulted_inventory(tmp_path: Path) -> Path:
     return inventory
 
 
-def play(playbook: str, inventory: Path, state: Path) -> subprocess.CompletedProcess:
+def play(playbook: str, inventory: Path, state: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [str(BIN / "ansible-playbook"), f"playbooks/{playbook}", "-i", str(inventory),
-               "-e", f"pliers_state_dir={state}"]  # fmt: skip
+               "-e", f"pliers_state_dir={state}", *extra]  # fmt: skip
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
 
 
@@ -59,7 +59,8 @@ def test_releases_prints_the_history_without_the_vault_password(tmp_path):
 
 
 def test_a_playbook_that_reads_a_secret_still_needs_the_vault_password(tmp_path):
-    # The inventory's secrets are really vaulted: a deploy, which reads them, stops without the password.
-    result = play("deploy.yml", inline_vaulted_inventory(tmp_path), tmp_path)
+    # The inventory's secrets are really vaulted: a deploy, which reads them, stops without the password (in check
+    # mode: were it to go on, it would change nothing on this machine).
+    result = play("deploy.yml", inline_vaulted_inventory(tmp_path), tmp_path, "--check")
     assert result.returncode != 0
     assert "no vault secrets" in result.stdout + result.stderr, result.stdout[-3000:]

@@ -211,14 +211,16 @@ def test_a_run_that_waited_its_time_is_refused_saying_so(clock):
     action = Action({"path": "/x/deploy.lock", "wait": 12}, [dict(HELD) for _ in range(10)])
     result = action.run(task_vars={})
     assert result["failed"] and result["held"] and clock.slept == [5, 5, 2]
-    assert result["msg"] == "after waiting 12 s for it, another deploy holds the lock"
+    assert result["msg"] == "after waiting 12 s for it, another deploy holds the lock" and result["waited"] == 12.0
 
 
 def test_without_wait_or_in_check_mode_a_live_holder_refuses_at_once(clock):
     assert Action({"path": "/x/deploy.lock"}, [dict(HELD)]).run(task_vars={})["msg"] == "another deploy holds the lock"
     checking = Action({"path": "/x/deploy.lock", "wait": 60}, [dict(HELD)])
     checking._task.check_mode = True
-    assert checking.run(task_vars={})["held"] and clock.slept == []
+    result = checking.run(task_vars={})
+    assert result["held"] and result["msg"] == "another deploy holds the lock" and result["waited"] == 0.0
+    assert clock.slept == []
 
 
 @pytest.mark.parametrize("wait", [-1, "soon"])

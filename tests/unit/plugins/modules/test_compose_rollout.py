@@ -1454,9 +1454,10 @@ def test_check_mode_does_not_hold_and_says_what_it_would_do():
     assert compose.commands == []
 
 
-def worker_on(*api_containers):
-    """A project whose worker depends on the api being healthy, with these api containers."""
-    services = {"api": {"healthcheck": HEALTHCHECK}, "worker": {"healthcheck": HEALTHCHECK, "depends_on": {"api": {}}}}
+def worker_on(*api_containers, condition="service_healthy"):
+    """A project whose worker depends on the api (healthy, by default), with these api containers."""
+    services = {"api": {"healthcheck": HEALTHCHECK},
+                "worker": {"healthcheck": HEALTHCHECK, "depends_on": {"api": {"condition": condition}}}}  # fmt: skip
     return FakeCompose(services, api_containers)
 
 
@@ -1467,13 +1468,20 @@ def test_a_dependency_unhealthy_for_a_moment_is_waited_for_before_compose_starts
     assert recovering.health_status() == "healthy" and clock.slept == [1, 1, 1]
 
 
-def test_a_dependency_that_stays_unhealthy_is_left_to_compose_after_the_timeout(clock):
+def test_a_dependency_that_stays_unhealthy_is_left_to_compose_after_a_few_health_checks(clock):
     broken = FakeContainer("p-api-1", health="unhealthy")
-    compose_rollout.dependencies_recovered(worker_on(broken, FakeContainer("p-api-2")), ["worker"], timeout=30)
-    assert sum(clock.slept) == 30
-    # Healthy, stopped or starting dependencies: Compose is left to wait for them, at once.
+    compose_rollout.dependencies_recovered(worker_on(broken, FakeContainer("p-api-2")), ["worker"], timeout=180)
+    assert sum(clock.slept) == compose_rollout.RECOVERY_WAIT == 30
     clock.slept.clear()
-    stopped = FakeContainer("p-api-3", status="exited", health="unhealthy")
+    compose_rollout.dependencies_recovered(worker_on(broken), ["worker"], timeout=10)
+    assert sum(clock.slept) == 10
+
+
+def test_only_an_unhealthy_running_container_of_a_dependency_that_must_be_healthy_is_waited_for(clock):
+    # Starting (Compose waits for it itself), stopped, or depended on only to have started: nothing to wait for.
     starting = FakeContainer("p-api-1", health="starting")
+    stopped = FakeContainer("p-api-3", status="exited", health="unhealthy")
     compose_rollout.dependencies_recovered(worker_on(starting, stopped), ["worker"], timeout=30)
+    broken = FakeContainer("p-api-1", health="unhealthy")
+    compose_rollout.dependencies_recovered(worker_on(broken, condition="service_started"), ["worker"], timeout=30)
     assert clock.slept == []
