@@ -208,7 +208,7 @@ def test_a_run_that_waits_takes_the_lock_once_the_live_holder_releases_it(clock)
 
 
 def test_a_run_that_waited_its_time_is_refused_saying_so(clock):
-    action = Action({"path": "/x/deploy.lock", "wait": 12}, [dict(HELD) for _ in range(10)])
+    action = Action({"path": "/x/deploy.lock", "wait": 12}, list(map(dict, [HELD] * 10)))
     result = action.run(task_vars={})
     assert result["failed"] and result["held"] and clock.slept == [5, 5, 2]
     assert result["msg"] == "after waiting 12 s for it, another deploy holds the lock" and result["waited"] == 12.0
