@@ -235,6 +235,22 @@ MEMBER_PSQL = (
     f"docker exec $(docker ps -q --filter label=com.docker.swarm.service.name={STACK}_postgres-member) "
     "psql -U pliers -d pliers -tAc"
 )
+
+
+def restarted_with(cluster: dict, setting: str, value: str) -> dict[str, float]:
+    """Each member's start time (epoch seconds), every member asserted to run with setting at value, none pending."""
+    assert not any(member["pending_restart"] for member in cluster["members"]), cluster
+    started_at = {}
+    for member in cluster["members"]:
+        assert on_member(member["name"], f"show {setting}") == value, member
+        started_at[member["name"]] = float(
+            on_member(member["name"], "select extract(epoch from pg_postmaster_start_time())")
+        )
+    # Every member restarted during the deploy.
+    assert all(moment > time.time() - 600 for moment in started_at.values()), started_at
+    return started_at
+
+
 # A setting PostgreSQL reads only at start: each member must restart for it.
 RESTART_SETTING = {"postgres_parameters": {"max_connections": 150}}
 
@@ -253,15 +269,9 @@ def test_a_setting_that_needs_a_restart_rolls_the_replicas_first_then_the_primar
     # The only pause is the switchover's.
     assert seconds <= SWITCHOVER_BOUND, client.summary()
     cluster = ha.cluster(replicas=2)
-    assert cluster["leader"] != before and not any(m["pending_restart"] for m in cluster["members"]), cluster
-    started_at = {}
-    for member in cluster["members"]:
-        assert on_member(member["name"], "show max_connections") == "150", member
-        started_at[member["name"]] = float(
-            on_member(member["name"], "select extract(epoch from pg_postmaster_start_time())")
-        )
-    # Every member restarted during the deploy, the old primary last (after the replicas, once it handed over).
-    assert all(moment > time.time() - 600 for moment in started_at.values()), started_at
+    assert cluster["leader"] != before, cluster
+    started_at = restarted_with(cluster, "max_connections", "150")
+    # The old primary restarted last (after the replicas, once it handed over).
     assert max(started_at, key=started_at.get) == before, started_at
     again = ha.deploy("deploy.yml", "-e", json.dumps(RESTART_SETTING))
     assert again.returncode == 0 and set(recap_changed(again)) == {0}, output(again)
@@ -361,15 +371,9 @@ def test_a_lowered_setting_restarts_the_primary_first_in_place_then_the_replicas
     assert seconds <= RESTART_IN_PLACE_BOUND, client.summary()
     cluster = ha.cluster(replicas=2, timeout=300)
     # No switchover: the primary restarted where it was.
-    assert cluster["leader"] == before and not any(m["pending_restart"] for m in cluster["members"]), cluster
-    started_at = {}
-    for member in cluster["members"]:
-        assert on_member(member["name"], "show max_connections") == "100", member
-        started_at[member["name"]] = float(
-            on_member(member["name"], "select extract(epoch from pg_postmaster_start_time())")
-        )
-    # Every member restarted during the deploy, the primary first.
-    assert all(moment > time.time() - 600 for moment in started_at.values()), started_at
+    assert cluster["leader"] == before, cluster
+    started_at = restarted_with(cluster, "max_connections", "100")
+    # The primary restarted first.
     assert min(started_at, key=started_at.get) == before, started_at
     again = ha.deploy("deploy.yml", "-e", json.dumps(LOWERED_SETTING))
     assert again.returncode == 0 and set(recap_changed(again)) == {0}, output(again)
