@@ -10,7 +10,31 @@ requirements=$(echo "$venv"/lib/python3*/site-packages/ansible_test/_internal/py
 pip_version=$(grep -oP "pip='\K[0-9.]+" "$requirements")
 cache=~/.ansible/test/cache/get_pip_${pip_version//./_}.py
 [ -e "$cache" ] || install -D -m 0644 "$(dirname "$0")/get_pip.py" "$cache"
+# Every Python this ansible-core supports on targets; ansible-test finds each as pythonX.Y on the PATH (pyenv machines
+# keep theirs outside it).
+read -r -a targets < <("$venv/bin/python" -c 'from ansible_test._util.target.common.constants import \
+  REMOTE_ONLY_PYTHON_VERSIONS as remote, CONTROLLER_PYTHON_VERSIONS as controller; print(*remote, *controller)')
+search=$venv/bin:$PATH
+for version in "${targets[@]}"; do
+  for dir in /root/.pyenv/versions/"$version".*/bin; do [ -x "$dir/python$version" ] && search=$search:$dir; done
+done
+found=()
+for version in "${targets[@]}"; do
+  if PATH=$search command -v "python$version" > /dev/null; then found+=("$version"); fi
+done
+missing=$(printf '%s\n' "${targets[@]}" "${found[@]}" | sort | uniq -u | xargs)
+# The oldest target Python is the one the code is likeliest to break on: CI must have it.
+if [ "${CI:-}" = true ] && [ "${found[0]:-}" != "${targets[0]}" ]; then
+  echo "error: Python ${targets[0]}, the oldest this ansible-core supports on targets, is not on this machine" >&2
+  exit 1
+fi
 cd "$collection"
-echo "ansible-test of $("$venv/bin/ansible" --version | sed -n 1p): sanity, units"
-PATH=$venv/bin:$PATH ansible-test sanity --venv --python 3.12
-PATH=$venv/bin:$PATH ansible-test units --venv --python 3.12
+echo "ansible-test of $("$venv/bin/ansible" --version | sed -n 1p): sanity and units on Python 3.12;" \
+  "the target code's compile, import and units on ${found[*]}${missing:+ (not on this machine: $missing)}"
+PATH=$search ansible-test sanity --venv --python 3.12
+PATH=$search ansible-test units --venv --python 3.12
+for version in "${found[@]}"; do
+  [ "$version" = 3.12 ] && continue
+  PATH=$search ansible-test sanity --venv --python "$version" --test compile --test import
+  PATH=$search ansible-test units --venv --python "$version"
+done

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 # interrupted: a run whose deploy lock was taken over (it was found dead) never finished.
 RESULTS = ("ok", "failed", "interrupted")
 # Targets may run Python 3.9 or 3.10, which have no datetime.UTC.
-UTC = timezone.utc  # noqa: UP017
+UTC = timezone.utc
 
 
 def read(module, path: str) -> list[dict]:

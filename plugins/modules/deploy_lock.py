@@ -211,7 +211,7 @@ from ansible_collections.pliers.deploy.plugins.module_utils._history import appe
 from ansible_collections.pliers.deploy.plugins.module_utils._history import read as read_history
 
 # Targets may run Python 3.9 or 3.10, which have no datetime.UTC.
-UTC = timezone.utc  # noqa: UP017
+UTC = timezone.utc
 GUARD_TIMEOUT = 60
 # The lock file's mode: only its owner (the deploying user) reads it.
 LOCK_MODE = 0o600

@@ -69,7 +69,7 @@ def daemon_settings(path=DAEMON_JSON):
 
 
 # The hosts' Python may be older than 3.11 (no datetime.UTC).
-UTC = datetime.timezone.utc  # noqa: UP017
+UTC = datetime.timezone.utc
 
 
 def engine_started():

@@ -105,7 +105,7 @@ ALICES = "alices"
 
 
 def ago(seconds: int) -> str:
-    return datetime.fromtimestamp(time.time() - seconds, timezone.utc).isoformat(timespec="seconds")  # noqa: UP017
+    return datetime.fromtimestamp(time.time() - seconds, timezone.utc).isoformat(timespec="seconds")
 
 
 def write_lock(lock: str, **record) -> None:

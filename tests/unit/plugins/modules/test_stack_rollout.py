@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from ansible_collections.pliers.deploy.plugins.modules import stack_rollout
 
@@ -121,7 +121,7 @@ def test_a_service_changed_a_moment_ago_is_not_resumed_before_swarm_starts_its_u
     # docker stack deploy has just changed it: the update is about to start (a forced one would replace it).
     def changed(seconds_ago):
         service = FakeService([task(), task(spec=OLD_SPEC)], update={"State": "completed"})
-        moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+        moment = datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)
         service.attrs["UpdatedAt"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%f123Z")
         return service
 
