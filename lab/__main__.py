@@ -15,7 +15,7 @@ from .common import LabError, docker, docker_lines, log
 from .engine import engine_version, ensure_engine
 from .images import Builder, clean_cache, push_all
 from .registry import CA_DIR, ensure_ca, ensure_registry, login
-from .topology import DEFAULT_NAME, Lab, parse_host_count, parse_ports
+from .topology import DEFAULT_NAME, Lab, parse_host_count, parse_ports, parse_user
 
 
 def push_changed(lab: Lab, builder: Builder, address: str) -> int:
@@ -38,7 +38,7 @@ def push_changed(lab: Lab, builder: Builder, address: str) -> int:
     return len(stale)
 
 
-def up(lab: Lab, count: int, publish: tuple[str, ...] = (), acme_edge: int = 1) -> None:
+def up(lab: Lab, count: int, publish: tuple[str, ...] = (), acme_edge: int = 1, deploy_user: str = "") -> None:
     started = time.monotonic()
     ensure_engine()
     builder = Builder()
@@ -46,7 +46,7 @@ def up(lab: Lab, count: int, publish: tuple[str, ...] = (), acme_edge: int = 1) 
     lab_hosts.ensure_network(lab)
     address = ensure_registry(lab, tags["registry"])
     pushed = push_changed(lab, builder, address)
-    hosts = lab_hosts.ensure_hosts(lab, count, tags["host"], publish)
+    hosts = lab_hosts.ensure_hosts(lab, count, tags["host"], publish, deploy_user)
     if not 1 <= acme_edge <= len(hosts):
         raise LabError(f"--acme-edge must name one of the {len(hosts)} hosts (1-{len(hosts)}), got {acme_edge}")
     acme_root = ensure_acme(lab, tags["acme"], hosts[acme_edge - 1].name, hosts[acme_edge - 1].address)
@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument(
         "--acme-edge", default="1", help="the host (1-N) where the edge answers the lab ACME server's challenges"
     )
+    up_parser.add_argument(
+        "--deploy-user",
+        default="",
+        metavar="USER",
+        help="hosts hardened the usual way: USER logs in with the lab's key and has sudo, root's login is refused",
+    )
     commands.add_parser("down", help="remove everything this lab made")
     reset_parser = commands.add_parser("reset", help="recreate hosts as freshly installed")
     reset_parser.add_argument("hosts", nargs="+")
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lab = Lab(args.name)
         if args.command == "up":
-            up(lab, parse_host_count(args.hosts), parse_ports(args.publish), parse_host_count(args.acme_edge))
+            up(lab, parse_host_count(args.hosts), parse_ports(args.publish), parse_host_count(args.acme_edge),
+               parse_user(args.deploy_user))  # fmt: skip
         elif args.command == "down":
             down(lab)
         elif args.command == "reset":

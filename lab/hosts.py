@@ -3,11 +3,14 @@
 systemd runs as PID 1, sshd answers with the lab's key, python3 is there and
 Docker is not. Each host has its own address on the lab network and its own
 /var/lib/docker volume, so the docker_host role can install an engine later.
+A lab made with a deploy user has hosts hardened the usual way: that user logs in
+with the lab's key and has sudo, and sshd refuses root.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +58,8 @@ CAPABILITIES = (
 class Host:
     name: str
     address: str
+    # Who the lab logs in as: root, or the deploy user of a hardened host (commands then run through sudo).
+    user: str = "root"
 
 
 def ensure_ssh_key() -> Path:
@@ -78,10 +83,11 @@ def running_hosts(lab: Lab) -> list[str]:
     return sorted(names, key=lambda name: int(name.rsplit("-", 1)[1]))
 
 
-def _run_host(lab: Lab, name: str, image: str, publish: tuple[str, ...] = ()) -> None:
+def _run_host(lab: Lab, name: str, image: str, publish: tuple[str, ...] = (), deploy_user: str = "") -> None:
     volume = f"{name}-docker"
     docker("volume", "create", "--label", lab.label, volume)
-    labels = (lab.label, "pliers.lab.role=host", f"pliers.lab.image={image}", f"pliers.lab.publish={','.join(publish)}")
+    labels = (lab.label, "pliers.lab.role=host", f"pliers.lab.image={image}", f"pliers.lab.publish={','.join(publish)}",
+              f"pliers.lab.deploy_user={deploy_user}")  # fmt: skip
     # systempaths=unconfined: without it the inner Docker 26 cannot start containers (LAB.md).
     security = ("seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined")
     tmpfs = ("/run", "/run/lock", "/tmp")  # noqa: S108 - tmpfs mounts inside the host
@@ -104,12 +110,21 @@ def host_address(lab: Lab, name: str) -> str:
     return address
 
 
+def made_for(name: str) -> str:
+    """The deploy user the host was made with ("" for none: root logs in)."""
+    label = '{{index .Config.Labels "pliers.lab.deploy_user"}}'
+    return docker("inspect", "--format", label, name).stdout.strip().replace("<no value>", "")
+
+
 def lab_host(lab: Lab, name: str) -> Host:
     """The running host `name` of the lab, at its current address (a host restarted may get another)."""
-    return Host(name, host_address(lab, name))
+    return Host(name, host_address(lab, name), made_for(name) or "root")
 
 
 def ssh(host: Host, command: str, *, check: bool = True, timeout: float = 600, input: str | None = None):
+    """command (a shell line) on the host as root: through sudo on a host whose root login is refused."""
+    if host.user != "root":
+        command = f"sudo -n sh -c {shlex.quote(command)}"
     return run(
         [
             "ssh",
@@ -120,7 +135,7 @@ def ssh(host: Host, command: str, *, check: bool = True, timeout: float = 600, i
             "BatchMode=yes",
             "-o",
             "ConnectTimeout=5",
-            f"root@{host.address}",
+            f"{host.user}@{host.address}",
             command,
         ],
         check=check,
@@ -129,8 +144,21 @@ def ssh(host: Host, command: str, *, check: bool = True, timeout: float = 600, i
     )
 
 
+# A deploy user with passwordless sudo and the lab's key; sshd refuses root (the first setting read wins: 00- is read
+# before the image's 10-lab.conf).
+HARDEN = """set -e
+id -u {user} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {user}
+install -d -m 0700 -o {user} -g {user} /home/{user}/.ssh
+install -m 0600 -o {user} -g {user} /root/.ssh/authorized_keys /home/{user}/.ssh/authorized_keys
+echo '{user} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/{user} && chmod 0440 /etc/sudoers.d/{user}
+printf 'PermitRootLogin no\\n' > /etc/ssh/sshd_config.d/00-lab-no-root.conf
+systemctl reload ssh
+"""
+
+
 def _wait_ready(lab: Lab, name: str) -> Host:
-    """systemd finished booting, our key is authorised and SSH answers."""
+    """systemd finished booting, our key is authorised (for the deploy user the host was made with, root's login
+    then refused) and SSH answers."""
     deadline = time.monotonic() + BOOT_TIMEOUT
     state = ""
     while time.monotonic() < deadline:
@@ -150,6 +178,9 @@ def _wait_ready(lab: Lab, name: str) -> Host:
         "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys",
         input=public_key,
     )
+    user = made_for(name)
+    if user:
+        docker("exec", name, "sh", "-c", HARDEN.format(user=user))
     host = lab_host(lab, name)
     last = ""
     while time.monotonic() < deadline:
@@ -161,10 +192,11 @@ def _wait_ready(lab: Lab, name: str) -> Host:
     raise LabError(f"{name}: SSH to {host.address} did not answer in {BOOT_TIMEOUT}s ({last})")
 
 
-def ensure_hosts(lab: Lab, count: int, image: str, publish: tuple[str, ...] = ()) -> list[Host]:
+def ensure_hosts(lab: Lab, count: int, image: str, publish: tuple[str, ...] = (), deploy_user: str = "") -> list[Host]:
     """Hosts 1..count running (started or created as needed); returns every host of the lab.
 
-    publish ("MACHINE_PORT:HOST_PORT", ...) is published on 127.0.0.1 by the first host.
+    publish ("MACHINE_PORT:HOST_PORT", ...) is published on 127.0.0.1 by the first host; deploy_user: hosts whose
+    root login is refused, reached as that user with sudo.
     """
     ensure_ssh_key()
     ensure_network(lab)
@@ -174,15 +206,16 @@ def ensure_hosts(lab: Lab, count: int, image: str, publish: tuple[str, ...] = ()
         ports = publish if name == wanted[0] else ()
         if name not in existing:
             log(f"starting host {name}")
-            _run_host(lab, name, image, ports)
+            _run_host(lab, name, image, ports, deploy_user)
             continue
         labels = '{{index .Config.Labels "pliers.lab.image"}} {{index .Config.Labels "pliers.lab.publish"}}'
         running, *made_with = docker("inspect", "--format", "{{.State.Running}} " + labels, name).stdout.split(" ")
+        made_with.append(made_for(name))
         if running != "true":
             log(f"starting stopped host {name}")
             docker("start", name)
-        if [part.strip() for part in made_with] != [image, ",".join(ports)]:
-            log(f"{name} was made with another image or other published ports; `lab reset {name}` recreates it")
+        if [part.strip() for part in made_with] != [image, ",".join(ports), deploy_user]:
+            log(f"{name} was made with another image, published ports or deploy user; `lab reset {name}` recreates it")
     extra = sorted(existing - set(wanted))
     if extra:
         log(f"keeping {', '.join(extra)} (asked for {count}); `make lab-down` removes every host")
@@ -200,9 +233,10 @@ def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...]
             f"not hosts of lab {lab.name}: {', '.join(unknown)} (hosts: {', '.join(sorted(known)) or 'none'})"
         )
     for name in names:
+        user = made_for(name)
         docker("rm", "-f", "-v", name)
         docker("volume", "rm", f"{name}-docker")
-        _run_host(lab, name, image, publish if name == lab.host_name(1) else ())
+        _run_host(lab, name, image, publish if name == lab.host_name(1) else (), user)
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         list(pool.map(lambda name: _wait_ready(lab, name), names))
     # Every host that runs (a stopped one has no address).
@@ -239,10 +273,11 @@ def write_inventory(lab: Lab, hosts: list[Host], ca_file: Path) -> Path:
         "  hosts:",
     ]
     for host in hosts:
-        lines += [f"    {host.name}:", f"      ansible_host: {host.address}"]
+        lines += [f"    {host.name}:", f"      ansible_host: {host.address}", f"      ansible_user: {host.user}"]
+        # A hardened host: its deploy user becomes root through sudo.
+        lines += ["      ansible_become: true"] if host.user != "root" else []
     lines += [
         "  vars:",
-        "    ansible_user: root",
         f"    ansible_ssh_private_key_file: {SSH_KEY}",
         "    ansible_ssh_common_args: " + json.dumps(ssh_options),
         "    ansible_python_interpreter: /usr/bin/python3",

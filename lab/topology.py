@@ -71,6 +71,13 @@ def parse_host_count(value: str) -> int:
     return count
 
 
+def parse_user(value: str) -> str:
+    """--deploy-user: empty (root logs in), or a user name as useradd takes it (not root)."""
+    if value and (value == "root" or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value)):
+        raise LabError(f"--deploy-user takes a user name other than root (like deploy), got {value!r}")
+    return value
+
+
 def parse_ports(values: list[str]) -> tuple[str, ...]:
     """--publish MACHINE_PORT:HOST_PORT values, each port 1-65535."""
     ports = []

@@ -143,6 +143,8 @@ FORMATS = {
         _matches(rf"{_HOST}(?::(?P<port>[0-9]+))?"),
         "a registry host, with its port if not the default (registry.example.com:5000)",
     ),
+    # A release's number, as a minimum version is compared with what a host reports.
+    "version": (_matches(r"[0-9]+(?:\.[0-9]+){0,2}"), "a version of one to three numbers (like 25.0 or 2.18.0)"),
     # An address to bind: IPv4 or IPv6, as Python's ipaddress reads it.
     "address": (is_address, "an IPv4 or IPv6 address"),
 }

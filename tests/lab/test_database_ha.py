@@ -1,5 +1,6 @@
 """The HA database (#14) on a Swarm of three managers, each a node of the database, as `make demo MODE=swarm` runs it
-(the local-swarm inventory: three members, synchronous replication): deployed, then a rerun changes nothing; a planned
+(the local-swarm inventory: three members, synchronous replication), onto hosts hardened the usual way (root's SSH
+login refused, a deploy user with sudo): deployed, then a rerun changes nothing; a planned
 switchover and the loss of the primary's node, each under a client that writes through the edge (no acknowledged
 write lost; the seconds of failed writes reported and bounded); the lost node's member rejoins as a replica by itself.
 """
@@ -55,7 +56,8 @@ class HA(Target):
 def ha(tmp_path_factory):
     """A three-host lab, the local-swarm inventory's stack deployed on it; removed at the end."""
     lab_cli("down", name=LAB.name)
-    lab_cli("up", "--hosts", "3", name=LAB.name)
+    # Hardened hosts (root's SSH login refused, a deploy user with sudo): the Swarm is deployed through sudo.
+    lab_cli("up", "--hosts", "3", "--deploy-user", "deploy", name=LAB.name)
     inventory = tmp_path_factory.mktemp("inventory-ha")
     shutil.copytree(ROOT / "inventories" / "local-swarm", inventory, dirs_exist_ok=True)
     hosts = inventory / "hosts.yml"

@@ -129,19 +129,26 @@ def main():
     # The commands side by side: a no-op deploy waits for the slowest (docker info), not for their sum.
     with concurrent.futures.ThreadPoolExecutor() as pool:
         asked = {
-            "swarm": ("docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"),
+            "info": (
+                "docker",
+                "info",
+                "--format",
+                "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.ServerVersion}}",
+            ),
             "compose": ("docker", "compose", "version", "--short"),
             "engine": ("systemctl", "is-active", "docker"),
             "enabled": ("systemctl", "is-enabled", "docker"),
         }
         answers = {key: pool.submit(output, *argv) for key, argv in asked.items() if docker or argv[0] != "docker"}
         said = {key: answers[key].result() if key in answers else "" for key in asked}
-    swarm = said["swarm"]
+    swarm_state, swarm_manager, version = (said["info"].split() + ["", "", ""])[:3]
     daemon_json, daemon_json_problem = daemon_settings()
     found = {
         "engine": said["engine"] == "active",
         "enabled": said["enabled"] == "enabled",
-        "compose": said["compose"],
+        # The engine's and Compose's versions (26.1.5+dfsg1, 2.26.1): a host whose engine is someone else's is checked.
+        "version": version,
+        "compose": said["compose"].lstrip("v"),
         "sdk": importable("docker"),
         # What community.docker.docker_stack needs on a manager.
         "stack_tools": importable("jsondiff", "yaml"),
@@ -149,9 +156,11 @@ def main():
         "nft": shutil.which("nft") is not None or shutil.which("nft", path="/usr/sbin:/sbin") is not None,
         "login": login(sys.argv[1]),
         # inactive, active, or locked: a manager of an autolocked Swarm whose engine restarted.
-        "swarm": swarm.partition(" ")[0],
+        "swarm": swarm_state,
         # A manager's tasks that cannot start for a stale overlay device (a worker cannot list its tasks).
-        "stuck_overlay": stuck_overlay(node_tasks(), engine_started()) if swarm == "active true" else [],
+        "stuck_overlay": stuck_overlay(node_tasks(), engine_started())
+        if (swarm_state, swarm_manager) == ("active", "true")
+        else [],
         # The engine's settings as they are: the role's are merged into them, not written over them.
         "daemon_json": daemon_json,
         "daemon_json_problem": daemon_json_problem,

@@ -72,6 +72,9 @@ def test_single_line_problems_wants_a_mapping():
 # --- format_problem -----------------------------------------------------------------------------------------------
 
 GOOD_FORMATS = [
+    ("version", "25.0"),
+    ("version", "2.18.0"),
+    ("version", "28"),
     ("calendar", "*-*-* 03:15:00"),
     ("calendar", "daily"),
     ("calendar", "Mon..Fri 02:00"),
@@ -106,6 +109,10 @@ GOOD_FORMATS = [
     ("address", "2001:db8::7"),
 ]
 BAD_FORMATS = [
+    ("version", "v2.18"),
+    ("version", "25.0.1.2"),
+    ("version", "latest"),
+    ("version", ""),
     ("calendar", "daily\nExecStartPre=/bin/sh"),
     ("calendar", "daily; rm"),
     ("calendar", "%H:00"),

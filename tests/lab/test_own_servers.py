@@ -1,0 +1,103 @@
+"""A server of a real team's (#15): hardened the usual way (root's SSH login refused, a deploy user with sudo) and
+running a Docker engine someone else installed and configured, with a daemon.json of their own. The local
+inventory's whole stack (Compose) is deployed onto it as that user, through sudo, with docker_host_manage_engine
+false: the engine is left alone (the same process, the same daemon.json), and a rerun changes nothing. An engine
+older than the stack needs is refused, naming its version, and still left alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from lab import hosts as lab_hosts
+from lab.topology import Lab
+
+from .support import ROOT, Target, lab_cli, output, recap_changed
+
+LAB = Lab("pliers-own")
+SPEC = {"lab": LAB, "deployer": LAB.host_name(1), "edge": LAB.host_name(1), "db": LAB.host_name(1)}
+DEPLOY_USER = "deploy"
+# What the engine's owner wrote: none of it is the role's to change.
+DAEMON_JSON = {
+    "log-driver": "local",
+    "log-opts": {"max-size": "20m"},
+    "max-concurrent-downloads": 4,
+    "default-address-pools": [{"base": "10.213.0.0/16", "size": 24}],
+}
+INSTALL_ENGINE = (
+    "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+    "docker.io docker-cli docker-compose python3-docker"
+)
+
+
+class OwnServer(Target):
+    def deploy(self, *extra: str) -> subprocess.CompletedProcess:
+        return self.play("deploy.yml", "-e", f"@{LAB.credentials}", *extra)
+
+    def engine(self) -> tuple[str, str]:
+        """The engine's process and its daemon.json's hash, as the host has them."""
+        pid = lab_hosts.ssh(self.deployer, "systemctl show --property MainPID --value docker").stdout.strip()
+        digest = lab_hosts.ssh(self.deployer, "sha256sum /etc/docker/daemon.json").stdout.split()[0]
+        assert pid not in ("", "0"), "the engine does not run"
+        return pid, digest
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A hardened one-host lab with the engine its owner installed and configured, and the local inventory's stack
+    deployed onto it (rc asserted by the first test); removed at the end."""
+    lab_cli("down", name=LAB.name)
+    lab_cli("up", "--hosts", "1", "--deploy-user", DEPLOY_USER, name=LAB.name)
+    host = lab_hosts.lab_host(LAB, LAB.host_name(1))
+    # The owner's engine: Debian's packages, their daemon.json, the engine restarted to read it.
+    lab_hosts.ssh(host, INSTALL_ENGINE)
+    lab_hosts.ssh(host, "cat > /etc/docker/daemon.json && systemctl restart docker", input=json.dumps(DAEMON_JSON))
+    inventory = tmp_path_factory.mktemp("inventory-own")
+    shutil.copytree(ROOT / "inventories" / "local", inventory, dirs_exist_ok=True)
+    hosts = inventory / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("pliers-demo-", f"{LAB.name}-"))
+    (inventory / "host_vars").mkdir()
+    (inventory / "host_vars" / f"{LAB.name}-1.yml").write_text(yaml.safe_dump({"docker_host_manage_engine": False}))
+    target = OwnServer("compose-own", inventory, SPEC)
+    target.before = target.engine()
+    target.first = target.deploy()
+    yield target
+    lab_cli("down", name=LAB.name, check=False)
+
+
+def test_the_hardened_host_refuses_root_and_lets_its_deploy_user_sudo(server):
+    host = server.deployer
+    assert host.user == DEPLOY_USER
+    root = lab_hosts.run(
+        ["ssh", "-i", str(lab_hosts.SSH_KEY), *lab_hosts.SSH_OPTIONS, "-o", "BatchMode=yes", f"root@{host.address}",
+         "true"], check=False,
+    )  # fmt: skip
+    assert root.returncode == 255 and "Permission denied" in root.stderr, root
+    assert lab_hosts.ssh(host, "id -un").stdout.strip() == "root"
+
+
+def test_the_stack_deploys_as_the_deploy_user_leaving_the_engine_alone_and_a_rerun_changes_nothing(server):
+    assert server.first.returncode == 0, f"the first deploy failed:\n{output(server.first)}"
+    assert server.engine() == server.before, "the engine restarted or its daemon.json changed"
+    assert server.version() == "1.0.0"
+    # Its logs as the owner's daemon.json says (the role's would be json-file).
+    api = lab_hosts.ssh(server.deployer, "docker ps -q --filter label=com.docker.compose.service=api").stdout.split()
+    driver = lab_hosts.ssh(server.deployer, f"docker inspect --format '{{{{.HostConfig.LogConfig.Type}}}}' {api[0]}")
+    assert driver.stdout.strip() == "local"
+    again = server.deploy()
+    assert again.returncode == 0, output(again)
+    assert set(recap_changed(again)) == {0}, output(again)
+    assert server.engine() == server.before
+
+
+def test_an_engine_older_than_the_stack_needs_is_refused_naming_its_version_and_left_alone(server):
+    result = server.deploy("-e", "docker_host_engine_min_version=99.0")
+    assert result.returncode != 0
+    version = lab_hosts.ssh(server.deployer, "docker version --format '{{.Server.Version}}'").stdout.strip()
+    assert f"Docker Engine {version} is older than 99.0 (docker_host_engine_min_version)" in output(result)
+    assert server.engine() == server.before
+    assert server.version() == "1.0.0"
