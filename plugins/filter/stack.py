@@ -770,6 +770,33 @@ def _image_tag(image: str) -> str:
     return last.split("@", 1)[0].rsplit(":", 1)[1] if ":" in last.split("@", 1)[0] else "latest"
 
 
+def _image_repository(image: str) -> str:
+    """The reference without its tag and digest (registry.example.com:5000/pliers/api)."""
+    head, _, last = str(image).split("@", 1)[0].rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def prunable_images(images: list, repositories: dict, history: list, keep: int) -> list:
+    """The app images a host holds (docker_host_info's images) that may go: of the app services' repositories
+    (service -> repository, as the plan names them), every tag but the one the last successful release runs and
+    the `keep` versions before it in the history (release_log's entries; a rollback's previous release among them).
+    Newest release first, so at most keep + 1 images stay per service."""
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise AnsibleFilterError(f"prunable_images: keep must be a whole number of 1 or more, got {keep!r}")
+    releases = [
+        entry.get("versions") or {}
+        for entry in reversed(history or [])
+        if entry.get("result") == "ok" and entry.get("playbook") != "restore"
+    ]
+    kept = set()
+    for service, repository in repositories.items():
+        versions = list(dict.fromkeys(versions[service] for versions in releases if versions.get(service)))
+        kept |= {f"{repository}:{version}" for version in versions[: keep + 1]}
+    wanted = {repository: True for repository in repositories.values()}
+    held = {tag for image in images or [] for tag in image.get("RepoTags") or []}
+    return sorted(tag for tag in held if _image_repository(tag) in wanted and tag not in kept)
+
+
 def _migrations(name: str, model: dict, project_dir: str) -> dict:
     """How the pipeline runs a service's migrations: its image, environment and secret files, on its network."""
     migrations = model["migrations"]
@@ -904,6 +931,10 @@ def stack_plan(services: dict, selected: list | None = None, project_dir: str = 
         if edge
         else None,
         "versions": {name: _image_tag(services[name]["image"]) for name in sorted(services) if phase[name] == "app"},
+        # Where each app service's images come from: a release prunes the old ones (prunable_images).
+        "repositories": {
+            name: _image_repository(services[name]["image"]) for name in sorted(services) if phase[name] == "app"
+        },
     }
 
 
@@ -941,4 +972,5 @@ class FilterModule:
             "stack_plan": stack_plan,
             "stack_stores": stack_stores,
             "contribute": contribute,
+            "prunable_images": prunable_images,
         }

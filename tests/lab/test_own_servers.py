@@ -14,6 +14,9 @@ import pytest
 import yaml
 
 from lab import hosts as lab_hosts
+from lab.common import docker
+from lab.images import Builder, push_all
+from lab.registry import login
 from lab.topology import Lab
 
 from .support import ROOT, Target, lab_cli, output, recap_changed
@@ -94,10 +97,56 @@ def test_the_stack_deploys_as_the_deploy_user_leaving_the_engine_alone_and_a_rer
     assert server.engine() == server.before
 
 
+def app_images(server: OwnServer) -> dict[str, list[str]]:
+    """The host's image tags of each app service's repository."""
+    listed = lab_hosts.ssh(server.deployer, "docker image ls --format '{{.Repository}} {{.Tag}}'").stdout.split("\n")
+    tags: dict[str, list[str]] = {}
+    for line in filter(None, listed):
+        repository, tag = line.split()
+        name = repository.rsplit("/", 1)[-1]
+        if repository.startswith(LAB.registry) and name in ("api", "ai-service", "web"):
+            tags.setdefault(name, []).append(tag)
+    return {name: sorted(found) for name, found in tags.items()}
+
+
+def push_releases(versions: list[str]) -> None:
+    """api and ai-service at each version (1.1.0's, saying that version) in the lab's registry."""
+    address = "127.0.0.1:" + docker("port", LAB.registry_container, "5000/tcp").stdout.split(":")[-1].strip()
+    built = Builder().build_all()
+    jobs = []
+    for version in versions:
+        for repository in ("api", "ai-service"):
+            local = f"pliers-lab/releases-{repository}:{version}"
+            derived = f"FROM {built[f'{repository}:1.1.0']}\nENV PLIERS_VERSION={version}\n"
+            docker("build", "-q", "-t", local, "-", input=derived)
+            jobs.append((local, f"pliers/{repository}:{version}"))
+    push_all(jobs, address, login(LAB, address))
+    docker("rmi", *(local for local, _ in jobs))
+
+
+def test_ten_releases_in_a_row_leave_the_running_images_and_keep_more_per_service(server):
+    keep = 2
+    versions = [f"1.2.{n}" for n in range(10)]
+    push_releases(versions)
+    for version in versions:
+        result = server.deploy("-e", f"pliers_release={version}", "-e", f"pliers_images_keep={keep}",
+                               "-e", '{"pliers_versions": {"web": "1.1.0"}}')  # fmt: skip
+        assert result.returncode == 0, f"the release of {version} failed:\n{output(result)}"
+    assert server.version() == versions[-1]
+    held = app_images(server)
+    # The running version and the two before it (the rollback's target among them); web only ever had two.
+    assert held["api"] == held["ai-service"] == versions[-keep - 1 :], held
+    assert held["web"] == ["1.0.0", "1.1.0"], held
+    # A release that changes no version prunes nothing (and changes nothing).
+    again = server.deploy("-e", f"pliers_release={versions[-1]}", "-e", f"pliers_images_keep={keep}",
+                          "-e", '{"pliers_versions": {"web": "1.1.0"}}')  # fmt: skip
+    assert again.returncode == 0 and set(recap_changed(again)) == {0}, output(again)
+    assert app_images(server) == held
+
+
 def test_an_engine_older_than_the_stack_needs_is_refused_naming_its_version_and_left_alone(server):
     result = server.deploy("-e", "docker_host_engine_min_version=99.0")
     assert result.returncode != 0
     version = lab_hosts.ssh(server.deployer, "docker version --format '{{.Server.Version}}'").stdout.strip()
     assert f"Docker Engine {version} is older than 99.0 (docker_host_engine_min_version)" in output(result)
     assert server.engine() == server.before
-    assert server.version() == "1.0.0"

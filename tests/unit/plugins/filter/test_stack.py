@@ -12,6 +12,7 @@ from ansible_collections.pliers.deploy.plugins.filter.stack import (
     FILES_LABEL,
     compose_project,
     contribute,
+    prunable_images,
     service_files,
     stack_files,
     stack_plan,
@@ -633,3 +634,56 @@ def test_a_services_other_names_answer_on_each_of_its_networks_in_both_modes():
 def test_an_alias_that_is_no_dns_name_is_refused_naming_the_service(aliases):
     with pytest.raises(AnsibleFilterError, match="service postgres: aliases must be a list of DNS names"):
         render({"postgres": model(networks=["database"], aliases=aliases)}, edge="nginx")
+
+
+# --- prunable_images ----------------------------------------------------------------------------------------------
+
+API = "registry.example:5000/pliers/api"
+WEB = "registry.example:5000/pliers/web"
+
+
+def release(api: str, web: str, result: str = "ok", playbook: str = "deploy") -> dict:
+    return {"versions": {"api": api, "web": web}, "result": result, "playbook": playbook}
+
+
+def held(*tags: str) -> list[dict]:
+    return [{"Id": f"sha256:{index}", "RepoTags": [tag]} for index, tag in enumerate(tags)]
+
+
+def test_the_plan_names_each_app_services_repository():
+    services = {
+        "api": model(),
+        "db": model("data", image="postgres:17"),
+        "web": model(image=f"{WEB}@sha256:" + "a" * 64),
+    }
+    assert stack_plan(services)["repositories"] == {"api": API, "web": WEB}
+
+
+def test_a_host_keeps_the_running_version_and_the_keep_before_it_per_service():
+    history = [release(f"1.{n}.0", "1.0.0") for n in range(6)]
+    images = held(*(f"{API}:1.{n}.0" for n in range(6)), f"{WEB}:1.0.0", "postgres:17", "registry.example:5000/x:1")
+    assert prunable_images(images, {"api": API, "web": WEB}, history, 2) == [
+        f"{API}:1.0.0",
+        f"{API}:1.1.0",
+        f"{API}:1.2.0",
+    ]
+
+
+def test_failed_attempts_and_restores_keep_nothing_and_a_rollback_target_stays():
+    # 1.0.0 -> 1.1.0 -> 1.2.0 failed -> a restore -> rolled back to 1.0.0: the running 1.0.0 and the one before it.
+    restore = {"versions": {}, "result": "ok", "playbook": "restore"}
+    history = [release("1.0.0", "1.0.0"), release("1.1.0", "1.0.0"), release("1.2.0", "1.0.0", "failed"), restore,
+               release("1.0.0", "1.0.0", playbook="rollback")]  # fmt: skip
+    images = held(f"{API}:1.0.0", f"{API}:1.1.0", f"{API}:1.2.0")
+    assert prunable_images(images, {"api": API}, history, 1) == [f"{API}:1.2.0"]
+
+
+def test_an_image_with_several_tags_is_named_by_each_tag_that_may_go():
+    images = [{"Id": "sha256:1", "RepoTags": [f"{API}:1.0.0", f"{API}:old"]}]
+    assert prunable_images(images, {"api": API}, [release("1.0.0", "1.0.0")], 1) == [f"{API}:old"]
+
+
+@pytest.mark.parametrize("keep", [0, -1, "3", True, None])
+def test_keep_must_be_one_or_more(keep):
+    with pytest.raises(AnsibleFilterError, match="keep must be a whole number of 1 or more"):
+        prunable_images([], {"api": API}, [], keep)
