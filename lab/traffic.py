@@ -51,15 +51,22 @@ class _EdgeHandler(urllib.request.HTTPSHandler):
 _OPENER = urllib.request.build_opener(_EdgeHandler())
 
 
-def http(url: str, *, method: str = "GET", body: object = None, timeout: float = 5) -> tuple[int, str]:
-    """(status, body) of one request; HTTP errors are answers too, connection errors give status 0."""
+def http(
+    url: str, *, method: str = "GET", body: object = None, timeout: float = 5, headers_out: dict | None = None
+) -> tuple[int, str]:
+    """(status, body) of one request; HTTP errors are answers too, connection errors give status 0. headers_out, when
+    given, receives the answer's headers (lowercased names)."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - lab addresses only
     try:
         with _OPENER.open(request, timeout=timeout) as response:
+            if headers_out is not None:
+                headers_out.update({name.lower(): value for name, value in response.headers.items()})
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
+        if headers_out is not None:
+            headers_out.update({name.lower(): value for name, value in exc.headers.items()})
         return exc.code, exc.read().decode()
     except (urllib.error.URLError, OSError) as exc:
         return 0, str(exc)

@@ -18,6 +18,7 @@ from lab.common import docker
 from lab.images import Builder, push_all
 from lab.registry import login
 from lab.topology import Lab
+from lab.traffic import http
 
 from .support import ROOT, Target, lab_cli, output, recap_changed
 
@@ -142,6 +143,29 @@ def test_ten_releases_in_a_row_leave_the_running_images_and_keep_more_per_servic
                           "-e", '{"pliers_versions": {"web": "1.1.0"}}')  # fmt: skip
     assert again.returncode == 0 and set(recap_changed(again)) == {0}, output(again)
     assert app_images(server) == held
+
+
+def test_maintenance_answers_503_with_retry_after_but_on_health_endpoints_and_ends_with_nothing_lost(server):
+    status, body = http(f"{server.edge}/api/items", method="POST", body={"name": "before-maintenance"})
+    assert status == 201, body
+    on = server.play("maintenance.yml", "-e", f"@{LAB.credentials}", "-e", "pliers_maintenance=true")
+    assert on.returncode == 0, output(on)
+    for path in ("/", "/api/items", "/ai/"):
+        headers: dict[str, str] = {}
+        status, body = http(f"{server.edge}{path}", headers_out=headers)
+        assert (status, headers.get("retry-after")) == (503, "300"), (path, status, headers, body)
+        assert "Down for maintenance" in body and headers.get("content-type", "").startswith("text/html")
+    for path in ("/api/health", "/ai/health"):
+        headers = {}
+        assert http(f"{server.edge}{path}", headers_out=headers)[0] == 200, path
+        assert "retry-after" not in headers, (path, headers)
+    again = server.play("maintenance.yml", "-e", f"@{LAB.credentials}", "-e", "pliers_maintenance=true")
+    assert again.returncode == 0 and set(recap_changed(again)) == {0}, output(again)
+    off = server.play("maintenance.yml", "-e", f"@{LAB.credentials}", "-e", "pliers_maintenance=false")
+    assert off.returncode == 0, output(off)
+    status, body = http(f"{server.edge}/api/items")
+    assert status == 200 and "before-maintenance" in body, body
+    assert http(f"{server.edge}/")[0] == 200
 
 
 def test_an_engine_older_than_the_stack_needs_is_refused_naming_its_version_and_left_alone(server):
