@@ -17,6 +17,9 @@ from .images import Builder, clean_cache, push_all
 from .registry import CA_DIR, ensure_ca, ensure_registry, login
 from .topology import DEFAULT_NAME, Lab, parse_host_count, parse_ports, parse_user
 
+# The hosts' image by Debian release.
+HOST_IMAGES = {"13": "host", "12": "host-bookworm"}
+
 
 def push_changed(lab: Lab, builder: Builder, address: str) -> int:
     """Push the reference images the registry does not hold yet (by image id); returns how many."""
@@ -38,7 +41,9 @@ def push_changed(lab: Lab, builder: Builder, address: str) -> int:
     return len(stale)
 
 
-def up(lab: Lab, count: int, publish: tuple[str, ...] = (), acme_edge: int = 1, deploy_user: str = "") -> None:
+def up(
+    lab: Lab, count: int, publish: tuple[str, ...] = (), acme_edge: int = 1, deploy_user: str = "", debian: str = "13"
+) -> None:
     started = time.monotonic()
     ensure_engine()
     builder = Builder()
@@ -46,7 +51,7 @@ def up(lab: Lab, count: int, publish: tuple[str, ...] = (), acme_edge: int = 1, 
     lab_hosts.ensure_network(lab)
     address = ensure_registry(lab, tags["registry"])
     pushed = push_changed(lab, builder, address)
-    hosts = lab_hosts.ensure_hosts(lab, count, tags["host"], publish, deploy_user)
+    hosts = lab_hosts.ensure_hosts(lab, count, tags[HOST_IMAGES[debian]], publish, deploy_user)
     if not 1 <= acme_edge <= len(hosts):
         raise LabError(f"--acme-edge must name one of the {len(hosts)} hosts (1-{len(hosts)}), got {acme_edge}")
     acme_root = ensure_acme(lab, tags["acme"], hosts[acme_edge - 1].name, hosts[acme_edge - 1].address)
@@ -114,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="USER",
         help="hosts hardened the usual way: USER logs in with the lab's key and has sudo, root's login is refused",
     )
+    up_parser.add_argument(
+        "--debian", default="13", choices=sorted(HOST_IMAGES), help="the hosts' Debian release (default 13)"
+    )
     commands.add_parser("down", help="remove everything this lab made")
     reset_parser = commands.add_parser("reset", help="recreate hosts as freshly installed")
     reset_parser.add_argument("hosts", nargs="+")
@@ -126,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         lab = Lab(args.name)
         if args.command == "up":
             up(lab, parse_host_count(args.hosts), parse_ports(args.publish), parse_host_count(args.acme_edge),
-               parse_user(args.deploy_user))  # fmt: skip
+               parse_user(args.deploy_user), args.debian)  # fmt: skip
         elif args.command == "down":
             down(lab)
         elif args.command == "reset":
             ensure_engine()
             tags = Builder().build_all()
-            hosts = lab_hosts.reset_hosts(lab, args.hosts, tags["host"], parse_ports(args.publish))
+            # Each host from the newest build of the image it was made from (Debian 13 or 12).
+            images = {name: tags.get(lab_hosts.made_from(name), tags["host"]) for name in args.hosts}
+            hosts = lab_hosts.reset_hosts(lab, args.hosts, images, parse_ports(args.publish))
             lab_hosts.write_inventory(lab, hosts, CA_DIR / "ca.crt")
         elif args.command == "status":
             status(lab)

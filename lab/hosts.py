@@ -224,8 +224,15 @@ def ensure_hosts(lab: Lab, count: int, image: str, publish: tuple[str, ...] = ()
         return list(pool.map(lambda name: _wait_ready(lab, name), names))
 
 
-def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...] = ()) -> list[Host]:
-    """Recreate hosts as freshly installed (container and its Docker volume); returns the lab's running hosts."""
+def made_from(name: str) -> str:
+    """The key of the lab image the host was made from (host, host-bookworm)."""
+    tag = docker("inspect", "--format", '{{index .Config.Labels "pliers.lab.image"}}', name).stdout.strip()
+    return tag.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def reset_hosts(lab: Lab, names: list[str], image: str | dict[str, str], publish: tuple[str, ...] = ()) -> list[Host]:
+    """Recreate hosts as freshly installed (container and its Docker volume), from one image or each from its own
+    (host name -> image); returns the lab's running hosts."""
     known = set(running_hosts(lab))
     unknown = [name for name in names if name not in known]
     if unknown:
@@ -234,9 +241,10 @@ def reset_hosts(lab: Lab, names: list[str], image: str, publish: tuple[str, ...]
         )
     for name in names:
         user = made_for(name)
+        made = image if isinstance(image, str) else image[name]
         docker("rm", "-f", "-v", name)
         docker("volume", "rm", f"{name}-docker")
-        _run_host(lab, name, image, publish if name == lab.host_name(1) else (), user)
+        _run_host(lab, name, made, publish if name == lab.host_name(1) else (), user)
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         list(pool.map(lambda name: _wait_ready(lab, name), names))
     # Every host that runs (a stopped one has no address).

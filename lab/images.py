@@ -71,7 +71,9 @@ def _service(repo: str, tag: str, check: tuple[str, ...], expect: str) -> Image:
 def catalogue() -> list[Image]:
     """Every lab image, bases before the images built on them."""
     images = [
-        Image("host", IMAGES_DIR / "host", "trixie"),
+        Image("host", IMAGES_DIR / "host", "trixie", (), {}, ("cat", "/etc/debian_version"), "13."),
+        # The same server on Debian 12 (python3 3.11, docker.io 20.10 and no Compose v2 in its packages).
+        Image("host-bookworm", IMAGES_DIR / "host", "bookworm", (), {}, ("cat", "/etc/debian_version"), "12."),
         Image("registry", IMAGES_DIR / "registry", "bookworm", (), {}, ("docker-registry", "--version"), " 2.8."),
         Image(
             "acme", IMAGES_DIR / "acme", "trixie", (), {}, ("dpkg-query", "-W", "-f", "${Version}", "pebble"), "2.6."

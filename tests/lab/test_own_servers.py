@@ -2,11 +2,14 @@
 running a Docker engine someone else installed and configured, with a daemon.json of their own. The local
 inventory's whole stack (Compose) is deployed onto it as that user, through sudo, with docker_host_manage_engine
 false: the engine is left alone (the same process, the same daemon.json), and a rerun changes nothing. An engine
-older than the stack needs is refused, naming its version, and still left alone."""
+older than the stack needs is refused, naming its version, and still left alone. A Debian 12 server, whose own
+packages have no Compose v2 (and Docker's repository, which has, is not reachable here), is refused naming what to do,
+with nothing installed."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -174,3 +177,26 @@ def test_an_engine_older_than_the_stack_needs_is_refused_naming_its_version_and_
     version = lab_hosts.ssh(server.deployer, "docker version --format '{{.Server.Version}}'").stdout.strip()
     assert f"Docker Engine {version} is older than 99.0 (docker_host_engine_min_version)" in output(result)
     assert server.engine() == server.before
+
+
+def test_a_debian_12_server_is_refused_naming_what_to_do_with_nothing_installed(tmp_path):
+    lab = Lab("pliers-deb12")
+    lab_cli("down", name=lab.name)
+    try:
+        lab_cli("up", "--hosts", "1", "--debian", "12", name=lab.name)
+        host = lab_hosts.lab_host(lab, lab.host_name(1))
+        assert lab_hosts.ssh(host, "cat /etc/debian_version").stdout.startswith("12.")
+        shutil.copytree(ROOT / "inventories" / "local", tmp_path, dirs_exist_ok=True)
+        hosts = tmp_path / "hosts.yml"
+        hosts.write_text(hosts.read_text().replace("pliers-demo-", f"{lab.name}-"))
+        spec = {"lab": lab, "deployer": lab.host_name(1), "edge": lab.host_name(1), "db": lab.host_name(1)}
+        result = Target("compose-deb12", tmp_path, spec).play("deploy.yml", "-e", f"@{lab.credentials}")
+        assert result.returncode != 0
+        refusal = (
+            r"Debian 12[.0-9]* does not ship Compose v2: use Debian 13 or Ubuntu 24.04, "
+            r"or set docker_host_install_source=docker"
+        )
+        assert re.search(refusal, output(result)), output(result)
+        assert lab_hosts.ssh(host, "dpkg-query -W docker.io", check=False).returncode != 0, "an engine was installed"
+    finally:
+        lab_cli("down", name=lab.name, check=False)

@@ -753,6 +753,26 @@ def test_the_rollback_sets_no_version_the_history_decides():
             assert not passed & versions, template["name"]
 
 
+def test_the_maintenance_template_makes_the_operator_switch_it_on_or_off():
+    # playbooks/maintenance.yml deploys the edge with pliers_maintenance as given: no default may choose for the
+    # operator (its "false" would end a maintenance someone meant to start), and the answer is a string, read | bool.
+    assert documented_wrappers()["maintenance.yml"] == "pliers.deploy.maintenance"
+    assert (ROOT / "playbooks" / "maintenance.yml").is_file()
+    for environment in ENVIRONMENTS:
+        (template,) = [t for t in job_templates() if t["name"] == f"pliers-{environment}-maintenance"]
+        assert template["playbook"] == "maintenance.yml" and collection_playbook(template) == "maintenance"
+        assert environment_of(template) == environment
+        questions = {question["variable"]: question for question in survey(template)}
+        assert set(questions) == {"pliers_maintenance", "pliers_maintenance_retry_after"}, template["name"]
+        switch = questions["pliers_maintenance"]
+        assert switch["type"] == "multiplechoice" and switch["choices"] == ["false", "true"], template["name"]
+        assert switch["required"] is True and switch.get("default", "") == "", template["name"]
+        retry_after = questions["pliers_maintenance_retry_after"]
+        assert retry_after["type"] == "integer" and retry_after["required"] is False, template["name"]
+        assert retry_after["min"] == 1, template["name"]
+        assert retry_after["default"] == options()["pliers_maintenance_retry_after"]["default"] == 300
+
+
 # What a launch may not change: the environment, its credentials, its hosts, its variables past the survey.
 FIXED_AT_LAUNCH = ("inventory", "credential", "execution_environment", "variables", "limit", "scm_branch", "job_type",
                    "skip_tags", "diff_mode")  # fmt: skip
