@@ -772,8 +772,9 @@ def _image_tag(image: str) -> str:
 
 def _image_repository(image: str) -> str:
     """The reference without its tag and digest (registry.example.com:5000/pliers/api)."""
-    head, _, last = str(image).split("@", 1)[0].rpartition("/")
-    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+    path = str(image).split("@", 1)[0]
+    last = path.rsplit("/", 1)[-1]
+    return path[: len(path) - len(last)] + last.split(":", 1)[0]
 
 
 def prunable_images(images: list, repositories: dict, history: list, keep: int) -> list:
