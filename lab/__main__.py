@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             ensure_engine()
             tags = Builder().build_all()
             # Each host from the newest build of the image it was made from (Debian 13 or 12).
-            images = {name: tags.get(lab_hosts.made_from(name), tags["host"]) for name in args.hosts}
+            known = set(lab_hosts.running_hosts(lab))
+            images = {name: tags.get(lab_hosts.made_from(name), tags["host"]) for name in args.hosts if name in known}
             hosts = lab_hosts.reset_hosts(lab, args.hosts, images, parse_ports(args.publish))
             lab_hosts.write_inventory(lab, hosts, CA_DIR / "ca.crt")
         elif args.command == "status":

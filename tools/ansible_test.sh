@@ -14,9 +14,12 @@ cache=~/.ansible/test/cache/get_pip_${pip_version//./_}.py
 # keep theirs outside it).
 read -r -a targets < <("$venv/bin/python" -c 'from ansible_test._util.target.common.constants import \
   REMOTE_ONLY_PYTHON_VERSIONS as remote, CONTROLLER_PYTHON_VERSIONS as controller; print(*remote, *controller)')
+[ "${#targets[@]}" -gt 0 ] || { echo "error: no target Python versions from $venv's ansible-test" >&2; exit 1; }
 search=$venv/bin:$PATH
 for version in "${targets[@]}"; do
-  for dir in /root/.pyenv/versions/"$version".*/bin; do [ -x "$dir/python$version" ] && search=$search:$dir; done
+  for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin; do
+    if [ -x "$dir/python$version" ]; then search=$search:$dir; fi
+  done
 done
 found=()
 for version in "${targets[@]}"; do

@@ -18,6 +18,7 @@ import re
 from ansible.errors import AnsibleFilterError
 from ansible_collections.pliers.deploy.plugins.filter.networks import is_address
 from ansible_collections.pliers.deploy.plugins.filter.secrets import content_version
+from ansible_collections.pliers.deploy.plugins.module_utils._history import NOT_RELEASES
 
 SERVICE_KEYS = frozenset(
     (
@@ -771,31 +772,48 @@ def _image_tag(image: str) -> str:
 
 
 def _image_repository(image: str) -> str:
-    """The reference without its tag and digest (registry.example.com:5000/pliers/api)."""
+    """The reference without its tag and digest, as the engine lists it (registry.example.com:5000/pliers/api; Docker
+    Hub's without docker.io/ and library/)."""
     path = str(image).split("@", 1)[0]
     last = path.rsplit("/", 1)[-1]
-    return path[: len(path) - len(last)] + last.split(":", 1)[0]
+    repository = path[: len(path) - len(last)] + last.split(":", 1)[0]
+    for prefix in ("docker.io/", "library/"):
+        repository = repository.removeprefix(prefix)
+    return repository
 
 
-def prunable_images(images: list, repositories: dict, history: list, keep: int) -> list:
-    """The app images a host holds (docker_host_info's images) that may go: of the app services' repositories
-    (service -> repository, as the plan names them), every tag but the one the last successful release runs and
-    the `keep` versions before it in the history (release_log's entries; a rollback's previous release among them).
-    Newest release first, so at most keep + 1 images stay per service."""
+def prunable_images(images: list, repositories: dict, history: list, keep: int, used: list | None = None) -> list:
+    """The app images a host holds (docker_host_info's images) that may go, by reference or, for an image held by
+    digest alone (a Swarm node pulls the digest a service is pinned to), by id. Of each app service's repository
+    (service -> repository, as the plan names them), every tag but the one the last successful release runs and the
+    `keep` versions before it in the history (release_log's entries, oldest first); of its images held by digest
+    alone, all but the keep + 1 newest. Never an image a container uses (used: their image ids)."""
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise AnsibleFilterError(f"prunable_images: keep must be a whole number of 1 or more, got {keep!r}")
     releases = [
         entry.get("versions") or {}
         for entry in reversed(history or [])
-        if entry.get("result") == "ok" and entry.get("playbook") != "restore"
+        if entry.get("result") == "ok" and entry.get("playbook") not in NOT_RELEASES
     ]
     kept = set()
     for service, repository in repositories.items():
         versions = list(dict.fromkeys(versions[service] for versions in releases if versions.get(service)))
-        kept |= {f"{repository}:{version}" for version in versions[: keep + 1]}
-    wanted = {repository: True for repository in repositories.values()}
-    held = {tag for image in images or [] for tag in image.get("RepoTags") or []}
-    return sorted(tag for tag in held if _image_repository(tag) in wanted and tag not in kept)
+        kept |= {f"{_image_repository(repository)}:{version}" for version in versions[: keep + 1]}
+    wanted = {_image_repository(repository) for repository in repositories.values()}
+    busy = set(used or [])
+    prunable, by_digest = [], {}
+    for image in images or []:
+        if image.get("Id") in busy:
+            continue
+        tags = image.get("RepoTags") or []
+        prunable += [tag for tag in tags if _image_repository(tag) in wanted and tag not in kept]
+        digests = {_image_repository(digest) for digest in image.get("RepoDigests") or []} & wanted
+        if not [tag for tag in tags if not tag.startswith("<none>")] and digests:
+            by_digest.setdefault(min(digests), []).append(image)
+    for held in by_digest.values():
+        newest = sorted(held, key=lambda image: int(image.get("Created") or 0), reverse=True)
+        prunable += [image["Id"] for image in newest[keep + 1 :]]
+    return sorted(prunable)
 
 
 def _migrations(name: str, model: dict, project_dir: str) -> dict:

@@ -56,9 +56,13 @@ def _user() -> str:
         return str(os.getuid())
 
 
+# Recorded too, but they change the data (restore) or the edge (maintenance), not the release that runs.
+NOT_RELEASES = ("restore", "maintenance")
+
+
 def succeeded(entries: list[dict]) -> list[dict]:
-    """The releases that ran: restores are recorded too, but they change the data, not the release that runs."""
-    return [entry for entry in entries if entry.get("result") == "ok" and entry.get("playbook") != "restore"]
+    """The releases that ran."""
+    return [entry for entry in entries if entry.get("result") == "ok" and entry.get("playbook") not in NOT_RELEASES]
 
 
 def rollback_target(module, entries: list[dict], wanted: str) -> dict:

@@ -15,7 +15,7 @@ from ..paths import ROOT
 ROLE = ROOT / "roles" / "docker_host"
 # What the probe finds on a Debian 13 host with docker.io, docker-compose and python3-docker.
 READY = {"engine": True, "enabled": True, "version": "26.1.5+dfsg1", "compose": "2.26.1", "sdk": True,
-         "stack_tools": True, "nft": True, "swarm": "inactive"}  # fmt: skip
+         "stack_tools": True, "nft": True, "swarm": "inactive", "daemon_json": {}}  # fmt: skip
 
 CASES = {
     "ready": ({}, "compose", []),
@@ -23,7 +23,11 @@ CASES = {
     # Not enabled at boot is the owner's choice (socket activation, say): the role neither enables nor refuses it.
     "not_enabled": ({"enabled": False}, "compose", []),
     "stopped": ({"engine": False, "version": "", "swarm": ""}, "compose",
-                ["the Docker engine is not running (systemctl is-active docker)"]),
+                ["the Docker engine does not answer (docker info)"]),
+    # Not run by systemd's docker.service (snap's, say), but answering: fine.
+    "other_unit": ({"engine": False}, "compose", []),
+    "swarm_live_restore": ({"daemon_json": {"live-restore": True}}, "swarm",
+                           ["its daemon.json sets live-restore, which a Swarm refuses"]),
     "old_engine": ({"version": "24.0.7"}, "compose",
                    ["Docker Engine 24.0.7 is older than 25.0 (docker_host_engine_min_version)"]),
     "debian12_engine": ({"version": "20.10.24+dfsg1", "compose": ""}, "compose",
@@ -46,13 +50,12 @@ def rendered(tmp_path: Path) -> dict:
                "probe": {**READY, **changes}, "pliers_mode": mode}
         for name, (changes, mode, _) in CASES.items()
     }  # fmt: skip
-    managers = {"hosts": {"ready_swarm": {}, "swarm_bare_manager": {}}}
+    managers = {"hosts": {"ready_swarm": {}, "swarm_bare_manager": {}, "swarm_live_restore": {}}}
     inventory = {"all": {"hosts": hosts, "children": {"swarm_managers": managers}}}
     out = tmp_path / "problems"
     play = [{
         "hosts": "all", "gather_facts": False,
-        "vars": {"pliers_registry": "registry.example.com", "docker_host_manage_engine": False,
-                 "__docker_host_probe": {"stdout": "{{ probe | to_json }}"}},
+        "vars": {"pliers_registry": "registry.example.com", "__docker_host_probe": {"stdout": "{{ probe | to_json }}"}},
         "tasks": [
             {"ansible.builtin.include_vars": {"file": str(ROLE / "defaults" / "main.yml")}},
             {"ansible.builtin.include_vars": {"file": str(ROLE / "vars" / "main.yml")}},

@@ -687,3 +687,23 @@ def test_an_image_with_several_tags_is_named_by_each_tag_that_may_go():
 def test_keep_must_be_one_or_more(keep):
     with pytest.raises(AnsibleFilterError, match="keep must be a whole number of 1 or more"):
         prunable_images([], {"api": API}, [], keep)
+
+
+def test_a_swarm_nodes_images_held_by_digest_alone_keep_the_newest():
+    # A Swarm node pulls the digest a service is pinned to: no tag, only RepoDigests.
+    images = [{"Id": f"sha256:{n}", "RepoTags": [], "RepoDigests": [f"{API}@sha256:{n}"], "Created": 1000 + n}
+              for n in range(5)]  # fmt: skip
+    images.append({"Id": "sha256:other", "RepoTags": None, "RepoDigests": ["postgres@sha256:9"], "Created": 1})
+    assert prunable_images(images, {"api": API}, [release("1.4.0", "1.0.0")], 2) == ["sha256:0", "sha256:1"]
+
+
+def test_an_image_a_container_uses_is_never_named():
+    images = held(f"{API}:1.0.0", f"{API}:0.9.0")
+    assert prunable_images(images, {"api": API}, [release("1.0.0", "1.0.0")], 1, used=["sha256:1"]) == []
+
+
+def test_maintenance_switches_are_not_releases_and_docker_hub_names_match_as_listed():
+    history = [release("1.0.0", "1.0.0"), release("1.1.0", "1.0.0"), release("1.2.0", "1.0.0"),
+               {"versions": {}, "result": "ok", "playbook": "maintenance"}]  # fmt: skip
+    images = held("pliers/api:1.0.0", "pliers/api:1.1.0", "pliers/api:1.2.0")
+    assert prunable_images(images, {"api": "docker.io/pliers/api"}, history, 1) == ["pliers/api:1.0.0"]

@@ -317,13 +317,13 @@ def test_without_hard_links_a_free_lock_is_still_taken_0600(tmp_path, lock):
     assert not [name for name in os.listdir(os.path.dirname(lock)) if name.endswith(".tmp")]
 
 
-def test_a_restore_is_recorded_but_is_never_a_release_to_roll_back_to(tmp_path):
+@pytest.mark.parametrize(("playbook", "name"), [("restore", "backup 20261201T000000Z"), ("maintenance", "1.1.0")])
+def test_a_restore_or_maintenance_is_recorded_but_is_never_a_release_to_roll_back_to(tmp_path, playbook, name):
     history = str(tmp_path / "releases.log")
     for release in ("1.0.0", "1.1.0"):
         record(tmp_path, history, release)
-    restore = {"user": "alice", "playbook": "restore", "release": "backup 20261201T000000Z", "versions": {},
-               "result": "ok"}  # fmt: skip
-    assert not run("release_log", tmp_path, path=history, record=restore).get("failed")
+    other = {"user": "alice", "playbook": playbook, "release": name, "versions": {}, "result": "ok"}
+    assert not run("release_log", tmp_path, path=history, record=other).get("failed")
     read = run("release_log", tmp_path, path=history)
-    assert read["current"]["release"] == "1.1.0" and "restore backup 20261201T000000Z: ok" in read["lines"][-1]
+    assert read["current"]["release"] == "1.1.0" and f"{playbook} {name}: ok" in read["lines"][-1]
     assert run("release_log", tmp_path, path=history, rollback_to="previous")["target"]["release"] == "1.0.0"
