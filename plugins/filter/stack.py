@@ -782,12 +782,13 @@ def _image_repository(image: str) -> str:
     return repository
 
 
-def prunable_images(images: list, repositories: dict, history: list, keep: int, used: list | None = None) -> list:
-    """The app images a host holds (docker_host_info's images) that may go, by reference or, for an image held by
+def prunable_images(listed: dict, repositories: dict, history: list, keep: int) -> list:
+    """The app images a host holds (listed: docker_host_info's result, with images and containers, verbose) that may
+    go, by reference or, for an image held by
     digest alone (a Swarm node pulls the digest a service is pinned to), by id. Of each app service's repository
     (service -> repository, as the plan names them), every tag but the one the last successful release runs and the
     `keep` versions before it in the history (release_log's entries, oldest first); of its images held by digest
-    alone, all but the keep + 1 newest. Never an image a container uses (used: their image ids)."""
+    alone, all but the keep + 1 newest. Never an image a container uses."""
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise AnsibleFilterError(f"prunable_images: keep must be a whole number of 1 or more, got {keep!r}")
     releases = [
@@ -800,9 +801,9 @@ def prunable_images(images: list, repositories: dict, history: list, keep: int, 
         versions = list(dict.fromkeys(versions[service] for versions in releases if versions.get(service)))
         kept |= {f"{_image_repository(repository)}:{version}" for version in versions[: keep + 1]}
     wanted = {_image_repository(repository) for repository in repositories.values()}
-    busy = set(used or [])
+    busy = {container.get("ImageID") for container in listed.get("containers") or []}
     prunable, by_digest = [], {}
-    for image in images or []:
+    for image in listed.get("images") or []:
         if image.get("Id") in busy:
             continue
         tags = image.get("RepoTags") or []

@@ -646,8 +646,10 @@ def release(api: str, web: str, result: str = "ok", playbook: str = "deploy") ->
     return {"versions": {"api": api, "web": web}, "result": result, "playbook": playbook}
 
 
-def held(*tags: str) -> list[dict]:
-    return [{"Id": f"sha256:{index}", "RepoTags": [tag]} for index, tag in enumerate(tags)]
+def held(*tags: str) -> dict:
+    """docker_host_info's result on a host with these images and no container."""
+    images = [{"Id": f"sha256:{index}", "RepoTags": [tag]} for index, tag in enumerate(tags)]
+    return {"images": images, "containers": []}
 
 
 def test_the_plan_names_each_app_services_repository():
@@ -661,8 +663,8 @@ def test_the_plan_names_each_app_services_repository():
 
 def test_a_host_keeps_the_running_version_and_the_keep_before_it_per_service():
     history = [release(f"1.{n}.0", "1.0.0") for n in range(6)]
-    images = held(*(f"{API}:1.{n}.0" for n in range(6)), f"{WEB}:1.0.0", "postgres:17", "registry.example:5000/x:1")
-    assert prunable_images(images, {"api": API, "web": WEB}, history, 2) == [
+    listed = held(*(f"{API}:1.{n}.0" for n in range(6)), f"{WEB}:1.0.0", "postgres:17", "registry.example:5000/x:1")
+    assert prunable_images(listed, {"api": API, "web": WEB}, history, 2) == [
         f"{API}:1.0.0",
         f"{API}:1.1.0",
         f"{API}:1.2.0",
@@ -674,19 +676,19 @@ def test_failed_attempts_and_restores_keep_nothing_and_a_rollback_target_stays()
     restore = {"versions": {}, "result": "ok", "playbook": "restore"}
     history = [release("1.0.0", "1.0.0"), release("1.1.0", "1.0.0"), release("1.2.0", "1.0.0", "failed"), restore,
                release("1.0.0", "1.0.0", playbook="rollback")]  # fmt: skip
-    images = held(f"{API}:1.0.0", f"{API}:1.1.0", f"{API}:1.2.0")
-    assert prunable_images(images, {"api": API}, history, 1) == [f"{API}:1.2.0"]
+    listed = held(f"{API}:1.0.0", f"{API}:1.1.0", f"{API}:1.2.0")
+    assert prunable_images(listed, {"api": API}, history, 1) == [f"{API}:1.2.0"]
 
 
 def test_an_image_with_several_tags_is_named_by_each_tag_that_may_go():
-    images = [{"Id": "sha256:1", "RepoTags": [f"{API}:1.0.0", f"{API}:old"]}]
-    assert prunable_images(images, {"api": API}, [release("1.0.0", "1.0.0")], 1) == [f"{API}:old"]
+    listed = {"images": [{"Id": "sha256:1", "RepoTags": [f"{API}:1.0.0", f"{API}:old"]}]}
+    assert prunable_images(listed, {"api": API}, [release("1.0.0", "1.0.0")], 1) == [f"{API}:old"]
 
 
 @pytest.mark.parametrize("keep", [0, -1, "3", True, None])
 def test_keep_must_be_one_or_more(keep):
     with pytest.raises(AnsibleFilterError, match="keep must be a whole number of 1 or more"):
-        prunable_images([], {"api": API}, [], keep)
+        prunable_images({}, {"api": API}, [], keep)
 
 
 def test_a_swarm_nodes_images_held_by_digest_alone_keep_the_newest():
@@ -694,16 +696,16 @@ def test_a_swarm_nodes_images_held_by_digest_alone_keep_the_newest():
     images = [{"Id": f"sha256:{n}", "RepoTags": [], "RepoDigests": [f"{API}@sha256:{n}"], "Created": 1000 + n}
               for n in range(5)]  # fmt: skip
     images.append({"Id": "sha256:other", "RepoTags": None, "RepoDigests": ["postgres@sha256:9"], "Created": 1})
-    assert prunable_images(images, {"api": API}, [release("1.4.0", "1.0.0")], 2) == ["sha256:0", "sha256:1"]
+    assert prunable_images({"images": images}, {"api": API}, [release("1.4.0", "1.0.0")], 2) == ["sha256:0", "sha256:1"]
 
 
 def test_an_image_a_container_uses_is_never_named():
-    images = held(f"{API}:1.0.0", f"{API}:0.9.0")
-    assert prunable_images(images, {"api": API}, [release("1.0.0", "1.0.0")], 1, used=["sha256:1"]) == []
+    listed = {**held(f"{API}:1.0.0", f"{API}:0.9.0"), "containers": [{"Id": "c1", "ImageID": "sha256:1"}]}
+    assert prunable_images(listed, {"api": API}, [release("1.0.0", "1.0.0")], 1) == []
 
 
 def test_maintenance_switches_are_not_releases_and_docker_hub_names_match_as_listed():
     history = [release("1.0.0", "1.0.0"), release("1.1.0", "1.0.0"), release("1.2.0", "1.0.0"),
                {"versions": {}, "result": "ok", "playbook": "maintenance"}]  # fmt: skip
-    images = held("pliers/api:1.0.0", "pliers/api:1.1.0", "pliers/api:1.2.0")
-    assert prunable_images(images, {"api": "docker.io/pliers/api"}, history, 1) == ["pliers/api:1.0.0"]
+    listed = held("pliers/api:1.0.0", "pliers/api:1.1.0", "pliers/api:1.2.0")
+    assert prunable_images(listed, {"api": "docker.io/pliers/api"}, history, 1) == ["pliers/api:1.0.0"]
