@@ -784,8 +784,8 @@ def _image_repository(image: str) -> str:
 
 def prunable_images(listed: dict, repositories: dict, history: list, keep: int) -> list:
     """The app images a host holds (listed: docker_host_info's result, with images and containers, verbose) that may
-    go, by reference or, for an image held by
-    digest alone (a Swarm node pulls the digest a service is pinned to), by id. Of each app service's repository
+    go, by reference or, for an image held by digest alone (a Swarm node pulls the digest a service is pinned to), by
+    id. Of each app service's repository
     (service -> repository, as the plan names them), every tag but the one the last successful release runs and the
     `keep` versions before it in the history (release_log's entries, oldest first); of its images held by digest
     alone, all but the keep + 1 newest. Never an image a container uses."""
@@ -809,7 +809,7 @@ def prunable_images(listed: dict, repositories: dict, history: list, keep: int) 
         tags = image.get("RepoTags") or []
         prunable += [tag for tag in tags if _image_repository(tag) in wanted and tag not in kept]
         digests = {_image_repository(digest) for digest in image.get("RepoDigests") or []} & wanted
-        if not [tag for tag in tags if not tag.startswith("<none>")] and digests:
+        if digests and all(tag.startswith("<none>") for tag in tags):
             by_digest.setdefault(min(digests), []).append(image)
     for held in by_digest.values():
         newest = sorted(held, key=lambda image: int(image.get("Created") or 0), reverse=True)
