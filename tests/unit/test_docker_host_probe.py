@@ -21,9 +21,9 @@ STUCK = (
 )
 
 
-def task(service, slot, created, state, error="", stamp="2026-12-03T20:05:00.123456789Z"):
+def task(service, slot, created, state, error="", stamp="2026-12-03T20:05:00.123456789Z", desired="running"):
     return {
-        "ServiceID": service, "Slot": slot, "NodeID": "node-a", "CreatedAt": created, "DesiredState": "running",
+        "ServiceID": service, "Slot": slot, "NodeID": "node-a", "CreatedAt": created, "DesiredState": desired,
         "Status": {"State": state, "Err": error, "Timestamp": stamp},
     }  # fmt: skip
 
@@ -46,6 +46,17 @@ def test_a_slot_running_again_or_a_failure_from_the_engines_earlier_life_is_not_
         task("api", 2, "2026-12-03T20:03:00Z", "failed", "task: non-zero exit (1)"),
     ]
     assert probe.stuck_overlay(tasks, STARTED) == []
+
+
+def test_a_slot_retried_here_after_a_stale_overlay_failure_is_stuck_one_moved_to_another_node_is_not():
+    tasks = [
+        # Pinned here (the database's node): Swarm tries again on this node, and its new task is not running yet.
+        task("postgres", 1, "2026-12-03T20:01:00Z", "rejected", STUCK, desired="shutdown"),
+        task("postgres", 1, "2026-12-03T20:01:05Z", "preparing", stamp="2026-12-03T20:01:05Z"),
+        # Moved: this node's failed task is the slot's last here, and no longer meant to run (it runs elsewhere).
+        task("web", 2, "2026-12-03T20:02:00Z", "rejected", STUCK, desired="shutdown"),
+    ]
+    assert probe.stuck_overlay(tasks, STARTED) == ["postgres"]
 
 
 def test_the_engines_start_is_read_as_systemd_prints_it(monkeypatch):

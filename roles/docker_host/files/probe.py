@@ -81,23 +81,35 @@ def engine_started():
         return datetime.datetime.min.replace(tzinfo=UTC)
 
 
-def newest_by_slot(tasks):
-    """Each slot's newest task on this node (a global service's slot is its node)."""
-    newest = {}
+def slots(tasks):
+    """Each slot's tasks on this node, oldest first (a global service's slot is its node)."""
+    by_slot = {}
     for task in sorted(tasks, key=lambda task: task.get("CreatedAt", "")):
-        newest[(task.get("ServiceID"), task.get("Slot") or task.get("NodeID"))] = task
-    return newest
+        by_slot.setdefault((task.get("ServiceID"), task.get("Slot") or task.get("NodeID")), []).append(task)
+    return by_slot
+
+
+def newest_by_slot(tasks):
+    """Each slot's newest task on this node."""
+    return {slot: history[-1] for slot, history in slots(tasks).items()}
 
 
 def stuck_overlay(tasks, since):
-    """The services whose newest task here failed, since the engine started, on a stale overlay device."""
+    """The services with a slot this node is still to run but does not, whose last failure here, since the engine
+    started, was on a stale overlay device. A slot Swarm moved to another node (its newest task here is no longer
+    meant to run) is not: restarting this engine would only stop what it runs."""
     stuck = set()
-    for task in newest_by_slot(tasks).values():
-        status = task.get("Status", {})
+    for history in slots(tasks).values():
+        newest = history[-1]
+        if newest.get("DesiredState") != "running" or newest.get("Status", {}).get("State") == "running":
+            continue
+        failures = [task["Status"] for task in history if task.get("Status", {}).get("Err")]
+        if not failures:
+            continue
         # To the second: older Pythons parse only 3 or 6 digits of a fraction.
-        stamp = datetime.datetime.fromisoformat(status.get("Timestamp", "0001-01-01T00:00:00")[:19] + "+00:00")
-        if STUCK_OVERLAY in status.get("Err", "") and stamp > since:
-            stuck.add(task.get("ServiceID", ""))
+        stamp = datetime.datetime.fromisoformat(failures[-1].get("Timestamp", "0001-01-01T00:00:00")[:19] + "+00:00")
+        if STUCK_OVERLAY in failures[-1]["Err"] and stamp > since:
+            stuck.add(newest.get("ServiceID", ""))
     return sorted(stuck)
 
 
