@@ -178,10 +178,11 @@ def statuses_at_once(target, path: str, count: int) -> list[int]:
 
 
 def test_a_client_past_the_rate_limit_gets_429_and_is_served_again(deployed):
-    """The lab's limit: 50 requests/second per client on /api/ (burst 50). 200 at once: the burst is served, the
-    rest answered 429; a second later the client is served again."""
-    statuses = statuses_at_once(deployed, "/api/health", 200)
-    print(f"[{deployed.mode}] 200 requests at once: {statuses.count(200)} served, {statuses.count(429)} answered 429")
+    """The lab's limit: 50 requests/second per client on /api/ (burst 50). 500 at once: the burst is served, the
+    rest answered 429; a second later the client is served again. (500: the edge lets them all through only if
+    reading them takes it 9 s, which 200, 3 s, did once on a loaded CI machine.)"""
+    statuses = statuses_at_once(deployed, "/api/health", 500)
+    print(f"[{deployed.mode}] 500 requests at once: {statuses.count(200)} served, {statuses.count(429)} answered 429")
     assert statuses.count(429) > 0 and statuses.count(200) >= 50, statuses
     assert set(statuses) <= {200, 429}, statuses
     time.sleep(2)
