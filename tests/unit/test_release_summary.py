@@ -1,6 +1,7 @@
-"""A run's last words: the stack role's own lock and release tasks (tasks/lock.yml, tasks/release_end.yml), run for
-real on this machine (a local connection), end the output with the attempt as the history records it - the
-release, its duration, each service's version from and to - and the addresses the stack is served at."""
+"""A run's last words: the stack role's own lock and release tasks (tasks/lock.yml, tasks/release_end.yml and the
+last play's tasks/after_release.yml), run for real on this machine (a local connection), end the output with the
+attempt as the history records it - the release, its duration, each service's version from and to - and the addresses
+the stack is served at."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ PLAYBOOK = [{
         {"name": "Record the release and release the lock", "ansible.builtin.import_role": {
             "name": "pliers.deploy.stack", "tasks_from": "release_end", "rolespec_validate": False},
          "vars": {"_stack_result": "ok"}},
+        {"name": "Say what the run did", "ansible.builtin.import_role": {
+            "name": "pliers.deploy.stack", "tasks_from": "after_release", "rolespec_validate": False}},
     ],
 }]  # fmt: skip
 
