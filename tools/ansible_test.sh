@@ -43,10 +43,10 @@ others=()
 for version in "${found[@]}"; do
   if [ "$version" != 3.12 ] && ! printf '%s\n' "${covered[@]}" | grep -qxF "$version"; then others+=("$version"); fi
 done
-before=${covered[*]:+ (those of the ansible-core run before: ${covered[*]})}
+before=${covered[*]:+ (not those the ansible-core run before covered: ${covered[*]})}
+absent=${missing:+ (not on this machine: $missing)}
 echo "ansible-test of $("$venv/bin/ansible" --version | sed -n 1p): sanity and units on Python 3.12;" \
-  "the target code's compile, import and units on ${others[*]:-no other Python}$before" \
-  "${missing:+(not on this machine: $missing)}"
+  "the target code's compile, import and units on ${others[*]:-no other Python}$before$absent"
 PATH=$search ansible-test sanity --venv --python 3.12
 PATH=$search ansible-test units --venv --python 3.12
 for version in "${others[@]}"; do

@@ -59,6 +59,19 @@ def test_a_slot_retried_here_after_a_stale_overlay_failure_is_stuck_one_moved_to
     assert probe.stuck_overlay(tasks, STARTED) == ["postgres"]
 
 
+def test_a_slot_waiting_out_its_restart_delay_is_stuck_one_whose_last_task_ran_and_ended_otherwise_is_not():
+    tasks = [
+        # Swarm's replacement waits for the restart delay as "ready".
+        task("postgres", 1, "2026-12-03T20:01:00Z", "rejected", STUCK, desired="shutdown"),
+        task("postgres", 1, "2026-12-03T20:01:05Z", "ready", stamp="2026-12-03T20:01:05Z", desired="ready"),
+        # The stale device once, then a task that ran and was shut down: the new one starting is not stuck.
+        task("redis", 1, "2026-12-03T20:01:00Z", "rejected", STUCK, desired="shutdown"),
+        task("redis", 1, "2026-12-03T20:02:00Z", "shutdown", desired="shutdown"),
+        task("redis", 1, "2026-12-03T20:06:00Z", "starting"),
+    ]
+    assert probe.stuck_overlay(tasks, STARTED) == ["postgres"]
+
+
 def test_the_engines_start_is_read_as_systemd_prints_it(monkeypatch):
     monkeypatch.setattr(probe, "output", lambda *argv: "Thu 2026-12-03 20:00:00 UTC")
     assert probe.engine_started() == STARTED

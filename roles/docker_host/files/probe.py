@@ -95,20 +95,21 @@ def newest_by_slot(tasks):
 
 
 def stuck_overlay(tasks, since):
-    """The services with a slot this node is still to run but does not, whose last failure here, since the engine
-    started, was on a stale overlay device. A slot Swarm moved to another node (its newest task here is no longer
-    meant to run) is not: restarting this engine would only stop what it runs."""
+    """The services with a slot this node is still to run but does not (its newest task here is meant to run, or to
+    run once the restart delay is over), whose last task here to end, since the engine started, ended on a stale
+    overlay device. A slot Swarm moved to another node (its newest task here is no longer meant to run) is not, nor
+    one whose last task here ran and ended otherwise: restarting this engine would only stop what it runs."""
     stuck = set()
     for history in slots(tasks).values():
         newest = history[-1]
-        if newest.get("DesiredState") != "running" or newest.get("Status", {}).get("State") == "running":
+        if newest.get("DesiredState") not in ("ready", "running") or newest.get("Status", {}).get("State") == "running":
             continue
-        failures = [task["Status"] for task in history if task.get("Status", {}).get("Err")]
-        if not failures:
-            continue
+        # The newest task, if it failed already; otherwise the one before it.
+        ended = newest if newest.get("Status", {}).get("Err") else (history[-2] if len(history) > 1 else {})
+        status = ended.get("Status", {})
         # To the second: older Pythons parse only 3 or 6 digits of a fraction.
-        stamp = datetime.datetime.fromisoformat(failures[-1].get("Timestamp", "0001-01-01T00:00:00")[:19] + "+00:00")
-        if STUCK_OVERLAY in failures[-1]["Err"] and stamp > since:
+        stamp = datetime.datetime.fromisoformat(status.get("Timestamp", "0001-01-01T00:00:00")[:19] + "+00:00")
+        if STUCK_OVERLAY in status.get("Err", "") and stamp > since:
             stuck.add(newest.get("ServiceID", ""))
     return sorted(stuck)
 
