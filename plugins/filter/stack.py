@@ -782,6 +782,15 @@ def _image_repository(image: str) -> str:
     return repository
 
 
+def maintenance_open(verify_paths: list) -> list:
+    """The paths the edge still answers in maintenance (pliers_maintenance), sorted: the routed services' verify paths
+    (their health endpoints) but "/", which is every page of the web. The edge's configuration and the deploy's
+    verification both read them here."""
+    if not isinstance(verify_paths, list) or not all(isinstance(path, str) for path in verify_paths):
+        raise AnsibleFilterError(f"maintenance_open: expected a list of paths, got {verify_paths!r}")
+    return sorted(set(verify_paths) - {"/"})
+
+
 def prunable_images(listed: dict, repositories: dict, history: list, keep: int) -> list:
     """The app images a host holds (listed: docker_host_info's result, with images and containers, verbose) that may
     go, by reference or, for an image held by digest alone (a Swarm node pulls the digest a service is pinned to), by
@@ -993,4 +1002,5 @@ class FilterModule:
             "stack_stores": stack_stores,
             "contribute": contribute,
             "prunable_images": prunable_images,
+            "maintenance_open": maintenance_open,
         }

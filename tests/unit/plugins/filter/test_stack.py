@@ -12,6 +12,7 @@ from ansible_collections.pliers.deploy.plugins.filter.stack import (
     FILES_LABEL,
     compose_project,
     contribute,
+    maintenance_open,
     prunable_images,
     service_files,
     stack_files,
@@ -634,6 +635,19 @@ def test_a_services_other_names_answer_on_each_of_its_networks_in_both_modes():
 def test_an_alias_that_is_no_dns_name_is_refused_naming_the_service(aliases):
     with pytest.raises(AnsibleFilterError, match="service postgres: aliases must be a list of DNS names"):
         render({"postgres": model(networks=["database"], aliases=aliases)}, edge="nginx")
+
+
+# --- maintenance_open ---------------------------------------------------------------------------------------------
+
+
+def test_maintenance_leaves_the_health_endpoints_open_but_the_webs_every_page():
+    assert maintenance_open(["/", "/api/health", "/ai/health", "/api/health"]) == ["/ai/health", "/api/health"]
+    assert maintenance_open(["/"]) == []
+
+
+def test_maintenance_open_refuses_what_is_not_a_list_of_paths():
+    with pytest.raises(AnsibleFilterError, match="maintenance_open: expected a list of paths"):
+        maintenance_open("/api/health")
 
 
 # --- prunable_images ----------------------------------------------------------------------------------------------
