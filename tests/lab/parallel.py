@@ -46,6 +46,15 @@ def summary(output: str) -> list[str]:
     return kept + [line for line in lines[-1:] if line not in kept]
 
 
+def cpu_seconds() -> tuple[float, float, float]:
+    """The machine's CPU time so far, summed over its CPUs (seconds, from /proc/stat): busy, idle, and stolen by the
+    hypervisor (a share of busy)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle, steal = fields[3] + fields[4], fields[7]  # idle and iowait; steal
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / ticks, idle / ticks, steal / ticks
+
+
 def start(name: str, command: list[str], environment: dict[str, str]) -> tuple:
     process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -57,6 +66,7 @@ def start(name: str, command: list[str], environment: dict[str, str]) -> tuple:
 
 def main(argv: list[str]) -> int:
     REPORTS.mkdir(parents=True, exist_ok=True)
+    cpu_before = cpu_seconds()
     running = []
     if argv[:1] == ["--offline"]:
         # Not the parent make's jobserver: the offline make runs its own jobs.
@@ -77,15 +87,25 @@ def main(argv: list[str]) -> int:
     for name in PYTEST_GROUPS:
         environment = {**os.environ, "PLIERS_LAB_GROUPS": name, "PYTHONUNBUFFERED": "1"}
         running.append(start(name, [str(pytest), "-m", "lab", "-p", "no:cacheprovider", *argv], environment))
-    failed = []
+    failed, used = [], {}
     for name, process, thread, log in running:
-        process.wait()
+        # The lane's own CPU time, its ansible-playbooks' and SSH clients' included (the lab hosts' is the engine's).
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        used[name] = usage.ru_utime + usage.ru_stime
         thread.join()
         if process.returncode != 0:
             failed.append(f"{name} (exit {process.returncode}, log {log})")
     for name, _, _, log in running:
         for line in summary(log.read_text()):
             print(f"{name}: {line}")
+    # Where the run's time went: how busy the machine's CPUs were, and how much of it the lanes' processes took.
+    busy, idle, steal = (now - before for now, before in zip(cpu_seconds(), cpu_before, strict=True))
+    print(
+        f"CPU: {100 * busy / max(busy + idle, 1):.0f}% busy over {os.cpu_count()} CPUs (busy {busy:.0f} s, of it "
+        f"stolen {steal:.0f} s; idle {idle:.0f} s); the lanes' processes: "
+        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in used.items())
+    )
     if failed:
         print("failed: " + "; ".join(failed), file=sys.stderr)
         return 1
