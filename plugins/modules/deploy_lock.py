@@ -19,7 +19,13 @@ description:
   - With O(take_over), takes over the hold of a run the caller found dead, only if the lock file still holds
     that run's token.
   - With O(state=present) and O(token), renews this run's own hold. If the lock was taken over by another run
-    meanwhile (or is gone), fails - a run whose lock was taken over must stop.
+    meanwhile (or is gone), fails - a run whose lock was taken over must stop. With O(history), the attempt
+    (O(record)) is appended to the release history first, in the same round trip: the attempt is recorded and the
+    lock kept, for work the run still does under it; if the lock is no longer this run's, a warning says so and
+    RV(token) is empty (the attempt stands; the work is not to be done).
+  - Taking the lock with O(history) (and no O(record)) returns the versions of the last successful release in it
+    (RV(previous_versions)): what this run's attempt will record as its C(from), as no other run records one
+    while this run holds the lock.
   - With O(state=absent), releases the lock, if O(token) still holds it (a lock broken or taken over by
     another run is left to that run); with O(history), the attempt (O(record)) is appended to the release
     history first, in the same round trip, whoever holds the lock by then.
@@ -94,12 +100,16 @@ options:
     type: str
     version_added: 0.2.0
   history:
-    description: With O(state=absent), the release history (as M(pliers.deploy.release_log)'s O(path)) the attempt
-      O(record) is appended to before the lock is released.
+    description:
+      - The release history (as M(pliers.deploy.release_log)'s O(path)).
+      - With O(state=absent), or O(state=present) and O(token), the attempt O(record) is appended to it before the
+        lock is released or renewed.
+      - Taking the lock, it is read for RV(previous_versions).
     type: path
     version_added: 0.2.0
   record:
-    description: With O(history), the attempt to record, as M(pliers.deploy.release_log)'s O(record).
+    description: With O(history), the attempt to record, as M(pliers.deploy.release_log)'s O(record). Required to
+      release or renew with O(history).
     type: dict
     version_added: 0.2.0
   wait:
@@ -138,6 +148,13 @@ EXAMPLES = r"""
     take_over: "{{ refused.holder_token }}"
     take_over_reason: its deploy process is gone
 
+- name: Record the attempt and keep the lock, for work still to do under it
+  pliers.deploy.deploy_lock:
+    path: /var/lib/pliers/production/deploy.lock
+    token: "{{ lock.token }}"
+    history: /var/lib/pliers/production/releases.log
+    record: {user: alice, controller: ops-1, playbook: deploy, release: 1.1.0, result: ok, versions: {api: 1.1.0}}
+
 - name: Record the attempt and release the lock
   pliers.deploy.deploy_lock:
     path: /var/lib/pliers/production/deploy.lock
@@ -149,7 +166,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 token:
-  description: Identifies this run's hold on the lock (O(state=present)); empty in check mode.
+  description: Identifies this run's hold on the lock (O(state=present)); empty in check mode, and when a renewal
+    with O(history) finds the lock no longer this run's.
   returned: success
   type: str
 holder:
@@ -165,7 +183,7 @@ recorded:
 recorded_line:
   description: With O(history), that attempt as M(pliers.deploy.release_log) prints it (the release, its duration,
     each service's version from and to); empty without O(history).
-  returned: with O(state=absent)
+  returned: when releasing, or renewing with O(history)
   type: str
   sample: "#4 2026-11-27T01:02:17+00:00 root@vm deploy 1.1.0: ok 45.7s (api 1.0.0->1.1.0, web 1.0.0->1.1.0)"
   version_added: 0.2.0
@@ -178,6 +196,13 @@ taken_over:
     the C(reason), or empty.
   returned: success
   type: dict
+  version_added: 0.2.0
+previous_versions:
+  description: Taking the lock with O(history), the versions of the last successful release in the history (the
+    C(from) this run's attempt will record); empty when there is none.
+  returned: when taking the lock
+  type: dict
+  sample: {api: 1.0.0, ai-service: 1.0.0, web: 1.0.0}
   version_added: 0.2.0
 waited:
   description: How many seconds this run waited for the lock (O(wait)); V(0) without O(wait).
@@ -207,7 +232,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.pliers.deploy.plugins.module_utils._history import append, line
+from ansible_collections.pliers.deploy.plugins.module_utils._history import append, line, succeeded
 from ansible_collections.pliers.deploy.plugins.module_utils._history import read as read_history
 
 # Targets may run Python 3.9 or 3.10, which have no datetime.UTC.
@@ -385,30 +410,54 @@ def refuse(module, path: str, current: dict, prefix: str = "") -> None:
     )
 
 
+def recorded(module) -> dict:
+    """With history, the attempt record appended to it (whoever holds the lock by now: it happened), as the
+    results say it."""
+    if not module.params["history"]:
+        return {}
+    history = module.params["history"]
+    entry = append(module, history, read_history(module, history), module.params["record"])
+    return {"recorded": entry, "recorded_line": line(entry)}
+
+
 def renew(module, path: str) -> None:
     token = module.params["token"]
+    said = recorded(module)
 
     def check(current: dict | None) -> None:
         if current is None or current.get("token") != token:
             now_held = describe(current) if current is not None else "free"
+            if said:
+                # The attempt is recorded and stands; the work it kept the lock for is not done without it.
+                module.warn(f"the deploy lock {path} is no longer this run's (now {now_held}): not kept")
+                module.exit_json(changed=False, token="", holder=shown(current), broken={}, taken_over={}, **said)
             module.fail_json(
                 msg=f"the deploy lock {path} is no longer this run's (now {now_held}): this run stops here",
                 holder=shown(current),
                 broken={},
                 taken_over={},
+                **said,
             )
 
     if module.check_mode:
         current = read(path)
         check(current)
-        module.exit_json(changed=False, token=token, holder=shown(current), broken={}, taken_over={})
+        module.exit_json(changed=False, token=token, holder=shown(current), broken={}, taken_over={}, **said)
     with guard(module, path):
         current = read(path)
         check(current)
         record = dict(current, renewed=now())
         record.setdefault("lease", module.params["lease"])
         replace(module, path, record)
-    module.exit_json(changed=False, token=token, holder=shown(record), broken={}, taken_over={})
+    module.exit_json(changed=False, token=token, holder=shown(record), broken={}, taken_over={}, **said)
+
+
+def previous_versions(module) -> dict:
+    """With history, the versions of the last successful release in it."""
+    if not module.params["history"]:
+        return {}
+    good = succeeded(read_history(module, module.params["history"]))
+    return good[-1].get("versions") or {} if good else {}
 
 
 def judge(module, path: str, current: dict) -> tuple[str, str]:
@@ -456,7 +505,14 @@ def take(module, path: str) -> None:
             taken_over = dict(shown(current), reason=reason)
             module.warn(f"check mode: would take over {what}")
         broken = shown(current) if taken_over and params["break_lock"] else {}
-        module.exit_json(changed=False, token="", holder=shown(current), broken=broken, taken_over=taken_over)
+        module.exit_json(
+            changed=False,
+            token="",
+            holder=shown(current),
+            broken=broken,
+            taken_over=taken_over,
+            previous_versions=previous_versions(module),
+        )
     stamp = now()
     holder = dict(params["holder"], since=stamp, renewed=stamp, lease=params["lease"], token=uuid.uuid4().hex)
     with guard(module, path):
@@ -471,16 +527,18 @@ def take(module, path: str) -> None:
             module.warn(f"took over {what}")
             taken_over = dict(shown(current), reason=reason)
     broken = shown(current) if taken_over and params["break_lock"] else {}
-    module.exit_json(changed=False, token=holder["token"], holder=shown(holder), broken=broken, taken_over=taken_over)
+    module.exit_json(
+        changed=False,
+        token=holder["token"],
+        holder=shown(holder),
+        broken=broken,
+        taken_over=taken_over,
+        previous_versions=previous_versions(module),
+    )
 
 
 def release(module, path: str) -> None:
-    # The attempt is recorded whoever holds the lock by now: it happened.
-    recorded = {}
-    if module.params["history"]:
-        history = module.params["history"]
-        recorded = append(module, history, read_history(module, history), module.params["record"])
-    said = {"recorded": recorded, "recorded_line": line(recorded) if recorded else ""}
+    said = recorded(module) or {"recorded": {}, "recorded_line": ""}
 
     def check(current: dict | None) -> None:
         if current is None:
@@ -517,8 +575,14 @@ def main() -> None:
         argument_spec=argument_spec,
         supports_check_mode=True,
         required_if=[("state", "absent", ["token"])],
-        required_by={"record": "history", "history": "record"},
+        required_by={"record": "history"},
     )
+    params = module.params
+    releases_or_renews = params["state"] == "absent" or (params["token"] and not params["take_over"])
+    if params["history"] and not params["record"] and releases_or_renews:
+        module.fail_json(msg="history needs record to release or renew the lock: the attempt to record")
+    if params["record"] and not releases_or_renews:
+        module.fail_json(msg="record is recorded as the lock is released or renewed (with token), not as it is taken")
     if module.params["state"] == "present":
         take(module, module.params["path"])
     else:

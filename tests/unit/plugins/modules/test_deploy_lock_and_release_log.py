@@ -327,3 +327,51 @@ def test_a_restore_or_maintenance_is_recorded_but_is_never_a_release_to_roll_bac
     read = run("release_log", tmp_path, path=history)
     assert read["current"]["release"] == "1.1.0" and f"{playbook} {name}: ok" in read["lines"][-1]
     assert run("release_log", tmp_path, path=history, rollback_to="previous")["target"]["release"] == "1.0.0"
+
+
+def test_taking_the_lock_with_the_history_says_the_last_good_releases_versions(tmp_path, lock):
+    history = str(tmp_path / "releases.log")
+    first = run("deploy_lock", tmp_path, path=lock, holder={"user": "alice"}, history=history)
+    assert first["previous_versions"] == {}, "no history: no previous release"
+    run("deploy_lock", tmp_path, path=lock, state="absent", token=first["token"])
+    record(tmp_path, history, "1.0.0")
+    record(tmp_path, history, "broken", result="failed")
+    run("release_log", tmp_path, path=history, record={"playbook": "maintenance", "versions": {}, "result": "ok"})
+    taken = run("deploy_lock", tmp_path, path=lock, holder={"user": "alice"}, history=history)
+    assert taken["previous_versions"]["api"] == "1.0.0", "a failed attempt or a maintenance switch is no release"
+    checked = run("deploy_lock", tmp_path, check_mode=True, path=lock, holder={"user": "bob"}, history=history,
+                  break_lock=True)  # fmt: skip
+    assert checked["previous_versions"]["api"] == "1.0.0"
+
+
+def test_a_renewal_with_the_history_records_the_attempt_and_keeps_the_lock(tmp_path, lock):
+    history = str(tmp_path / "releases.log")
+    record(tmp_path, history, "1.0.0")
+    taken = run("deploy_lock", tmp_path, path=lock, holder={"user": "alice"}, history=history)
+    attempt = {"user": "alice", "playbook": "deploy", "release": "1.1.0", "versions": {"api": "1.1.0"}, "result": "ok"}
+    kept = run("deploy_lock", tmp_path, path=lock, token=taken["token"], history=history, record=attempt)
+    assert not kept.get("failed") and kept["token"] == taken["token"] and lock_file(lock)["token"] == taken["token"]
+    assert kept["recorded"]["from"] == taken["previous_versions"] and "api 1.0.0->1.1.0" in kept["recorded_line"]
+    assert [entry["release"] for entry in run("release_log", tmp_path, path=history)["entries"]] == ["1.0.0", "1.1.0"]
+    released = run("deploy_lock", tmp_path, path=lock, state="absent", token=taken["token"])
+    assert not released.get("failed") and released["recorded"] == {} and not Path(lock).exists()
+    # A lock another run holds by now is not kept, with a warning; the attempt is still recorded (it happened).
+    other = run("deploy_lock", tmp_path, path=lock, holder={"user": "bob"})
+    late = run("deploy_lock", tmp_path, path=lock, token=taken["token"], history=history, record=attempt)
+    assert not late.get("failed") and late["token"] == "" and late["recorded"]["id"] == 3
+    assert any("no longer this run's (now bob@" in warning for warning in warnings(late))
+    assert lock_file(lock)["token"] == other["token"]
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ({"state": "absent", "token": ALICES, "history": "h.log"}, "history needs record"),
+        ({"token": ALICES, "history": "h.log"}, "history needs record"),
+        ({"holder": {"user": "bob"}, "history": "h.log", "record": {"result": "ok"}}, "not as it is taken"),
+    ],
+)
+def test_a_record_goes_with_a_release_or_a_renewal_only(tmp_path, lock, args, problem):
+    refused = run("deploy_lock", tmp_path, path=lock, **{**args, "history": str(tmp_path / args["history"])})
+    assert refused["failed"] and problem in refused["msg"]
+    assert not (tmp_path / "h.log").exists() and not Path(lock).exists()
