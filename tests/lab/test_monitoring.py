@@ -211,21 +211,28 @@ def test_prometheus_reads_the_docker_api_through_its_proxy_which_refuses_the_res
     assert readers == {f"{STACK}_prometheus-docker-api"}
 
 
-@pytest.mark.parametrize("deployed", ["swarm"], indirect=True)
-def test_prometheus_data_root_wrote_is_handed_to_prometheus_and_kept(deployed):
-    """Upgrading from the releases that ran Prometheus as root in Swarm mode: its TSDB is root's, which Prometheus,
-    now its image's user, cannot write. The deploy hands it over (Prometheus stopped meanwhile) and keeps the data;
-    once handed over there is nothing to hand (Molecule's idempotence run shows it)."""
+@pytest.mark.parametrize("deployed", ["compose", "swarm"], indirect=True)
+def test_monitoring_data_an_earlier_release_wrote_is_handed_to_its_user_and_kept(deployed):
+    """Upgrading from 0.1.0, which ran Prometheus and Alertmanager as uid 100 (and Prometheus as root in Swarm mode
+    before its Docker API proxy): their data is not their user's (65534, the upstream images'), which, with no
+    capability, cannot write it. The deploy hands each volume over (its service stopped meanwhile) and keeps the
+    data; once handed over there is nothing to hand (Molecule's idempotence run shows it)."""
     before = int(lab_hosts.ssh(deployed.deployer, "date +%s").stdout.strip()) - 5
     wait_for(lambda: deployed.promql(f"count(up @ {before})"), timeout=60, interval=3, what="samples to keep")
-    mountpoint = lab_hosts.ssh(
-        deployed.deployer, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {STACK}_prometheus_data"
-    ).stdout.strip()
-    lab_hosts.ssh(deployed.deployer, f"chown -R 0:0 {mountpoint}")
+    volumes = {"prometheus_data": "100:101", "alertmanager_data": "0:0"}
+    mountpoints = {
+        volume: lab_hosts.ssh(
+            deployed.deployer, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {STACK}_{volume}"
+        ).stdout.strip()
+        for volume in volumes
+    }
+    for volume, owner in volumes.items():
+        lab_hosts.ssh(deployed.deployer, f"chown -R {owner} {mountpoints[volume]}")
     result = deployed.play("deploy.yml")
     assert result.returncode == 0, output(result)
-    assert task_changed(result, "hand every file of the volume to Prometheus's user"), output(result)
-    owners = lab_hosts.ssh(deployed.deployer, f"find {mountpoint} ! -user 100 | head -3").stdout.strip()
-    assert owners == "", f"not Prometheus's: {owners}"
+    assert task_changed(result, "hand every file of each such volume to its user"), output(result)
+    for volume, mountpoint in mountpoints.items():
+        foreign = lab_hosts.ssh(deployed.deployer, f"find {mountpoint} ! -user 65534 | head -3").stdout.strip()
+        assert foreign == "", f"{volume}: not its user's: {foreign}"
     kept = wait_for(lambda: deployed.promql(f"count(up @ {before})"), timeout=60, interval=3, what="the samples kept")
     assert int(kept[0]["value"][1]) > 0
