@@ -20,11 +20,11 @@ description:
     that run's token.
   - With O(state=present) and O(token), renews this run's own hold. If the lock was taken over by another run
     meanwhile (or is gone), fails - a run whose lock was taken over must stop. With O(history), the attempt
-    (O(record)) is appended to the release history first, in the same round trip: the attempt is recorded and the
+    (O(record)) is appended to the release history first, in the same round trip - the attempt is recorded and the
     lock kept, for work the run still does under it; if the lock is no longer this run's, a warning says so and
     RV(token) is empty (the attempt stands; the work is not to be done).
   - Taking the lock with O(history) (and no O(record)) returns the versions of the last successful release in it
-    (RV(previous_versions)): what this run's attempt will record as its C(from), as no other run records one
+    (RV(previous_versions)) - what this run's attempt will record as its C(from), as no other run records one
     while this run holds the lock.
   - With O(state=absent), releases the lock, if O(token) still holds it (a lock broken or taken over by
     another run is left to that run); with O(history), the attempt (O(record)) is appended to the release
