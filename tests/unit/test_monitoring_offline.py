@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
+from ..image_contracts import CONTRACTS
 from ..render import render_stack
 from .schemas import schema_file
 
@@ -225,6 +226,22 @@ def test_no_app_container_shares_a_network_with_prometheus_alertmanager_grafana_
     assert "--enable-feature=agent" in agent["command"]  # the inventories' Prometheus 2.42
     # What the exporters measure is on their network.
     assert {"postgres", "redis"} <= {name for name, svc in services.items() if "metrics" in svc.get("networks", [])}
+
+
+def test_each_health_check_runs_a_program_the_upstream_image_has(rendered):
+    """The upstream images are busybox, Alpine or Debian ones (tests/image_contracts.py); a health check that needs
+    more (bash, curl) would pass in the lab, whose images are Debian's, and never on the upstream image."""
+    _, services = rendered
+    checked = {}
+    for contract in CONTRACTS:
+        for name in set(contract.services) & set(services):
+            test = services[name]["healthcheck"]["test"]
+            program = "sh" if test[0] == "CMD-SHELL" else test[1]
+            checked[name] = program
+            # The nginx exporter's image is built from scratch: no program there yet (docs/images.md).
+            if contract.tools:
+                assert program in contract.tools, f"{name}: {program} is not in {contract.upstream}"
+    assert {"postgres", "redis", "prometheus", "alertmanager", "redis-exporter"} <= set(checked), checked
 
 
 def test_only_the_docker_api_proxies_mount_the_engines_socket(rendered, mode):

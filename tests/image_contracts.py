@@ -1,0 +1,52 @@
+"""The contract of the upstream image each lab image stands in for (docs/images.md), as far as tests check it:
+the lab test (tests/lab/test_image_contracts.py) holds each lab image to it, an offline one
+(tests/unit/test_monitoring_offline.py) holds the stack's health checks to the programs it promises.
+
+Not here yet: etcd (the lab's runs as 2379, upstream's as root: docs/images.md says what the collection has to do
+first)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Contract:
+    image: str  # the lab image's key
+    upstream: str  # the image it stands in for
+    user: str  # uid:gid it runs as, or the account the entrypoint drops to (postgres, redis start as root)
+    account: str = ""  # the account that uid:gid belongs to, when the entrypoint switches to it
+    data: tuple[str, ...] = ()  # directories it keeps its state in, owned by the user
+    ports: tuple[str, ...] = ()  # ExposedPorts
+    # The programs the upstream image has that the collection may run in it (a health check's, a module's); empty
+    # when it has none at all (an image built from scratch).
+    tools: tuple[str, ...] = ()
+    # The stack's services that run it.
+    services: tuple[str, ...] = ()
+
+
+# busybox's: what the Prometheus project's images (and Alpine ones) offer a health check.
+BUSYBOX = ("sh", "wget")
+
+CONTRACTS = (
+    Contract("postgres", "postgres:17-trixie", "999:999", "postgres", ("/var/lib/postgresql/data",), ("5432/tcp",),
+             ("bash", "sh", "pg_isready", "psql", "pg_dump", "pg_restore"), ("postgres",)),
+    Contract("redis", "redis:8-trixie", "999:999", "redis", ("/data",), ("6379/tcp",),
+             ("bash", "sh", "redis-cli"), ("redis",)),
+    Contract("nginx", "nginxinc/nginx-unprivileged:1.30", "101:101", ports=("8080/tcp",),
+             tools=("sh", "curl"), services=("edge",)),
+    Contract("prometheus", "prom/prometheus:v3", "65534:65534", data=("/prometheus",), ports=("9090/tcp",),
+             tools=(*BUSYBOX, "promtool"), services=("prometheus", "prometheus-agent")),
+    Contract("alertmanager", "prom/alertmanager:v0.33", "65534:65534", data=("/alertmanager",), ports=("9093/tcp",),
+             tools=(*BUSYBOX, "amtool"), services=("alertmanager",)),
+    Contract("node-exporter", "prom/node-exporter:v1.12", "65534:65534", ports=("9100/tcp",), tools=BUSYBOX,
+             services=("node-exporter",)),
+    Contract("postgres-exporter", "prometheuscommunity/postgres-exporter:v0.20", "65534:65534", ports=("9187/tcp",),
+             tools=BUSYBOX, services=("postgres-exporter",)),
+    Contract("redis-exporter", "oliver006/redis_exporter:v1.88-alpine", "59000:59000", ports=("9121/tcp",),
+             tools=BUSYBOX, services=("redis-exporter",)),
+    # Built from scratch: no program but the exporter. Its health check cannot run there yet (docs/images.md).
+    Contract("nginx-exporter", "nginx/nginx-prometheus-exporter:1.5", "1001:1001", ports=("9113/tcp",),
+             services=("edge-exporter",)),
+    Contract("haproxy", "haproxy:3.2", "99:99", "haproxy", tools=("bash", "sh", "test")),
+)  # fmt: skip
