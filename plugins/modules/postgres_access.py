@@ -115,7 +115,7 @@ requirements:
 EXAMPLES = r"""
 - name: The owner the migrations run as, the api's login, the exporter's
   pliers.deploy.postgres_access:
-    image: registry.example.com/pliers/postgres:15
+    image: registry.example.com/library/postgres:15-bookworm
     network: pliers-production_database
     database: pliers
     admin_user: pliers

@@ -102,7 +102,7 @@ requirements:
 EXAMPLES = r"""
 - name: The api's user, the exporter's and the backup's
   pliers.deploy.redis_access:
-    image: registry.example.com/pliers/redis:7.0
+    image: registry.example.com/library/redis:7.0.15-bookworm
     network: pliers-production_backend
     admin_password_file: /opt/pliers/production/secrets/redis/admin_password
     accounts:

@@ -17,7 +17,7 @@ def trust_lab_ca(host, registry: str) -> None:
 def test_a_host_logs_in_over_tls_and_is_refused_without_credentials(test_lab, docker_hosts):
     host, registry = docker_hosts[0], test_lab.registry
     user, password = credentials(test_lab)
-    image = f"{registry}/pliers/redis:7.0"
+    image = f"{registry}/library/redis:7.0.15-bookworm"
 
     # The lab CA untrusted to begin with, whatever an earlier test installed (test_swarm.py's fixture trusts it).
     ssh(host, f"rm -rf /etc/docker/certs.d/{registry}")
