@@ -13,7 +13,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Contract:
     image: str  # the lab image's key
-    upstream: str  # the image it stands in for
+    # The image it stands in for: the default's (its name in the lab registry too), or for the images whose default
+    # is still the project's own, the upstream line to move to.
+    upstream: str
     user: str  # uid:gid it runs as, or the account the entrypoint drops to (postgres, redis start as root)
     account: str = ""  # the account that uid:gid belongs to, when the entrypoint switches to it
     data: tuple[str, ...] = ()  # directories it keeps its state in, owned by the user
@@ -29,24 +31,24 @@ class Contract:
 BUSYBOX = ("sh", "wget")
 
 CONTRACTS = (
-    Contract("postgres", "postgres:17-trixie", "999:999", "postgres", ("/var/lib/postgresql/data",), ("5432/tcp",),
+    Contract("postgres", "postgres:15-bookworm", "999:999", "postgres", ("/var/lib/postgresql/data",), ("5432/tcp",),
              ("bash", "sh", "pg_isready", "psql", "pg_dump", "pg_restore"), ("postgres",)),
-    Contract("redis", "redis:8-trixie", "999:999", "redis", ("/data",), ("6379/tcp",),
+    Contract("redis", "redis:7.0.15-bookworm", "999:999", "redis", ("/data",), ("6379/tcp",),
              ("bash", "sh", "redis-cli"), ("redis",)),
     Contract("nginx", "nginxinc/nginx-unprivileged:1.30", "101:101", ports=("8080/tcp",),
              tools=("sh", "curl"), services=("edge",)),
-    Contract("prometheus", "prom/prometheus:v3", "65534:65534", data=("/prometheus",), ports=("9090/tcp",),
+    Contract("prometheus", "prom/prometheus:v2.42.0", "65534:65534", data=("/prometheus",), ports=("9090/tcp",),
              tools=(*BUSYBOX, "promtool"), services=("prometheus", "prometheus-agent")),
-    Contract("alertmanager", "prom/alertmanager:v0.33", "65534:65534", data=("/alertmanager",), ports=("9093/tcp",),
+    Contract("alertmanager", "prom/alertmanager:v0.25.0", "65534:65534", data=("/alertmanager",), ports=("9093/tcp",),
              tools=(*BUSYBOX, "amtool"), services=("alertmanager",)),
-    Contract("node-exporter", "prom/node-exporter:v1.12", "65534:65534", ports=("9100/tcp",), tools=BUSYBOX,
+    Contract("node-exporter", "prom/node-exporter:v1.5.0", "65534:65534", ports=("9100/tcp",), tools=BUSYBOX,
              services=("node-exporter",)),
-    Contract("postgres-exporter", "prometheuscommunity/postgres-exporter:v0.20", "65534:65534", ports=("9187/tcp",),
+    Contract("postgres-exporter", "prometheuscommunity/postgres-exporter:v0.11.1", "65534:65534", ports=("9187/tcp",),
              tools=BUSYBOX, services=("postgres-exporter",)),
-    Contract("redis-exporter", "oliver006/redis_exporter:v1.88-alpine", "59000:59000", ports=("9121/tcp",),
+    Contract("redis-exporter", "oliver006/redis_exporter:v1.45.0-alpine", "59000:59000", ports=("9121/tcp",),
              tools=BUSYBOX, services=("redis-exporter",)),
     # Built from scratch: no program but the exporter. Its health check cannot run there yet (docs/images.md).
     Contract("nginx-exporter", "nginx/nginx-prometheus-exporter:1.5", "1001:1001", ports=("9113/tcp",),
              services=("edge-exporter",)),
-    Contract("haproxy", "haproxy:3.2", "99:99", "haproxy", tools=("bash", "sh", "test")),
+    Contract("haproxy", "haproxy:2.6.12", "99:99", "haproxy", tools=("bash", "sh", "test")),
 )  # fmt: skip

@@ -21,8 +21,9 @@ description:
   - With O(state=present) and O(token), renews this run's own hold. If the lock was taken over by another run
     meanwhile (or is gone), fails - a run whose lock was taken over must stop. With O(history), the attempt
     (O(record)) is appended to the release history first, in the same round trip - the attempt is recorded and the
-    lock kept, for work the run still does under it; if the lock is no longer this run's, a warning says so and
-    RV(token) is empty (the attempt stands; the work is not to be done).
+    lock kept, for work the run still does under it (the lock file then says C(recorded), the attempt's id); if
+    the lock is no longer this run's, a warning says so and RV(token) is empty (the attempt stands; the work is
+    not to be done).
   - Taking the lock with O(history) (and no O(record)) returns the versions of the last successful release in it
     (RV(previous_versions)) - what this run's attempt will record as its C(from), as no other run records one
     while this run holds the lock.
@@ -448,6 +449,9 @@ def renew(module, path: str) -> None:
         check(current)
         record = dict(current, renewed=now())
         record.setdefault("lease", module.params["lease"])
+        if said:
+            # Its attempt is in the history: a run taking this hold over must not record it again (interrupted).
+            record["recorded"] = said["recorded"].get("id")
         replace(module, path, record)
     module.exit_json(changed=False, token=token, holder=shown(record), broken={}, taken_over={}, **said)
 

@@ -87,3 +87,17 @@ def test_a_release_that_changes_a_version_keeps_the_lock_until_the_hosts_pruned(
     assert summary(same)[0].endswith("s (api 1.0.0, web 1.0.0)")
     assert '"msg": "held=False"' in same.stdout and "Release | remove the app images" not in same.stdout
     assert not lock.exists()
+
+
+def test_a_lock_left_by_a_run_that_had_recorded_its_release_is_taken_over_without_calling_it_interrupted(tmp_path):
+    summary(release(tmp_path, "1.0.0"))
+    # A run that recorded 1.1.0 and kept the lock to prune, then died: its lease long expired.
+    stale = "2026-01-01T00:00:00+00:00"
+    state = tmp_path / "state"
+    (state / "deploy.lock").write_text(json.dumps({"user": "alice", "controller": "ops-1", "playbook": "deploy",
+                                                   "release": "1.1.0", "since": stale, "renewed": stale, "lease": 60,
+                                                   "token": "alices", "recorded": 2}))  # fmt: skip
+    taken = release(tmp_path, "1.2.0")
+    assert "took over the deploy lock" in taken.stdout + taken.stderr, taken.stdout[-3000:]
+    results = [json.loads(line)["result"] for line in (state / "releases.log").read_text().splitlines()]
+    assert results == ["ok", "ok"], "a run that recorded its release is no interrupted one"

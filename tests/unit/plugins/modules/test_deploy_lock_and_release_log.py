@@ -353,6 +353,8 @@ def test_a_renewal_with_the_history_records_the_attempt_and_keeps_the_lock(tmp_p
     assert not kept.get("failed") and kept["token"] == taken["token"] and lock_file(lock)["token"] == taken["token"]
     assert kept["recorded"]["from"] == taken["previous_versions"] and "api 1.0.0->1.1.0" in kept["recorded_line"]
     assert [entry["release"] for entry in run("release_log", tmp_path, path=history)["entries"]] == ["1.0.0", "1.1.0"]
+    # The lock file says the attempt is recorded: a run taking it over (this one died pruning) knows it finished.
+    assert lock_file(lock)["recorded"] == kept["recorded"]["id"] == 2
     released = run("deploy_lock", tmp_path, path=lock, state="absent", token=taken["token"])
     assert not released.get("failed") and released["recorded"] == {} and not Path(lock).exists()
     # A lock another run holds by now is not kept, with a warning; the attempt is still recorded (it happened).
