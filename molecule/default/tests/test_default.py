@@ -105,7 +105,8 @@ def test_secret_files_belong_to_the_user_that_reads_them(host):
     assert host.file(f"{PROJECT_DIR}/secrets/redis/redis.conf").uid == 999
     assert host.file(f"{PROJECT_DIR}/secrets/postgres/postgres_password").uid == 999
     assert host.file(f"{PROJECT_DIR}/secrets/postgres-exporter/postgres_password").uid == 65534
-    assert host.file(f"{PROJECT_DIR}/secrets/alertmanager/alertmanager.yml").uid == 100
+    assert host.file(f"{PROJECT_DIR}/secrets/alertmanager/alertmanager.yml").uid == 65534
+    assert host.file(f"{PROJECT_DIR}/secrets/redis-exporter/redis_password.json").uid == 59000
 
 
 def test_networks_keep_data_services_internal(host):
