@@ -456,6 +456,11 @@ def renew(module, path: str) -> None:
     module.exit_json(changed=False, token=token, holder=shown(record), broken={}, taken_over={}, **said)
 
 
+def renews(params: dict) -> bool:
+    """Whether O(state=present) renews this run's hold (its token, no take-over) rather than taking the lock."""
+    return bool(params["token"]) and not params["take_over"]
+
+
 def previous_versions(module) -> dict:
     """With history, the versions of the last successful release in it."""
     if not module.params["history"]:
@@ -499,7 +504,7 @@ def take(module, path: str) -> None:
     params = module.params
     if params["lease"] <= 0:
         module.fail_json(msg=f"lease must be a positive number of seconds, got {params['lease']}")
-    if params["token"] and not params["take_over"]:
+    if renews(params):
         renew(module, path)
     if module.check_mode:
         current = read(path)
@@ -582,7 +587,7 @@ def main() -> None:
         required_by={"record": "history"},
     )
     params = module.params
-    releases_or_renews = params["state"] == "absent" or (params["token"] and not params["take_over"])
+    releases_or_renews = params["state"] == "absent" or renews(params)
     if params["history"] and not params["record"] and releases_or_renews:
         module.fail_json(msg="history needs record to release or renew the lock: the attempt to record")
     if params["record"] and not releases_or_renews:
