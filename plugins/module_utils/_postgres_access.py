@@ -305,7 +305,7 @@ class Psql:
 
 def bring(module, client, store: dict, prune: bool) -> dict:
     """The database's roles and privileges brought to the store's accounts (read, then changed in one transaction,
-    unless in check mode): the module's result (changed, reached, actions, notes, prunable). Raises StoreNotReached
+    unless in check mode): the module's result (changed, reached, actions, notes, prunable). Raises StoreNotAnswering
     when the database does not answer, StoreError when it cannot be read or changed."""
     accounts = store["accounts"]
     psql = Psql(module, client, store)

@@ -169,7 +169,7 @@ class RedisCli:
 
 def bring(module, client, store: dict, prune: bool) -> dict:
     """Redis's ACL users brought to the store's accounts (read, then changed and saved, unless in check mode): the
-    module's result (changed, reached, actions, notes, prunable). Raises StoreNotReached when Redis does not answer,
+    module's result (changed, reached, actions, notes, prunable). Raises StoreNotAnswering when Redis does not answer,
     StoreError when it refuses."""
     cli = RedisCli(module, client, store)
     users = parse_users(cli.run([["ACL", "LIST"]]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     COMPOSE_SERVICE_LABEL,
@@ -23,6 +24,10 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
 ADMIN_PASSWORD = "/run/secrets/admin_password"  # noqa: S105 - a path, not a password
 WORKDIR = "/run/pliers"
 SCRIPT = f"{WORKDIR}/script"
+# How long a store that does not answer yet is waited for (a database starting, or its Swarm task placed again once
+# its node's engine restarted), and how often it is asked meanwhile.
+ANSWER_WAIT = 60
+ANSWER_RETRY_SECONDS = 3
 
 
 def store_argument_spec(*, host: str, port: int, accounts: dict, **specific) -> dict:
@@ -37,6 +42,7 @@ def store_argument_spec(*, host: str, port: int, accounts: dict, **specific) -> 
         accounts=dict(type="list", elements="dict", required=True, options=accounts),
         prune=dict(type="bool", default=False),
         missing_ok=dict(type="bool", default=False),
+        wait=dict(type="int", default=ANSWER_WAIT),
         timeout=dict(type="int", default=120),
         **specific,
     )
@@ -51,6 +57,10 @@ class StoreNotReached(Exception):
         self.note, self.failure = note, failure
 
 
+class StoreNotAnswering(StoreNotReached):
+    """The store is there but does not answer its client (not started yet, starting, stopping): worth asking again."""
+
+
 class StoreError(Exception):
     """The store cannot be read or brought to its accounts; the message says why."""
 
@@ -60,11 +70,11 @@ class ImageMissing(Exception):
 
 
 def client_failure(client: str, where: str, status: int, said: str, not_answering: tuple) -> Exception:
-    """What a store client's failed run (CLIENT on WHERE, exit STATUS, saying SAID) raises: StoreNotReached when
+    """What a store client's failed run (CLIENT on WHERE, exit STATUS, saying SAID) raises: StoreNotAnswering when
     SAID has a sign of a store that is not there to answer (NOT_ANSWERING), StoreError otherwise."""
     failure = f"{client} on {where} failed (exit {status}): {said[-1500:]}"
     if any(sign in said for sign in not_answering):
-        return StoreNotReached(f"{where} does not answer: {said[-300:]}", failure)
+        return StoreNotAnswering(f"{where} does not answer: {said[-300:]}", failure)
     return StoreError(failure)
 
 
@@ -91,6 +101,21 @@ def reach(module, client, store: dict) -> None:
         raise StoreError(f"reaching {store['host']} with {store['image']} failed: {exc}") from exc
 
 
+def brought(module, client, store: dict, bring, prune: bool, wait: int) -> dict:
+    """The store reached and brought to its accounts: BRING(module, client, store, prune)'s result. A store that does
+    not answer is asked again every few seconds for up to WAIT seconds (its missing network or admin's file is not
+    waited for). Raises what reach and BRING raise."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            reach(module, client, store)
+            return bring(module, client, store, prune)
+        except StoreNotAnswering:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(ANSWER_RETRY_SECONDS)
+
+
 def access_main(module, account_problems, bring, what: str) -> None:
     """An access module's run on module.params (the store): its accounts checked, the store reached, then BRING(module,
     client, store, prune) for its result. WHAT names what the module reads (for the message when check mode finds no
@@ -101,8 +126,9 @@ def access_main(module, account_problems, bring, what: str) -> None:
         module.fail_json(msg="; ".join(problems))
     client = docker_client(module, timeout=params["timeout"] + 30)
     try:
-        reach(module, client, params)
-        module.exit_json(**bring(module, client, params, params["prune"]))
+        # A store that may be missing is not waited for: it is reported at once.
+        wait = 0 if params["missing_ok"] else params["wait"]
+        module.exit_json(**brought(module, client, params, bring, params["prune"], wait))
     except StoreNotReached as exc:
         if params["missing_ok"]:
             module.exit_json(changed=False, reached=False, actions=[], notes=[exc.note])

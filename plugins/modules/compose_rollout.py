@@ -499,10 +499,11 @@ from ansible_collections.pliers.deploy.plugins.module_utils._health import verif
 from ansible_collections.pliers.deploy.plugins.module_utils._migrations import STATUS_COMMAND, MigrationError, run_json
 from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError
 from ansible_collections.pliers.deploy.plugins.module_utils._store import (
+    ANSWER_WAIT,
     ImageMissing,
     StoreError,
     StoreNotReached,
-    reach,
+    brought,
 )
 
 # The nginx edge's follower (roles/web/files/pliers-edge.sh), where the web role puts it in the edge's container.
@@ -1305,8 +1306,9 @@ class Rollout:
                 store, host=name, network=f"{compose.project}_{store['network']}", timeout=self.params["timeout"]
             )
             try:
-                reach(self.module, self.client, target)
-                result = STORE_KINDS[store["kind"]].bring(self.module, self.client, target, prune)
+                # Check mode starts nothing that waiting could see answer.
+                wait = 0 if self.module.check_mode else ANSWER_WAIT
+                result = brought(self.module, self.client, target, STORE_KINDS[store["kind"]].bring, prune, wait)
             except ImageMissing:
                 result = dict(changed=True, actions=["unknown: the image is not on this host"], notes=[], prunable=[])
             except StoreNotReached as exc:

@@ -91,6 +91,12 @@ options:
       not answer (stopped, loading its data), change nothing and report RV(reached) false instead of failing.
     type: bool
     default: false
+  wait:
+    description: Seconds to keep asking Redis again (every few seconds) while it does not answer (starting, or its
+      Swarm task placed again after its node's engine restarted) before failing. Not with O(missing_ok), which reports
+      it at once.
+    type: int
+    default: 60
   timeout:
     description: Seconds one C(redis-cli) run may take.
     type: int

@@ -179,13 +179,20 @@ def statuses_at_once(target, path: str, count: int) -> list[int]:
 
 def test_a_client_past_the_rate_limit_gets_429_and_is_served_again(deployed):
     """The lab's limit: 50 requests/second per client on /api/ (burst 50). 500 at once: the burst is served, the
-    rest answered 429; a second later the client is served again. (500: the edge lets them all through only if
-    reading them takes it 9 s, which 200, 3 s, did once on a loaded CI machine.)"""
-    statuses = statuses_at_once(deployed, "/api/health", 500)
-    print(f"[{deployed.mode}] 500 requests at once: {statuses.count(200)} served, {statuses.count(429)} answered 429")
-    assert statuses.count(429) > 0 and statuses.count(200) >= 50, statuses
-    assert set(statuses) <= {200, 429}, statuses
-    time.sleep(2)
+    rest answered 429; a second later the client is served again. The edge lets all 500 through only if reading them
+    takes it 9 s, which a loaded CI machine did once (its edge's CPU share taken by the other lanes): a burst so read
+    proves nothing either way, so up to three bursts are sent, two seconds apart (the limit's bucket full again)."""
+    bursts = []
+    for _ in range(3):
+        statuses = statuses_at_once(deployed, "/api/health", 500)
+        bursts.append(statuses)
+        served, refused = statuses.count(200), statuses.count(429)
+        print(f"[{deployed.mode}] 500 requests at once: {served} served, {refused} answered 429")
+        assert set(statuses) <= {200, 429}, statuses
+        time.sleep(2)
+        if statuses.count(429) > 0:
+            break
+    assert statuses.count(429) > 0 and statuses.count(200) >= 50, [(b.count(200), b.count(429)) for b in bursts]
     assert http(f"{deployed.edge}/api/health")[0] == 200
     # The web's static files are not rate-limited.
     assert {http(f"{deployed.edge}/")[0] for _ in range(5)} == {200}

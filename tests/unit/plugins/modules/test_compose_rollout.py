@@ -8,7 +8,7 @@ import threading
 import types
 
 import pytest
-from ansible_collections.pliers.deploy.plugins.module_utils import _nginx_edge
+from ansible_collections.pliers.deploy.plugins.module_utils import _nginx_edge, _store
 from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     COMPOSE_PROJECT_LABEL,
     COMPOSE_SERVICE_LABEL,
@@ -1361,7 +1361,7 @@ def fake_store(monkeypatch):
                         prunable=[] if prune else self.prunable)  # fmt: skip
 
     store = Store()
-    monkeypatch.setattr(compose_rollout, "reach", lambda *_: None)
+    monkeypatch.setattr(_store, "reach", lambda *_: None)
     monkeypatch.setattr(compose_rollout, "STORE_KINDS", {"postgres": types.SimpleNamespace(bring=store.bring)})
     return store
 
