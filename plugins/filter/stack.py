@@ -37,7 +37,7 @@ SERVICE_KEYS = frozenset(
 PHASES = ("data", "app", "edge", "ops")
 FILE_KEYS = frozenset(("name", "target", "content", "mode", "uid", "gid", "reload"))
 PORT_KEYS = frozenset(("published", "target", "host_ip", "protocol"))
-VOLUME_KEYS = frozenset(("source", "target", "type", "read_only"))
+VOLUME_KEYS = frozenset(("source", "target", "type", "read_only", "owned"))
 HEALTHCHECK_KEYS = frozenset(("test", "interval", "timeout", "retries", "start_period", "start_interval"))
 HTTP_KEYS = frozenset(("port", "path_prefix", "health_path", "verify"))
 VERIFY_KEYS = frozenset(("path", "json", "body_regex"))
@@ -98,6 +98,8 @@ DOCKER_API_ENDPOINTS = {
 DOCKER_API_DIR = "/run/docker-api"
 DOCKER_SOCKET = "/var/run/docker.sock"
 HAPROXY_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
+# A Swarm placement on one host of the inventory (docker_host labels each node with its inventory name).
+PINNED = re.compile(r"node\.labels\.pliers\.host\s*==\s*(\S+)")
 
 
 def _check_keys(where: str, value: dict, allowed: frozenset, required: tuple[str, ...] = ()) -> None:
@@ -118,6 +120,30 @@ def _phase(name: str, model: dict) -> str:
     if phase not in PHASES:
         raise AnsibleFilterError(f"service {name}: phase must be one of {', '.join(PHASES)}, got {phase!r}")
     return phase
+
+
+def _owned_volumes(name: str, model: dict) -> list[dict]:
+    """The named volumes the service owns (owned=true): each with its service, the uid and gid of its user, which the
+    deploy hands every file of it to before the service runs, and the host a Swarm places it on (its
+    node.labels.pliers.host constraint; None: the deployer). Such a service runs as a numeric uid:gid."""
+    pinned = [PINNED.fullmatch(str(constraint)) for constraint in model.get("placement") or []]
+    host = next((match.group(1) for match in pinned if match), None)
+    owned = []
+    for index, volume in enumerate(model.get("volumes") or []):
+        where = f"service {name} volumes[{index}]"
+        _check_keys(where, volume, VOLUME_KEYS, ("source", "target"))
+        if volume.get("owned", False) is False:
+            continue
+        if volume["owned"] is not True:
+            raise AnsibleFilterError(f"{where}: owned must be true or false, got {volume['owned']!r}")
+        if volume.get("type", "volume") != "volume":
+            raise AnsibleFilterError(f"{where}: only a named volume can be owned, not a {volume['type']}")
+        user = str(model.get("user") or "")
+        if not re.fullmatch(r"[0-9]+:[0-9]+", user):
+            raise AnsibleFilterError(f"{where}: an owned volume's service runs as a numeric uid:gid, got user {user!r}")
+        uid, gid = (int(part) for part in user.split(":"))
+        owned.append({"service": name, "volume": volume["source"], "uid": uid, "gid": gid, "host": host})
+    return owned
 
 
 def _check_service(name: str, model: dict) -> None:
@@ -155,6 +181,7 @@ def _check_service(name: str, model: dict) -> None:
             raise AnsibleFilterError(f"{where}: {key} must be true or false, got {model[key]!r}")
     if model.get("isolated") and model.get("networks"):
         raise AnsibleFilterError(f"{where}: an isolated service joins no network, got {', '.join(model['networks'])}")
+    _owned_volumes(name, model)
     tmpfs = model.get("tmpfs") or []
     if not isinstance(tmpfs, list) or not all(isinstance(p, str) and posixpath.isabs(p) for p in tmpfs):
         raise AnsibleFilterError(f"{where}: tmpfs must be a list of absolute paths, got {tmpfs!r}")
@@ -959,6 +986,8 @@ def stack_plan(services: dict, selected: list | None = None, project_dir: str = 
         }
         if edge
         else None,
+        # What the deploy hands to the user of the service that owns it before the service runs.
+        "owned_volumes": [owned for name in sorted(chosen) for owned in _owned_volumes(name, services[name])],
         "versions": {name: _image_tag(services[name]["image"]) for name in sorted(services) if phase[name] == "app"},
         # Where each app service's images come from: a release prunes the old ones (prunable_images).
         "repositories": {

@@ -223,6 +223,33 @@ options:
           service:
             description: The service that logs in as it (for messages only).
             type: str
+  owned_volumes:
+    description:
+      - The named volumes whose every file is their service's user's (the stack model's C(owned) volumes). Before
+        anything starts, a volume with a file of another owner (an earlier release ran the service as another user)
+        has its service's containers stopped and every file handed to that user; the run starts them again. A volume
+        not made yet is skipped.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.2.0
+    suboptions:
+      service:
+        description: The service that mounts it.
+        type: str
+        required: true
+      volume:
+        description: The volume's name in the project (without the project's prefix).
+        type: str
+        required: true
+      uid:
+        description: The owner its files are handed to.
+        type: int
+        required: true
+      gid:
+        description: Their group.
+        type: int
+        required: true
   accounts_brought:
     description:
       - The stores of O(stores) whose accounts an earlier run of this deploy brought, each with what that run found
@@ -438,6 +465,16 @@ orphans:
   type: list
   version_added: 0.2.0
   elements: str
+handed:
+  description: The volumes of O(owned_volumes) handed to their service's user (or that would be, in check mode), each
+    with the first file it found of another owner.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.2.0
+  sample:
+    - {volume: prometheus_data, service: prometheus, owner: "65534:65534",
+       found: /var/lib/docker/volumes/pliers_prometheus_data/_data/wal}
 access:
   description: What was changed (or would be, in check mode) on each store of O(stores), and what was left as it is,
     by pass (the one before the rollout, the prune after it); no password is in them.
@@ -1171,6 +1208,29 @@ def project_files(module, writer: Writer):
             os.unlink(tmp)
 
 
+def tree(top: str):
+    """TOP and every path under it, symbolic links not followed."""
+    yield top
+    for directory, dirs, files in os.walk(top):
+        for name in dirs + files:
+            yield os.path.join(directory, name)
+
+
+def foreign_file(top: str, uid: int, gid: int) -> str | None:
+    """The first path of TOP's tree not owned by UID:GID, or None."""
+    for path in tree(top):
+        info = os.lstat(path)
+        if (info.st_uid, info.st_gid) != (uid, gid):
+            return path
+    return None
+
+
+def hand_tree(top: str, uid: int, gid: int) -> None:
+    """Every path of TOP's tree owned by UID:GID (a symbolic link itself, not its target)."""
+    for path in tree(top):
+        os.lchown(path, uid, gid)
+
+
 class Rollout:
     """One run of the module: the files, the images, the data services, then the rollout."""
 
@@ -1191,6 +1251,7 @@ class Rollout:
         self.verified: list[str] = []
         self.unverified: list[str] = []
         self.access_reports: list[dict] = []
+        self.handed: list[dict] = []
         # What an earlier run of this deploy found to drop, by store: those stores' accounts are not brought again.
         self.prunable: dict[str, list] = dict(module.params["accounts_brought"])
 
@@ -1212,6 +1273,7 @@ class Rollout:
         params = self.params
         wanted = params["first"] + params["services"] + params["in_place"]
         hashes = compose.initial_hashes or (compose.hashes(wanted) if wanted else {})
+        self.hand_owned_volumes(compose)
         # The stores' accounts before the first container that logs in with them starts (a rotated password's new
         # login exists by then) and before the migrations, which log in as the owner: the services of O(first) with
         # no account converge side by side with the stores, those with one (the exporters) once the accounts are.
@@ -1291,6 +1353,26 @@ class Rollout:
         # service uses any more (a rotated password's old login or password) is dropped.
         if params["remove_orphans"] and not self.failed() and not self.unverified:
             self.access(compose, prune=True)
+
+    def hand_owned_volumes(self, compose: Compose) -> None:
+        """Each volume of O(owned_volumes) with a file of another owner: its service's running containers stopped (the
+        converge starts them again), then every file handed to the service's user (in check mode, only reported)."""
+        for owned in self.params["owned_volumes"]:
+            try:
+                top = self.client.volumes.get(f"{compose.project}_{owned['volume']}").attrs["Mountpoint"]
+            except NotFound:
+                continue
+            found = foreign_file(top, owned["uid"], owned["gid"])
+            if found is None:
+                continue
+            owner = f"{owned['uid']}:{owned['gid']}"
+            self.handed.append({"volume": owned["volume"], "service": owned["service"], "owner": owner, "found": found})
+            if self.module.check_mode:
+                continue
+            for container in compose.containers(owned["service"]):
+                if container.status == "running":
+                    container.stop()
+            hand_tree(top, owned["uid"], owned["gid"])
 
     def access(self, compose: Compose, prune: bool) -> None:
         """Each store of O(stores) brought to its accounts; with prune, only a store the first pass found holding
@@ -1426,6 +1508,7 @@ class Rollout:
             or self.edge_started
             or bool(edge and (edge.reloaded or edge.rewritten))
             or bool(self.orphans)
+            or bool(self.handed)
             or any(report["actions"] for report in self.access_reports)
             # Waiting for containers that were starting changed nothing.
             or any(r["action"] not in ("unchanged", "started", "failed", "skipped") for r in self.reports)
@@ -1440,6 +1523,7 @@ class Rollout:
             reloaded=bool(edge and edge.reloaded),
             upstreams=edge.rewritten if edge else [],
             orphans=self.orphans,
+            handed=self.handed,
             access=self.access_reports,
             prunable=self.prunable,
             waited=waited,
@@ -1507,6 +1591,17 @@ def main() -> None:
         ),
         verify_timeout=dict(type="int", default=120),
         validate_certs=dict(type="bool", default=True),
+        owned_volumes=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                service=dict(type="str", required=True),
+                volume=dict(type="str", required=True),
+                uid=dict(type="int", required=True),
+                gid=dict(type="int", required=True),
+            ),
+        ),
         accounts_brought=dict(type="dict", default={}),
         stores=dict(
             type="list",

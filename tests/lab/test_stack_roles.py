@@ -192,9 +192,8 @@ CONTROLLER_ACTIONS = {
     "validate_argument_spec", "meta",
 }  # fmt: skip
 # Compose: the lock, the probe, the host's files (packages, units and the certificate's ready included), the
-# monitoring's data-owner check (an upgrade hands data an earlier release wrote as uid 100 to 65534; to fold into the
-# rollout's round trip), the rollout (the stores' accounts and the verification included), the release.
-ROUND_TRIPS = {"compose": 6}
+# rollout (the owned volumes' check, the stores' accounts and the verification included), the release.
+ROUND_TRIPS = {"compose": 5}
 
 
 def test_a_noop_deploy_reaches_its_host_in_a_few_round_trips(deployed):

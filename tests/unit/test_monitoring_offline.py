@@ -262,10 +262,12 @@ def test_only_the_docker_api_proxies_mount_the_engines_socket(rendered, mode):
         assert proxy["placement"] == services[reader].get("placement", []), reader
         shared = {"source": f"{reader}_docker_api", "target": "/run/docker-api", "read_only": True}
         assert shared in services[reader]["volumes"], reader
-    # Prometheus, its agent and Alertmanager run as the upstream images' nobody in both modes (the user data_owner.yml
-    # hands their data to), with no capability; the Redis exporter as its upstream image's user.
+    # Prometheus, its agent and Alertmanager run as the upstream images' nobody in both modes, with no capability,
+    # and own their volumes (the deploy hands their data to that user); the Redis exporter as its upstream image's.
     for service in ("prometheus", "prometheus-agent", "alertmanager"):
         assert str(services[service]["user"]) == "65534:65534" and not services[service].get("cap_add"), service
+        owned = [volume["source"] for volume in services[service]["volumes"] if volume.get("owned")]
+        assert owned == [f"{service.replace('-', '_')}_data"], service
     assert str(services["redis-exporter"]["user"]) == "59000:59000"
     alloy = (project / "configs/alloy/config.alloy").read_text()
     assert alloy.count('"unix:///run/docker-api/docker.sock"') == 2 and "/var/run/docker.sock" not in alloy

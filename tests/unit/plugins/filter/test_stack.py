@@ -675,6 +675,47 @@ def test_the_plan_names_each_app_services_repository():
     assert stack_plan(services)["repositories"] == {"api": API, "web": WEB}
 
 
+def test_the_plan_lists_the_owned_volumes_of_the_services_it_deploys_with_their_user_and_host():
+    data = {"source": "prom_data", "target": "/prometheus", "owned": True}
+    services = {
+        "prom": model("ops", user="65534:65534", volumes=[data, {"source": "rules", "target": "/rules"}],
+                      placement=["node.role == manager", "node.labels.pliers.host == node-2"]),
+        "alerts": model("ops", user="100:101", volumes=[{"source": "alerts_data", "target": "/a", "owned": True}]),
+        "api": model(volumes=[{"source": "cache", "target": "/cache", "owned": False}]),
+    }  # fmt: skip
+    assert stack_plan(services)["owned_volumes"] == [
+        {"service": "alerts", "volume": "alerts_data", "uid": 100, "gid": 101, "host": None},
+        {"service": "prom", "volume": "prom_data", "uid": 65534, "gid": 65534, "host": "node-2"},
+    ]
+    assert stack_plan(services, ["api", "prom"])["owned_volumes"] == [
+        {"service": "prom", "volume": "prom_data", "uid": 65534, "gid": 65534, "host": "node-2"}
+    ]
+    # Not a key of the rendered services: Compose and Swarm mount it as any volume.
+    rendered = compose_project(services, "p", NETWORKS, DIR)["services"]["prom"]["volumes"]
+    assert rendered[0] == {"type": "volume", "source": "prom_data", "target": "/prometheus", "read_only": False}
+
+
+OWNED = {"source": "d", "target": "/d", "owned": True}
+
+
+@pytest.mark.parametrize(
+    ("volume", "user", "message"),
+    [
+        (OWNED, None, "an owned volume's service runs as a numeric uid:gid, got user ''"),
+        (OWNED, "nobody", "got user 'nobody'"),
+        (OWNED, "65534", "got user '65534'"),
+        ({**OWNED, "source": "/srv/d", "type": "bind"}, "1:1", "only a named volume can be owned, not a bind"),
+        ({**OWNED, "owned": "yes"}, "1:1", "owned must be true or false, got 'yes'"),
+        ({"target": "/d", "owned": True}, "1:1", "missing source"),
+    ],
+)  # fmt: skip
+def test_an_owned_volume_the_deploy_could_not_hand_over_is_refused_naming_the_service(volume, user, message):
+    service = model("ops", volumes=[volume], **({"user": user} if user else {}))
+    with pytest.raises(AnsibleFilterError, match=re.escape(message)) as raised:
+        contribute({}, "monitoring", {"prom": service})
+    assert str(raised.value).startswith("service prom volumes[0]: ")
+
+
 def test_a_host_keeps_the_running_version_and_the_keep_before_it_per_service():
     history = [release(f"1.{n}.0", "1.0.0") for n in range(6)]
     listed = held(*(f"{API}:1.{n}.0" for n in range(6)), f"{WEB}:1.0.0", "postgres:17", "registry.example:5000/x:1")

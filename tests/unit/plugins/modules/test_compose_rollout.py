@@ -14,6 +14,7 @@ from ansible_collections.pliers.deploy.plugins.module_utils._docker import (
     COMPOSE_SERVICE_LABEL,
     DockerException,
     ImageNotFound,
+    NotFound,
 )
 from ansible_collections.pliers.deploy.plugins.module_utils._nginx_edge import Edge, EdgeError, upstream
 from ansible_collections.pliers.deploy.plugins.modules import compose_rollout
@@ -1068,12 +1069,13 @@ def test_a_service_whose_dependency_failed_is_not_rolled():
 # --- One run: the data services first, then the migrations' hold, then the rollout -------------------------------
 
 
-def rollout(compose, check_mode=False, **params):
+def rollout(compose, check_mode=False, client=None, **params):
     module = FakeModule(check_mode, **{"first": [], "services": [], "in_place": [], "hold": [], "pull": False,
                                        "remove_orphans": False, "reload_edge": False,
                                        "write": {"directories": [], "files": []}, "verify": [], "stores": [],
-                                       "accounts_brought": {}, "migrations": [], **params})  # fmt: skip
-    run = compose_rollout.Rollout(module, client=None)
+                                       "owned_volumes": [], "accounts_brought": {}, "migrations": [],
+                                       **params})  # fmt: skip
+    run = compose_rollout.Rollout(module, client=client)
     run.converge(compose)
     return run
 
@@ -1485,3 +1487,79 @@ def test_only_an_unhealthy_running_container_of_a_dependency_that_must_be_health
     broken = FakeContainer("p-api-1", health="unhealthy")
     compose_rollout.dependencies_recovered(worker_on(broken, condition="service_started"), ["worker"], timeout=30)
     assert clock.slept == []
+
+
+class FakeVolumes:
+    """client.volumes: the project's volumes by name, each at a directory of the test's."""
+
+    def __init__(self, mountpoints):
+        self.mountpoints = mountpoints
+
+    def get(self, name):
+        if name not in self.mountpoints:
+            raise NotFound(f"get {name}: no such volume")
+        return types.SimpleNamespace(attrs={"Mountpoint": str(self.mountpoints[name])})
+
+
+@pytest.fixture
+def owned(tmp_path, monkeypatch):
+    """A volume p_prom_data (a directory, a file, a symbolic link in it) owned by this test's user, a service prom
+    that mounts it, and the paths lchown was called on (recorded, not done: the test need not run as root)."""
+    top = tmp_path / "p_prom_data"
+    (top / "wal").mkdir(parents=True)
+    (top / "wal" / "00000001").write_text("samples")
+    (top / "current").symlink_to("/etc/passwd")
+    handed = []
+    monkeypatch.setattr(compose_rollout.os, "lchown", lambda path, uid, gid: handed.append((path, uid, gid)))
+    compose = FakeCompose({"prom": {"healthcheck": HEALTHCHECK}}, [FakeContainer("p-prom-1")])
+    return types.SimpleNamespace(top=top, handed=handed, compose=compose, client=types.SimpleNamespace(
+        volumes=FakeVolumes({"p_prom_data": top})))  # fmt: skip
+
+
+def owned_by(uid, gid, volume="prom_data"):
+    return [{"service": "prom", "volume": volume, "uid": uid, "gid": gid}]
+
+
+def test_a_volume_with_a_file_of_another_owner_is_handed_over_its_service_stopped_then_started(owned):
+    uid, gid = os.getuid() + 1, os.getgid()
+    run = rollout(owned.compose, client=owned.client, in_place=["prom"], owned_volumes=owned_by(uid, gid))
+    paths = {str(owned.top), *(str(path) for path in owned.top.rglob("*"))}
+    assert {path for path, *_ in owned.handed} == paths and {(u, g) for _, u, g in owned.handed} == {(uid, gid)}
+    assert run.handed == [{"volume": "prom_data", "service": "prom", "owner": f"{uid}:{gid}", "found": str(owned.top)}]
+    # Stopped before its files changed hands, started again by the converge.
+    assert owned.compose.events[:2] == [("stop", "p-prom-1"), ("compose", "up --detach prom")]
+    assert run.result(0.0)["changed"] is True
+
+
+def test_a_file_of_another_group_deep_in_the_volume_is_found():
+    # Not the test's own files: the rule itself, on what lstat says of each path.
+    top = "/v"
+    stats = {"/v": (1, 1), "/v/wal": (1, 1), "/v/wal/0001": (1, 2)}
+    walk = [("/v", ["wal"], []), ("/v/wal", [], ["0001"])]
+    lstat = lambda path: types.SimpleNamespace(st_uid=stats[path][0], st_gid=stats[path][1])  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compose_rollout.os, "walk", lambda _top: iter(walk))
+        patch.setattr(compose_rollout.os, "lstat", lstat)
+        assert compose_rollout.foreign_file(top, 1, 1) == "/v/wal/0001"
+        stats["/v/wal/0001"] = (1, 1)
+        assert compose_rollout.foreign_file(top, 1, 1) is None
+
+
+def test_a_volume_all_its_users_is_left_alone_and_changes_nothing(owned):
+    run = rollout(
+        owned.compose, client=owned.client, in_place=["prom"], owned_volumes=owned_by(os.getuid(), os.getgid())
+    )
+    assert owned.handed == [] and run.handed == [] and owned.compose.events == []
+    assert run.result(0.0)["changed"] is False
+
+
+def test_a_volume_not_made_yet_is_skipped(owned):
+    run = rollout(owned.compose, client=owned.client, in_place=["prom"], owned_volumes=owned_by(0, 0, "new_data"))
+    assert owned.handed == [] and run.handed == [] and owned.compose.events == []
+
+
+def test_check_mode_says_which_volume_would_be_handed_over_and_stops_nothing(owned):
+    uid = os.getuid() + 1
+    run = rollout(owned.compose, True, client=owned.client, in_place=["prom"], owned_volumes=owned_by(uid, 0))
+    assert [entry["volume"] for entry in run.handed] == ["prom_data"] and run.result(0.0)["changed"] is True
+    assert owned.handed == [] and owned.compose.events == [] and owned.compose.commands == []
