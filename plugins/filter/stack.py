@@ -138,6 +138,9 @@ def _owned_volumes(name: str, model: dict) -> list[dict]:
             raise AnsibleFilterError(f"{where}: owned must be true or false, got {volume['owned']!r}")
         if volume.get("type", "volume") != "volume":
             raise AnsibleFilterError(f"{where}: only a named volume can be owned, not a {volume['type']}")
+        if model.get("mode") == "global":
+            # One volume per node, and no way to stop such a service but removing it.
+            raise AnsibleFilterError(f"{where}: a global service's volume cannot be owned")
         user = str(model.get("user") or "")
         if not re.fullmatch(r"[0-9]+:[0-9]+", user):
             raise AnsibleFilterError(f"{where}: an owned volume's service runs as a numeric uid:gid, got user {user!r}")

@@ -126,8 +126,8 @@ def access_main(module, account_problems, bring, what: str) -> None:
         module.fail_json(msg="; ".join(problems))
     client = docker_client(module, timeout=params["timeout"] + 30)
     try:
-        # A store that may be missing is not waited for: it is reported at once.
-        wait = 0 if params["missing_ok"] else params["wait"]
+        # A store that may be missing is not waited for, nor in check mode: it is reported at once.
+        wait = 0 if params["missing_ok"] or module.check_mode else params["wait"]
         module.exit_json(**brought(module, client, params, bring, params["prune"], wait))
     except StoreNotReached as exc:
         if params["missing_ok"]:

@@ -1217,9 +1217,13 @@ def tree(top: str):
 
 
 def foreign_file(top: str, uid: int, gid: int) -> str | None:
-    """The first path of TOP's tree not owned by UID:GID, or None."""
+    """The first path of TOP's tree not owned by UID:GID, or None. (Read while its service runs: a file it removed
+    meanwhile is skipped.)"""
     for path in tree(top):
-        info = os.lstat(path)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
         if (info.st_uid, info.st_gid) != (uid, gid):
             return path
     return None
@@ -1228,7 +1232,8 @@ def foreign_file(top: str, uid: int, gid: int) -> str | None:
 def hand_tree(top: str, uid: int, gid: int) -> None:
     """Every path of TOP's tree owned by UID:GID (a symbolic link itself, not its target)."""
     for path in tree(top):
-        os.lchown(path, uid, gid)
+        with contextlib.suppress(FileNotFoundError):
+            os.lchown(path, uid, gid)
 
 
 class Rollout:
@@ -1273,7 +1278,6 @@ class Rollout:
         params = self.params
         wanted = params["first"] + params["services"] + params["in_place"]
         hashes = compose.initial_hashes or (compose.hashes(wanted) if wanted else {})
-        self.hand_owned_volumes(compose)
         # The stores' accounts before the first container that logs in with them starts (a rotated password's new
         # login exists by then) and before the migrations, which log in as the owner: the services of O(first) with
         # no account converge side by side with the stores, those with one (the exporters) once the accounts are.
@@ -1295,6 +1299,8 @@ class Rollout:
         asked = self.ask_migrations_early(compose, hashes, pulling)
         here = [s for s in params["first"] if s not in waits]
         try:
+            # Once every image is known to be there (a missing one fails the pull), before anything starts.
+            self.hand_owned_volumes(compose)
             early = start_in_place(self.module, compose, [s for s in here if s not in account_holders], hashes, set())
             self.reports += early.wait([s for s in early.reports if s in needed])
             self.access(compose, prune=False)
@@ -1370,7 +1376,7 @@ class Rollout:
             if self.module.check_mode:
                 continue
             for container in compose.containers(owned["service"]):
-                if container.status == "running":
+                if container.status in ("running", "restarting"):
                     container.stop()
             hand_tree(top, owned["uid"], owned["gid"])
 

@@ -92,9 +92,10 @@ options:
     type: bool
     default: false
   wait:
-    description: Seconds to keep asking Redis again (every few seconds) while it does not answer (starting, or its
-      Swarm task placed again after its node's engine restarted) before failing. Not with O(missing_ok), which reports
-      it at once.
+    description:
+      - Seconds to keep asking Redis again (every few seconds) while it does not answer (starting, or its Swarm
+        task placed again after its node's engine restarted) before failing.
+      - Not with O(missing_ok), nor in check mode - both report it at once.
     type: int
     default: 60
   timeout:

@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import pytest
 from ansible_collections.pliers.deploy.plugins.action import deploy_lock
 
+from ..clock import Clock
+
 # Above the kernel's largest pid (PID_MAX_LIMIT, 2**22): no process has it, on this machine either.
 DEAD = 2**22 + 1
 
@@ -176,24 +178,10 @@ def test_a_holder_in_another_pid_namespace_of_this_machine_is_left_to_its_lease(
     assert deploy_lock.holder_is_gone(same, "ops-1", proc.root) == f"its deploy process (pid {DEAD} on ops-1) is gone"
 
 
-class Clock:
-    """time.monotonic and time.sleep of the action plugin: sleeping moves the clock."""
-
-    def __init__(self) -> None:
-        self.now, self.slept = 1000.0, []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def clock(monkeypatch, controller):
     monkeypatch.setattr(deploy_lock, "holder_is_gone", lambda holder, hostname: None)
-    ticking = Clock()
+    ticking = Clock(1000.0)
     monkeypatch.setattr(deploy_lock.time, "monotonic", ticking.monotonic)
     monkeypatch.setattr(deploy_lock.time, "sleep", ticking.sleep)
     return ticking

@@ -707,10 +707,12 @@ OWNED = {"source": "d", "target": "/d", "owned": True}
         ({**OWNED, "source": "/srv/d", "type": "bind"}, "1:1", "only a named volume can be owned, not a bind"),
         ({**OWNED, "owned": "yes"}, "1:1", "owned must be true or false, got 'yes'"),
         ({"target": "/d", "owned": True}, "1:1", "missing source"),
+        ({**OWNED, "mode": "global"}, "1:1", "a global service's volume cannot be owned"),
     ],
 )  # fmt: skip
 def test_an_owned_volume_the_deploy_could_not_hand_over_is_refused_naming_the_service(volume, user, message):
-    service = model("ops", volumes=[volume], **({"user": user} if user else {}))
+    mode = {"mode": volume.pop("mode")} if "mode" in volume else {}
+    service = model("ops", volumes=[volume], **({"user": user} if user else {}), **mode)
     with pytest.raises(AnsibleFilterError, match=re.escape(message)) as raised:
         contribute({}, "monitoring", {"prom": service})
     assert str(raised.value).startswith("service prom volumes[0]: ")

@@ -6,23 +6,10 @@ from __future__ import annotations
 import pytest
 from ansible_collections.pliers.deploy.plugins.module_utils import _store
 
+from ..clock import Clock
+
 STORE = {"host": "postgres", "network": "pliers_backend", "image": "postgres:15"}
 RESULT = {"changed": False, "reached": True, "actions": [], "notes": [], "prunable": []}
-
-
-class Clock:
-    """time.monotonic and time.sleep, with sleeping advancing the clock (no test waits)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

@@ -1531,18 +1531,25 @@ def test_a_volume_with_a_file_of_another_owner_is_handed_over_its_service_stoppe
     assert run.result(0.0)["changed"] is True
 
 
-def test_a_file_of_another_group_deep_in_the_volume_is_found():
+def test_a_file_of_another_group_deep_in_the_volume_is_found_and_one_removed_meanwhile_is_skipped():
     # Not the test's own files: the rule itself, on what lstat says of each path.
-    top = "/v"
     stats = {"/v": (1, 1), "/v/wal": (1, 1), "/v/wal/0001": (1, 2)}
     walk = [("/v", ["wal"], []), ("/v/wal", [], ["0001"])]
-    lstat = lambda path: types.SimpleNamespace(st_uid=stats[path][0], st_gid=stats[path][1])  # noqa: E731
+
+    def lstat(path):
+        if path not in stats:
+            raise FileNotFoundError(path)
+        return types.SimpleNamespace(st_uid=stats[path][0], st_gid=stats[path][1])
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(compose_rollout.os, "walk", lambda _top: iter(walk))
         patch.setattr(compose_rollout.os, "lstat", lstat)
-        assert compose_rollout.foreign_file(top, 1, 1) == "/v/wal/0001"
+        assert compose_rollout.foreign_file("/v", 1, 1) == "/v/wal/0001"
         stats["/v/wal/0001"] = (1, 1)
-        assert compose_rollout.foreign_file(top, 1, 1) is None
+        assert compose_rollout.foreign_file("/v", 1, 1) is None
+        # Removed by the running service between the listing and its reading.
+        del stats["/v/wal/0001"]
+        assert compose_rollout.foreign_file("/v", 1, 1) is None
 
 
 def test_a_volume_all_its_users_is_left_alone_and_changes_nothing(owned):
