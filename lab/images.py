@@ -79,11 +79,11 @@ def catalogue() -> list[Image]:
             "acme", IMAGES_DIR / "acme", "trixie", (), {}, ("dpkg-query", "-W", "-f", "${Version}", "pebble"), "2.6."
         ),
         # Each stand-in under the name of the upstream image whose contract it keeps (docs/images.md), the one the
-        # roles' defaults name under pliers_registry - but the nginx edge's and the nginx exporter's, whose defaults
-        # are still the project's own (docs/images.md says why).
+        # roles' defaults name under pliers_registry - but the nginx exporter's, whose default is still the
+        # project's own (docs/images.md says why).
         _service("postgres", "library/postgres:15-bookworm", ("postgres", "--version"), "(PostgreSQL) 15."),
         _service("redis", "library/redis:7.0.15-bookworm", ("redis-server", "--version"), "v=7.0.15 "),
-        _service("nginx", "pliers/nginx:1.22", ("nginx", "-v"), "nginx/1.22."),
+        _service("nginx", "nginxinc/nginx-unprivileged:1.22.1", ("nginx", "-v"), "nginx/1.22.1"),
         _service("prometheus", "prom/prometheus:v2.42.0", ("prometheus", "--version"), "version 2.42.0+"),
         _service(
             "alertmanager", "prom/alertmanager:v0.25.0", ("prometheus-alertmanager", "--version"), "version 0.25.0 "

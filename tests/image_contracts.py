@@ -35,8 +35,9 @@ CONTRACTS = (
              ("bash", "sh", "pg_isready", "psql", "pg_dump", "pg_restore"), ("postgres",)),
     Contract("redis", "redis:7.0.15-bookworm", "999:999", "redis", ("/data",), ("6379/tcp",),
              ("bash", "sh", "redis-cli"), ("redis",)),
-    Contract("nginx", "nginxinc/nginx-unprivileged:1.30", "101:101", ports=("8080/tcp",),
-             tools=("sh", "curl"), services=("edge",)),
+    Contract("nginx", "nginxinc/nginx-unprivileged:1.22.1", "101:101", ports=("8080/tcp",),
+             # The edge's follower's (roles/web/files/pliers-edge.sh) and health check's: the Debian variant's.
+             tools=("sh", "curl", "getent", "awk", "cksum", "flock", "setsid"), services=("edge",)),
     Contract("prometheus", "prom/prometheus:v2.42.0", "65534:65534", data=("/prometheus",), ports=("9090/tcp",),
              tools=(*BUSYBOX, "promtool"), services=("prometheus", "prometheus-agent")),
     Contract("alertmanager", "prom/alertmanager:v0.25.0", "65534:65534", data=("/alertmanager",), ports=("9093/tcp",),
