@@ -1524,7 +1524,8 @@ def test_a_volume_with_a_file_of_another_owner_is_handed_over_its_service_stoppe
     uid, gid = os.getuid() + 1, os.getgid()
     run = rollout(owned.compose, client=owned.client, in_place=["prom"], owned_volumes=owned_by(uid, gid))
     paths = {str(owned.top), *(str(path) for path in owned.top.rglob("*"))}
-    assert {path for path, *_ in owned.handed} == paths and {(u, g) for _, u, g in owned.handed} == {(uid, gid)}
+    assert {path for path, *_owner in owned.handed} == paths
+    assert {tuple(owner) for _path, *owner in owned.handed} == {(uid, gid)}
     assert run.handed == [{"volume": "prom_data", "service": "prom", "owner": f"{uid}:{gid}", "found": str(owned.top)}]
     # Stopped before its files changed hands, started again by the converge.
     assert owned.compose.events[:2] == [("stop", "p-prom-1"), ("compose", "up --detach prom")]
