@@ -487,8 +487,7 @@ def _common(name: str, model: dict, networks: dict, top: dict) -> dict:
         _check_keys(f"{where} healthcheck", model["healthcheck"], HEALTHCHECK_KEYS, ("test",))
         service["healthcheck"] = dict(model["healthcheck"])
     volumes = []
-    for index, volume in enumerate(model.get("volumes") or []):
-        _check_keys(f"{where} volumes[{index}]", volume, VOLUME_KEYS, ("source", "target"))
+    for volume in model.get("volumes") or []:
         kind = volume.get("type", "volume")
         if kind == "volume":
             top["volumes"][volume["source"]] = {}
