@@ -79,8 +79,7 @@ def catalogue() -> list[Image]:
             "acme", IMAGES_DIR / "acme", "trixie", (), {}, ("dpkg-query", "-W", "-f", "${Version}", "pebble"), "2.6."
         ),
         # Each stand-in under the name of the upstream image whose contract it keeps (docs/images.md), the one the
-        # roles' defaults name under pliers_registry - but the nginx exporter's, whose default is still the
-        # project's own (docs/images.md says why).
+        # roles' defaults name under pliers_registry.
         _service("postgres", "library/postgres:15-bookworm", ("postgres", "--version"), "(PostgreSQL) 15."),
         _service("redis", "library/redis:7.0.15-bookworm", ("redis-server", "--version"), "v=7.0.15 "),
         _service("nginx", "nginxinc/nginx-unprivileged:1.22.1", ("nginx", "-v"), "nginx/1.22.1"),
@@ -104,7 +103,10 @@ def catalogue() -> list[Image]:
             "Exporter 1.45.0",
         ),
         _service(
-            "nginx-exporter", "pliers/nginx-exporter:0.11", ("prometheus-nginx-exporter", "--version"), "version=0.11."
+            "nginx-exporter",
+            "nginx/nginx-prometheus-exporter:0.11.0",
+            ("nginx-prometheus-exporter", "--version"),
+            "version=0.11.0-",
         ),
         _service("haproxy", "library/haproxy:2.6.12", ("haproxy", "-v"), "version 2.6.12-"),
         # The HA database (postgres_replicas >= 2): Patroni 4.0 and PostgreSQL 17, etcd 3.5, from trixie.

@@ -40,7 +40,9 @@ def test_every_service_runs_healthy(containers):
     assert set(containers) == SERVICES | MONITORING
     for service, row in containers.items():
         assert row["State"] == "running", f"{service}: {row['Status']}"
-        assert row["Health"] == "healthy", f"{service}: {row['Status']}"
+        # The nginx exporter's upstream image has no program to run a health check (docs/images.md).
+        expected = "" if service == "edge-exporter" else "healthy"
+        assert row["Health"] == expected, f"{service}: {row['Status']}"
 
 
 @pytest.mark.parametrize(("path", "expected"), [("/", "Pliers"), ("/api/health", '"version": "1.0.0"'),
