@@ -109,7 +109,8 @@ def catalogue() -> list[Image]:
             "version=0.11.0-",
         ),
         _service("haproxy", "library/haproxy:2.6.12", ("haproxy", "-v"), "version 2.6.12-"),
-        # The HA database (postgres_replicas >= 2): Patroni 4.0 and PostgreSQL 17, etcd 3.5, from trixie.
+        # The HA database (postgres_replicas >= 2): Patroni 4.0 and PostgreSQL 17 (the project's own image: none
+        # upstream), and etcd 3.5 to quay.io/coreos/etcd's contract, from trixie.
         Image(
             "postgres-ha",
             IMAGES_DIR / "postgres-ha",
@@ -119,7 +120,15 @@ def catalogue() -> list[Image]:
             ("patroni", "--version"),
             "patroni 4.0.",
         ),
-        Image("etcd", IMAGES_DIR / "etcd", "trixie", ("pliers/etcd:3.5",), {}, ("etcd", "--version"), "Version: 3.5."),
+        Image(
+            "etcd",
+            IMAGES_DIR / "etcd",
+            "trixie",
+            ("coreos/etcd:v3.5.16",),
+            {},
+            ("etcd", "--version"),
+            "Version: 3.5.16\n",
+        ),
         Image("app-runtime", IMAGES_DIR / "app-runtime", "bookworm"),
     ]
     for version in APP_VERSIONS:

@@ -1,9 +1,6 @@
 """The contract of the upstream image each lab image stands in for (docs/images.md), as far as tests check it:
 the lab test (tests/lab/test_image_contracts.py) holds each lab image to it, an offline one
-(tests/unit/test_monitoring_offline.py) holds the stack's health checks to the programs it promises.
-
-Not here yet: etcd (the lab's runs as 2379, upstream's as root: docs/images.md says what the collection has to do
-first)."""
+(tests/unit/test_monitoring_offline.py) holds the stack's health checks to the programs it promises."""
 
 from __future__ import annotations
 
@@ -52,4 +49,7 @@ CONTRACTS = (
     # Dockerfile declares no port.
     Contract("nginx-exporter", "nginx/nginx-prometheus-exporter:0.11.0", "1001:1001", services=("edge-exporter",)),
     Contract("haproxy", "haproxy:2.6.12", "99:99", "haproxy", tools=("bash", "sh", "test")),
+    # distroless: etcd's programs only, and root (the stack runs it as postgres_etcd_uid, on a volume made for it).
+    Contract("etcd", "coreos/etcd:v3.5.16", "0:0", data=("/var/lib/etcd",), ports=("2379/tcp", "2380/tcp"),
+             tools=("etcd", "etcdctl")),
 )  # fmt: skip

@@ -123,9 +123,10 @@ def _phase(name: str, model: dict) -> str:
 
 
 def _owned_volumes(name: str, model: dict) -> list[dict]:
-    """The named volumes the service owns (owned=true): each with its service, the uid and gid of its user, which the
-    deploy hands every file of it to before the service runs, and the host a Swarm places it on (its
-    node.labels.pliers.host constraint; None: the deployer). Such a service runs as a numeric uid:gid."""
+    """The named volumes the service owns (owned=true): each with its service, the uid and gid of its user, for whom the
+    deploy makes it (empty, mounted without the image's content) or hands every file of it to before the service
+    runs, and the host a Swarm places it on (its node.labels.pliers.host constraint; None: the deployer). Such a
+    service runs as a numeric uid:gid."""
     pinned = [PINNED.fullmatch(str(constraint)) for constraint in model.get("placement") or []]
     host = next((match.group(1) for match in pinned if match), None)
     owned = []
@@ -491,14 +492,17 @@ def _common(name: str, model: dict, networks: dict, top: dict) -> dict:
         kind = volume.get("type", "volume")
         if kind == "volume":
             top["volumes"][volume["source"]] = {}
-        volumes.append(
-            {
-                "type": kind,
-                "source": volume["source"],
-                "target": volume["target"],
-                "read_only": bool(volume.get("read_only", False)),
-            }
-        )
+        mount = {
+            "type": kind,
+            "source": volume["source"],
+            "target": volume["target"],
+            "read_only": bool(volume.get("read_only", False)),
+        }
+        if volume.get("owned"):
+            # The deploy makes it, its top its user's: copying the image's directory in would hand that back to the
+            # image's owner (Docker copies the ownership too).
+            mount["volume"] = {"nocopy": True}
+        volumes.append(mount)
     # tmpfs as mounts of type tmpfs: the one shape both Compose and docker stack deploy take.
     volumes += [{"type": "tmpfs", "target": path} for path in model.get("tmpfs") or []]
     if volumes:

@@ -228,7 +228,8 @@ options:
       - The named volumes whose every file is their service's user's (the stack model's C(owned) volumes). Before
         anything starts, a volume with a file of another owner (an earlier release ran the service as another user)
         has its service's containers stopped and every file handed to that user; the run starts them again. A volume
-        not made yet is skipped.
+        not made yet is made, empty and its top owned by that user (the service mounts it without the image's
+        content).
     type: list
     elements: dict
     default: []
@@ -467,7 +468,7 @@ orphans:
   elements: str
 handed:
   description: The volumes of O(owned_volumes) handed to their service's user (or that would be, in check mode), each
-    with the first file it found of another owner.
+    with the first file it found of another owner, or C(found=null) for a volume it made for that user.
   returned: always
   type: list
   elements: dict
@@ -1361,18 +1362,30 @@ class Rollout:
             self.access(compose, prune=True)
 
     def hand_owned_volumes(self, compose: Compose) -> None:
-        """Each volume of O(owned_volumes) with a file of another owner: its service's running containers stopped (the
-        converge starts them again), then every file handed to the service's user (in check mode, only reported)."""
+        """Each volume of O(owned_volumes) not made yet made for the service's user (empty, its top the user's), and
+        each with a file of another owner handed over: its service's running containers stopped (the converge starts
+        them again), then every file handed to the user. In check mode, only reported."""
         for owned in self.params["owned_volumes"]:
+            name = f"{compose.project}_{owned['volume']}"
+            owner = f"{owned['uid']}:{owned['gid']}"
+            handed = {"volume": owned["volume"], "service": owned["service"], "owner": owner}
             try:
-                top = self.client.volumes.get(f"{compose.project}_{owned['volume']}").attrs["Mountpoint"]
+                top = self.client.volumes.get(name).attrs["Mountpoint"]
             except NotFound:
+                self.handed.append({**handed, "found": None})
+                if not self.module.check_mode:
+                    # Compose's own labels: it takes the volume for the project's (no warning, no second volume).
+                    labels = {
+                        "com.docker.compose.project": compose.project,
+                        "com.docker.compose.volume": owned["volume"],
+                    }
+                    made = self.client.volumes.create(name=name, labels=labels)
+                    os.lchown(made.attrs["Mountpoint"], owned["uid"], owned["gid"])
                 continue
             found = foreign_file(top, owned["uid"], owned["gid"])
             if found is None:
                 continue
-            owner = f"{owned['uid']}:{owned['gid']}"
-            self.handed.append({"volume": owned["volume"], "service": owned["service"], "owner": owner, "found": found})
+            self.handed.append({**handed, "found": found})
             if self.module.check_mode:
                 continue
             for container in compose.containers(owned["service"]):

@@ -98,6 +98,16 @@ def test_the_ha_database_runs_a_primary_and_two_streaming_replicas_and_a_rerun_c
     again = ha.deploy()
     assert again.returncode == 0, output(again)
     assert set(recap_changed(again)) == {0}, output(again)
+    # etcd runs as postgres_etcd_uid (its upstream image's user is root), on a volume the deploy made for that user:
+    # every file of it is the user's (the volume's top too, which Docker would have given the image's owner).
+    etcd_data = f"$(docker volume inspect --format '{{{{.Mountpoint}}}}' {STACK}_postgres_etcd_data)"
+    seen = (
+        f"docker inspect --format '{{{{.Config.User}}}}' $(docker ps -q --filter name={STACK}_etcd-); "
+        f"find {etcd_data} \\( ! -user 2379 -o ! -group 2379 \\) -print | head -3; ls {etcd_data}"
+    )
+    for name in lab_hosts.running_hosts(LAB):
+        user, *rest = lab_hosts.ssh(lab_hosts.lab_host(LAB, name), seen).stdout.split()
+        assert (user, rest) == ("2379:2379", [f"etcd-{name}"]), (name, user, rest)
     # Prometheus scrapes each member's Patroni: three run PostgreSQL, one of them the primary.
     for query, value in (("count(patroni_postgres_running == 1)", "3"), ("sum(patroni_primary)", "1")):
         wait_for(lambda query=query, value=value: [r for r in ha.promql(query) if r["value"][1] == value],

@@ -3,8 +3,8 @@ where it keeps its data and who owns it, the ports it says it serves - what the 
 runs a service as and gives its secrets and data to) assume. Read from the image the lab built, with `docker image
 inspect` and short `docker run --rm` probes: no stack.
 
-The programs the collection may run in it (tests/image_contracts.py: tools) are there too. Not here yet: etcd, and
-the rest of each contract (entrypoint, `*_FILE` variables)."""
+The programs the collection may run in it (tests/image_contracts.py: tools) are there too. Not here yet: the rest
+of each contract (entrypoint, `*_FILE` variables)."""
 
 from __future__ import annotations
 

@@ -690,9 +690,14 @@ def test_the_plan_lists_the_owned_volumes_of_the_services_it_deploys_with_their_
     assert stack_plan(services, ["api", "prom"])["owned_volumes"] == [
         {"service": "prom", "volume": "prom_data", "uid": 65534, "gid": 65534, "host": "node-2"}
     ]
-    # Not a key of the rendered services: Compose and Swarm mount it as any volume.
+    # Not a key of the rendered services; mounted without the image's content, which would hand the volume's top
+    # back to the image's owner (the deploy makes it its user's).
     rendered = compose_project(services, "p", NETWORKS, DIR)["services"]["prom"]["volumes"]
-    assert rendered[0] == {"type": "volume", "source": "prom_data", "target": "/prometheus", "read_only": False}
+    assert rendered == [
+        {"type": "volume", "source": "prom_data", "target": "/prometheus", "read_only": False,
+         "volume": {"nocopy": True}},
+        {"type": "volume", "source": "rules", "target": "/rules", "read_only": False},
+    ]  # fmt: skip
 
 
 OWNED = {"source": "d", "target": "/d", "owned": True}

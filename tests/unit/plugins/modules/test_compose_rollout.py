@@ -1490,15 +1490,24 @@ def test_only_an_unhealthy_running_container_of_a_dependency_that_must_be_health
 
 
 class FakeVolumes:
-    """client.volumes: the project's volumes by name, each at a directory of the test's."""
+    """client.volumes: the project's volumes by name, each at a directory of the test's; a volume made is one more
+    directory beside them (its labels recorded)."""
 
     def __init__(self, mountpoints):
         self.mountpoints = mountpoints
+        self.labels = {}
 
     def get(self, name):
         if name not in self.mountpoints:
             raise NotFound(f"get {name}: no such volume")
         return types.SimpleNamespace(attrs={"Mountpoint": str(self.mountpoints[name])})
+
+    def create(self, name, labels):
+        assert name not in self.mountpoints, f"{name} made twice"
+        top = next(iter(self.mountpoints.values())).parent / name
+        top.mkdir()
+        self.mountpoints[name], self.labels[name] = top, labels
+        return self.get(name)
 
 
 @pytest.fixture
@@ -1561,9 +1570,22 @@ def test_a_volume_all_its_users_is_left_alone_and_changes_nothing(owned):
     assert run.result(0.0)["changed"] is False
 
 
-def test_a_volume_not_made_yet_is_skipped(owned):
-    run = rollout(owned.compose, client=owned.client, in_place=["prom"], owned_volumes=owned_by(0, 0, "new_data"))
-    assert owned.handed == [] and run.handed == [] and owned.compose.events == []
+def test_a_volume_not_made_yet_is_made_for_its_user_as_compose_would_name_it_and_nothing_is_stopped(owned):
+    run = rollout(owned.compose, client=owned.client, in_place=["prom"], owned_volumes=owned_by(7, 8, "new_data"))
+    top = owned.client.volumes.mountpoints["p_new_data"]
+    assert owned.client.volumes.labels == {
+        "p_new_data": {"com.docker.compose.project": "p", "com.docker.compose.volume": "new_data"}
+    }
+    # Its top only (it is empty): the service mounts it without the image's content (nocopy).
+    assert owned.handed == [(str(top), 7, 8)] and owned.compose.events == []
+    assert run.handed == [{"volume": "new_data", "service": "prom", "owner": "7:8", "found": None}]
+    assert run.result(0.0)["changed"] is True
+
+
+def test_check_mode_says_which_volume_would_be_made_and_makes_none(owned):
+    run = rollout(owned.compose, True, client=owned.client, in_place=["prom"], owned_volumes=owned_by(7, 8, "new_data"))
+    assert run.handed == [{"volume": "new_data", "service": "prom", "owner": "7:8", "found": None}]
+    assert "p_new_data" not in owned.client.volumes.mountpoints and owned.handed == []
 
 
 def test_check_mode_says_which_volume_would_be_handed_over_and_stops_nothing(owned):
