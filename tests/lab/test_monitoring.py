@@ -240,3 +240,29 @@ def test_monitoring_data_an_earlier_release_wrote_is_handed_to_its_user_and_kept
         assert foreign == "", f"{volume}: not its user's: {foreign}"
     kept = wait_for(lambda: deployed.promql(f"count(up @ {before})"), timeout=60, interval=3, what="the samples kept")
     assert int(kept[0]["value"][1]) > 0
+
+
+def test_an_owned_volume_that_is_gone_is_made_for_its_user_before_its_service_runs_again(deployed):
+    """Alertmanager's volume removed with its service: the deploy makes it again before Alertmanager runs, its top
+    65534's (the service mounts it with nocopy, or Docker would copy the image directory's owner in), and
+    Alertmanager runs on it. (Each manager's etcd volume, made on a first deploy, where the image's directory is
+    root's: tests/lab/test_database_ha.py.)"""
+    volume = f"{STACK}_alertmanager_data"
+    if deployed.mode == "compose":
+        removed = "docker rm -f $(docker ps -aq --filter label=com.docker.compose.service=alertmanager)"
+    else:
+        removed = f"docker service rm {STACK}_alertmanager"
+    lab_hosts.ssh(deployed.deployer, removed)
+    wait_for(lambda: lab_hosts.ssh(deployed.deployer, f"docker volume rm {volume}", check=False).returncode == 0,
+             timeout=60, what=f"{volume} removed")  # fmt: skip
+    result = deployed.play("deploy.yml")
+    assert result.returncode == 0, output(result)
+    if deployed.mode == "compose":  # in compose_rollout's run, which says so
+        assert "alertmanager: volume alertmanager_data was made for 65534:65534" in result.stdout, output(result)
+    else:
+        assert task_changed(result, "make each not made yet for its user"), output(result)
+    wait_for(lambda: [r for r in deployed.promql('up{job="alertmanager"}') if r["value"][1] == "1"],
+             timeout=90, interval=3, what="Alertmanager scraped again")  # fmt: skip
+    mountpoint = f"$(docker volume inspect -f '{{{{.Mountpoint}}}}' {volume})"
+    seen = lab_hosts.ssh(deployed.deployer, f"stat -c %u:%g {mountpoint}; find {mountpoint} ! -user 65534 | head -3")
+    assert seen.stdout.split() == ["65534:65534"], seen.stdout
