@@ -10,8 +10,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Contract:
     image: str  # the lab image's key
-    # The image it stands in for: the default's (its name in the lab registry too), or for the images whose default
-    # is still the project's own, the upstream line to move to.
+    # The image it stands in for: the default's (its name in the lab registry too).
     upstream: str
     user: str  # uid:gid it runs as, or the account the entrypoint drops to (postgres, redis start as root)
     account: str = ""  # the account that uid:gid belongs to, when the entrypoint switches to it

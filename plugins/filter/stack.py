@@ -606,6 +606,13 @@ def _swarm_service(
 ) -> dict:
     where = f"service {name}"
     service = _common(name, model, networks, top)
+    # A Swarm volume is its node's own: the deploy makes or hands it over on the host the service is pinned to.
+    for owned in _owned_volumes(name, model):
+        if owned["host"] is None:
+            raise AnsibleFilterError(
+                f"{where}: its owned volume {owned['volume']} needs the service pinned to one host in Swarm mode "
+                "(placement node.labels.pliers.host == <host>), where the deploy makes it for its user"
+            )
     if model.get("isolated"):
         service["networks"] = [ISOLATED_NETWORK]
     refs: dict[str, list] = {"secrets": [], "configs": []}

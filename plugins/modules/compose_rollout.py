@@ -1375,10 +1375,7 @@ class Rollout:
                 self.handed.append({**handed, "found": None})
                 if not self.module.check_mode:
                     # Compose's own labels: it takes the volume for the project's (no warning, no second volume).
-                    labels = {
-                        "com.docker.compose.project": compose.project,
-                        "com.docker.compose.volume": owned["volume"],
-                    }
+                    labels = {COMPOSE_PROJECT_LABEL: compose.project, "com.docker.compose.volume": owned["volume"]}
                     made = self.client.volumes.create(name=name, labels=labels)
                     os.lchown(made.attrs["Mountpoint"], owned["uid"], owned["gid"])
                 continue

@@ -264,5 +264,6 @@ def test_an_owned_volume_that_is_gone_is_made_for_its_user_before_its_service_ru
     wait_for(lambda: [r for r in deployed.promql('up{job="alertmanager"}') if r["value"][1] == "1"],
              timeout=90, interval=3, what="Alertmanager scraped again")  # fmt: skip
     mountpoint = f"$(docker volume inspect -f '{{{{.Mountpoint}}}}' {volume})"
-    seen = lab_hosts.ssh(deployed.deployer, f"stat -c %u:%g {mountpoint}; find {mountpoint} ! -user 65534 | head -3")
+    foreign = f"find {mountpoint} \\( ! -user 65534 -o ! -group 65534 \\) | head -3"
+    seen = lab_hosts.ssh(deployed.deployer, f"stat -c %u:%g {mountpoint}; {foreign}")
     assert seen.stdout.split() == ["65534:65534"], seen.stdout

@@ -723,6 +723,21 @@ def test_an_owned_volume_the_deploy_could_not_hand_over_is_refused_naming_the_se
     assert str(raised.value).startswith("service prom volumes[0]: ")
 
 
+def test_swarm_mode_refuses_an_owned_volume_whose_service_is_not_pinned_to_a_host():
+    """A Swarm volume is its node's own: the deploy makes it for its user on the host the service is pinned to, and an
+    unpinned task could start anywhere, on a volume the engine makes there for root."""
+    data = [{"source": "prom_data", "target": "/prometheus", "owned": True}]
+    pinned = swarm_model("ops", user="65534:65534", volumes=data, placement=["node.labels.pliers.host == node-2"])
+    assert swarm({"prom": pinned})["services"]["prom"]["volumes"][0]["volume"] == {"nocopy": True}
+    unpinned = swarm_model("ops", user="65534:65534", volumes=data, placement=["node.role == manager"])
+    with pytest.raises(
+        AnsibleFilterError, match=re.escape("service prom: its owned volume prom_data needs the service pinned")
+    ):
+        swarm({"prom": unpinned})
+    # Compose runs every service on its one host.
+    assert render({"prom": model("ops", user="65534:65534", volumes=data)})["services"]["prom"]["volumes"]
+
+
 def test_a_host_keeps_the_running_version_and_the_keep_before_it_per_service():
     history = [release(f"1.{n}.0", "1.0.0") for n in range(6)]
     listed = held(*(f"{API}:1.{n}.0" for n in range(6)), f"{WEB}:1.0.0", "postgres:17", "registry.example:5000/x:1")

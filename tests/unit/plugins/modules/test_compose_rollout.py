@@ -1586,6 +1586,7 @@ def test_check_mode_says_which_volume_would_be_made_and_makes_none(owned):
     run = rollout(owned.compose, True, client=owned.client, in_place=["prom"], owned_volumes=owned_by(7, 8, "new_data"))
     assert run.handed == [{"volume": "new_data", "service": "prom", "owner": "7:8", "found": None}]
     assert "p_new_data" not in owned.client.volumes.mountpoints and owned.handed == []
+    assert run.result(0.0)["changed"] is True
 
 
 def test_check_mode_says_which_volume_would_be_handed_over_and_stops_nothing(owned):
