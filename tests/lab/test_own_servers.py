@@ -1,10 +1,11 @@
-"""A server of a real team's (#15): hardened the usual way (root's SSH login refused, a deploy user with sudo) and
-running a Docker engine someone else installed and configured, with a daemon.json of their own. The local
+"""A server of a real team's (#15): Debian 12, hardened the usual way (root's SSH login refused, a deploy user with
+sudo) and running a Docker engine someone else installed and configured, with a daemon.json of their own. Debian 12's
+own packages have no Compose v2, so the role refuses to install the engine there, naming what to do, with nothing
+installed; its owner installed Docker from binaries instead (Docker's documented way without a package; Docker's
+download site is not reachable here, so the binaries are Debian 13's, on Debian 12's containerd and runc). The local
 inventory's whole stack (Compose) is deployed onto it as that user, through sudo, with docker_host_manage_engine
 false: the engine is left alone (the same process, the same daemon.json), and a rerun changes nothing. An engine
-older than the stack needs is refused, naming its version, and still left alone. A Debian 12 server, whose own
-packages have no Compose v2 (and Docker's repository, which has, is not reachable here), is refused naming what to do,
-with nothing installed."""
+older than the stack needs is refused, naming its version, and still left alone."""
 
 from __future__ import annotations
 
@@ -35,9 +36,35 @@ DAEMON_JSON = {
     "max-concurrent-downloads": 4,
     "default-address-pools": [{"base": "10.213.0.0/16", "size": 24}],
 }
-INSTALL_ENGINE = (
-    "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-    "docker.io docker-cli docker-compose python3-docker"
+# The owner's engine on Debian 12: containerd, runc and the Docker SDK from its packages, Docker 26 and Compose v2
+# as binaries (from Debian 13's packages, the lab's stand-in for download.docker.com's), with their systemd units.
+INSTALL_ENGINE = r"""set -eu
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends containerd runc tini iptables python3-docker
+echo 'deb http://deb.debian.org/debian trixie main' > /etc/apt/sources.list.d/engine-binaries.list
+apt-get update -q
+work=$(mktemp -d)
+cd "$work"
+apt-get download -q docker.io/trixie docker-cli/trixie docker-compose/trixie
+rm /etc/apt/sources.list.d/engine-binaries.list
+apt-get update -q
+for deb in *.deb; do dpkg-deb -x "$deb" root; done
+install -m 0755 root/usr/sbin/dockerd root/usr/sbin/docker-proxy /usr/sbin/
+install -m 0755 root/usr/bin/docker /usr/bin/
+install -D -m 0755 root/usr/libexec/docker/cli-plugins/docker-compose /usr/libexec/docker/cli-plugins/docker-compose
+ln -sf tini-static /usr/bin/docker-init
+install -m 0644 root/usr/lib/systemd/system/docker.s* /etc/systemd/system/
+getent group docker >/dev/null || groupadd --system docker
+cd / && rm -rf "$work"
+systemctl daemon-reload
+systemctl enable --now docker.socket docker.service
+"""
+# What says an engine was installed: a package's, or any dockerd.
+ENGINE_INSTALLED = "dpkg-query -W docker.io docker-ce || command -v dockerd"
+REFUSAL = (
+    r"Debian 12[.0-9]* does not ship Compose v2: use Debian 13 or Ubuntu 24.04, "
+    r"or set docker_host_install_source=docker"
 )
 
 
@@ -58,11 +85,8 @@ def server(tmp_path_factory):
     """A hardened one-host lab with the engine its owner installed and configured, and the local inventory's stack
     deployed onto it (rc asserted by the first test); removed at the end."""
     lab_cli("down", name=LAB.name)
-    lab_cli("up", "--hosts", "1", "--deploy-user", DEPLOY_USER, name=LAB.name)
+    lab_cli("up", "--hosts", "1", "--debian", "12", "--deploy-user", DEPLOY_USER, name=LAB.name)
     host = lab_hosts.lab_host(LAB, LAB.host_name(1))
-    # The owner's engine: Debian's packages, their daemon.json, the engine restarted to read it.
-    lab_hosts.ssh(host, INSTALL_ENGINE)
-    lab_hosts.ssh(host, "cat > /etc/docker/daemon.json && systemctl restart docker", input=json.dumps(DAEMON_JSON))
     inventory = tmp_path_factory.mktemp("inventory-own")
     shutil.copytree(ROOT / "inventories" / "local", inventory, dirs_exist_ok=True)
     hosts = inventory / "hosts.yml"
@@ -70,6 +94,13 @@ def server(tmp_path_factory):
     (inventory / "host_vars").mkdir()
     (inventory / "host_vars" / f"{LAB.name}-1.yml").write_text(yaml.safe_dump({"docker_host_manage_engine": False}))
     target = OwnServer("compose-own", inventory, SPEC)
+    # Before its owner installs the engine: the role asked to install it from Debian 12's packages.
+    target.refused = target.deploy("-e", "docker_host_manage_engine=true")
+    target.installed_when_refused = lab_hosts.ssh(host, ENGINE_INSTALLED, check=False).returncode == 0
+    # The owner's engine, their daemon.json, the engine restarted to read it.
+    lab_hosts.ssh(host, "bash -s", input=INSTALL_ENGINE)
+    write = "mkdir -p /etc/docker && cat > /etc/docker/daemon.json && systemctl restart docker"
+    lab_hosts.ssh(host, write, input=json.dumps(DAEMON_JSON))
     target.before = target.engine()
     target.first = target.deploy()
     yield target
@@ -78,6 +109,7 @@ def server(tmp_path_factory):
 
 def test_the_hardened_host_refuses_root_and_lets_its_deploy_user_sudo(server):
     host = server.deployer
+    assert lab_hosts.ssh(host, "cat /etc/debian_version").stdout.startswith("12.")
     assert host.user == DEPLOY_USER
     root = lab_hosts.run(
         ["ssh", "-i", str(lab_hosts.SSH_KEY), *lab_hosts.SSH_OPTIONS, "-o", "BatchMode=yes", f"root@{host.address}",
@@ -179,24 +211,7 @@ def test_an_engine_older_than_the_stack_needs_is_refused_naming_its_version_and_
     assert server.engine() == server.before
 
 
-def test_a_debian_12_server_is_refused_naming_what_to_do_with_nothing_installed(tmp_path):
-    lab = Lab("pliers-deb12")
-    lab_cli("down", name=lab.name)
-    try:
-        lab_cli("up", "--hosts", "1", "--debian", "12", name=lab.name)
-        host = lab_hosts.lab_host(lab, lab.host_name(1))
-        assert lab_hosts.ssh(host, "cat /etc/debian_version").stdout.startswith("12.")
-        shutil.copytree(ROOT / "inventories" / "local", tmp_path, dirs_exist_ok=True)
-        hosts = tmp_path / "hosts.yml"
-        hosts.write_text(hosts.read_text().replace("pliers-demo-", f"{lab.name}-"))
-        spec = {"lab": lab, "deployer": lab.host_name(1), "edge": lab.host_name(1), "db": lab.host_name(1)}
-        result = Target("compose-deb12", tmp_path, spec).play("deploy.yml", "-e", f"@{lab.credentials}")
-        assert result.returncode != 0
-        refusal = (
-            r"Debian 12[.0-9]* does not ship Compose v2: use Debian 13 or Ubuntu 24.04, "
-            r"or set docker_host_install_source=docker"
-        )
-        assert re.search(refusal, output(result)), output(result)
-        assert lab_hosts.ssh(host, "dpkg-query -W docker.io", check=False).returncode != 0, "an engine was installed"
-    finally:
-        lab_cli("down", name=lab.name, check=False)
+def test_installing_the_engine_from_debian_12s_packages_is_refused_naming_what_to_do_with_nothing_installed(server):
+    assert server.refused.returncode != 0
+    assert re.search(REFUSAL, output(server.refused)), output(server.refused)
+    assert not server.installed_when_refused, "an engine was installed"
