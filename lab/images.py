@@ -130,6 +130,8 @@ def catalogue() -> list[Image]:
             "Version: 3.5.16\n",
         ),
         Image("app-runtime", IMAGES_DIR / "app-runtime", "bookworm"),
+        # A target Python this machine lacks, for ansible-test (tests/lab/test_target_pythons.py).
+        Image("python3.14", IMAGES_DIR / "python", "trixie", (), {}, ("python3.14", "--version"), "Python 3.14."),
     ]
     for version in APP_VERSIONS:
         for role, repo, port in (("api", "api", "3000"), ("ai", "ai-service", "3001")):

@@ -3,6 +3,7 @@
 #   tools/ansible_test.sh <venv> <collection dir (…/ansible_collections/pliers/deploy)> [<venv run before>]
 # Full sanity and units on Python 3.12; compile, import and units on each other target Python, but those the venv
 # run before (its ansible-core's own targets) covered already.
+# A target Python this machine lacks runs in the lab's image of it instead (tests/lab/test_target_pythons.py).
 # ansible-test bootstraps pip in its test venvs with a script from ci-files.testing.ansible.com, which these
 # machines cannot reach: tools/get_pip.py stands in for it (pip from ensurepip, then from the package index).
 set -euo pipefail
