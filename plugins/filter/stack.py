@@ -125,8 +125,8 @@ def _phase(name: str, model: dict) -> str:
 def _owned_volumes(name: str, model: dict) -> list[dict]:
     """The named volumes the service owns (owned=true): each with its service, the uid and gid of its user, for whom the
     deploy makes it (empty, mounted without the image's content) or hands every file of it to before the service
-    runs, and the host a Swarm places it on (its node.labels.pliers.host constraint; None: the deployer). Such a
-    service runs as a numeric uid:gid."""
+    runs, and the host a Swarm places it on (its node.labels.pliers.host constraint; None: not pinned, which only
+    Compose allows). Such a service runs as a numeric uid:gid."""
     pinned = [PINNED.fullmatch(str(constraint)) for constraint in model.get("placement") or []]
     host = next((match.group(1) for match in pinned if match), None)
     owned = []
