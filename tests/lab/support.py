@@ -272,6 +272,27 @@ def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout[-5000:] + result.stderr[-2000:]
 
 
+# The ansible-core before the newest, in its own venv (make test-lab and make test-collection create it).
+PREVIOUS_CORE_VENVS = sorted(ROOT.glob(".venv-core-*"))
+
+
+def install_tarball(build: Path) -> Path:
+    """pliers.deploy built as Galaxy ships it into build, and installed from that tarball into an empty collections
+    path: build/collections, returned."""
+    galaxy = str(Path(sys.executable).parent / "ansible-galaxy")
+    built = subprocess.run([galaxy, "collection", "build", "--output-path", str(build), str(ROOT)],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert built.returncode == 0, output(built)
+    (tarball,) = build.glob("pliers-deploy-*.tar.gz")
+    # --force: the checkout itself is installed in the configured collections path already.
+    installed = subprocess.run(
+        [galaxy, "collection", "install", "--force", "--offline", "--no-deps", "-p", str(build / "collections"),
+         str(tarball)], cwd=build, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, output(installed)
+    return build / "collections"
+
+
 def task_changed(result: subprocess.CompletedProcess, task: str) -> bool:
     """Whether the first task whose name holds `task` reported changed on some host."""
     lines = result.stdout.splitlines()

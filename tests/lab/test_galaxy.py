@@ -20,11 +20,9 @@ import yaml
 from lab import hosts as lab_hosts
 from lab.common import ROOT, VAULT
 
-from .support import output
+from .support import PREVIOUS_CORE_VENVS, install_tarball, output
 
 VENV = Path(sys.executable).parent.parent
-# The ansible-core before the newest, in its own venv (make test-lab and make test-collection create it).
-PREVIOUS_CORE_VENVS = sorted(ROOT.glob(".venv-core-*"))
 # community.docker and friends, from the `ansible` package in the controller venv (Galaxy is not reachable).
 COMMUNITY = sysconfig.get_paths()["purelib"]
 
@@ -32,19 +30,9 @@ COMMUNITY = sysconfig.get_paths()["purelib"]
 @pytest.fixture(scope="module")
 def collections(tmp_path_factory) -> Path:
     """pliers.deploy built as Galaxy ships it and installed into an empty collections path."""
-    build = tmp_path_factory.mktemp("galaxy")
-    galaxy = str(VENV / "bin" / "ansible-galaxy")
-    built = subprocess.run([galaxy, "collection", "build", "--output-path", str(build), str(ROOT)],
-                           capture_output=True, text=True, check=False)  # fmt: skip
-    assert built.returncode == 0, output(built)
-    (tarball,) = build.glob("pliers-deploy-*.tar.gz")
-    installed = subprocess.run(
-        [galaxy, "collection", "install", "--force", "--offline", "--no-deps", "-p", str(build / "collections"),
-         str(tarball)], cwd=build, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert installed.returncode == 0, output(installed)
-    assert not (build / "collections/ansible_collections/pliers/deploy/lab").exists(), "the lab must not ship"
-    return build / "collections"
+    collections = install_tarball(tmp_path_factory.mktemp("galaxy"))
+    assert not (collections / "ansible_collections/pliers/deploy/lab").exists(), "the lab must not ship"
+    return collections
 
 
 def clean_environment(collections: Path, venv: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ import pytest
 from lab.common import docker
 from lab.images import Builder, catalogue
 
-from .support import ROOT
+from .support import PREVIOUS_CORE_VENVS, ROOT, install_tarball
 
 # The lab's images of a Python, by version ("python3.14" -> "3.14").
 PYTHON_IMAGES = {image.key.removeprefix("python"): image for image in catalogue() if image.repo.startswith("python")}
@@ -42,8 +42,8 @@ def on_this_machine(version: str) -> bool:
 
 def test_every_target_python_of_the_supported_ansible_cores_is_here_or_has_a_lab_image():
     # The controller venv's ansible-core, and the previous one's venv (make test-collection makes it).
-    cores = [sys.executable, *(str(path) for path in ROOT.glob(".venv-core-*/bin/python"))]
-    assert len(cores) == 2, f"the previous ansible-core's venv is missing: {cores}"
+    assert len(PREVIOUS_CORE_VENVS) == 1, f"expected one .venv-core-* (make makes it): {PREVIOUS_CORE_VENVS}"
+    cores = [sys.executable, str(PREVIOUS_CORE_VENVS[0] / "bin" / "python")]
     targets = {version for python in cores for version in target_pythons(python)}
     uncovered = sorted(v for v in targets if not on_this_machine(v) and v not in PYTHON_IMAGES)
     assert not uncovered, f"no Python {', '.join(uncovered)} here and no lab image of it (lab/images.py)"
@@ -53,14 +53,7 @@ def test_every_target_python_of_the_supported_ansible_cores_is_here_or_has_a_lab
 def collection(tmp_path_factory) -> Path:
     """The collection as Galaxy ships it, installed into an empty collections path, with the unit tests
     (make test-collection's copy)."""
-    build = tmp_path_factory.mktemp("collection")
-    galaxy = [str(Path(sys.executable).parent / "ansible-galaxy"), "collection"]
-    subprocess.run([*galaxy, "build", "--output-path", str(build), str(ROOT)], check=True, capture_output=True)
-    tarball = next(build.glob("pliers-deploy-*.tar.gz"))
-    # --force: the checkout itself is installed in the configured collections path already.
-    install = [*galaxy, "install", "--force", "--offline", "--no-deps", "-p", str(build / "collections"), str(tarball)]
-    subprocess.run(install, check=True, capture_output=True)
-    installed = build / "collections" / "ansible_collections" / "pliers" / "deploy"
+    installed = install_tarball(tmp_path_factory.mktemp("collection")) / "ansible_collections" / "pliers" / "deploy"
     shutil.copytree(ROOT / "tests" / "unit" / "plugins", installed / "tests" / "unit" / "plugins")
     return installed
 
@@ -96,6 +89,8 @@ def test_sanity_compile_and_import_and_the_unit_tests_pass_on_a_python_this_mach
     )  # fmt: skip
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
-    units = re.search(r"=+ (\d+) passed.*=+", out)
-    assert units and int(units.group(1)) > 0, out[-3000:]
-    print(f"ansible-test, Python {version}, ansible-core {core}: compile and import passed; units: {units[0]}")
+    # One pytest run per kind of unit test (the modules', on the target Python; the controller's plugins').
+    runs = [int(count) for count in re.findall(r"^=+ (\d+) passed", out, re.MULTILINE)]
+    assert runs and all(runs), out[-3000:]
+    passed = " + ".join(map(str, runs))
+    print(f"ansible-test, Python {version}, ansible-core {core}: compile and import passed; units: {passed} passed")
