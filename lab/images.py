@@ -57,6 +57,7 @@ class Image:
     args: dict[str, str] = field(default_factory=dict)
     version_check: tuple[str, ...] = ()  # command whose output must contain expect
     expect: str = ""
+    on_demand: bool = False  # built only when asked for by name, never by a plain Builder() (lab up, demo, images)
 
     @property
     def key(self) -> str:
@@ -130,8 +131,8 @@ def catalogue() -> list[Image]:
             "Version: 3.5.16\n",
         ),
         Image("app-runtime", IMAGES_DIR / "app-runtime", "bookworm"),
-        # A target Python this machine lacks, for ansible-test (tests/lab/test_target_pythons.py).
-        Image("python3.14", IMAGES_DIR / "python", "trixie", (), {}, ("python3.14", "--version"), "Python 3.14."),
+        # A target Python this machine lacks, for ansible-test (tests/lab/test_target_pythons.py builds it).
+        Image("python3.14", IMAGES_DIR / "python", "trixie", (), {}, ("python3.14", "--version"), "Python 3.14.", True),
     ]
     for version in APP_VERSIONS:
         for role, repo, port in (("api", "api", "3000"), ("ai", "ai-service", "3001")):
@@ -198,7 +199,7 @@ class Builder:
     """Builds the catalogue, reusing every image whose inputs are unchanged."""
 
     def __init__(self, images: list[Image] | None = None) -> None:
-        self.images = images or catalogue()
+        self.images = images or [image for image in catalogue() if not image.on_demand]
         self.tags: dict[str, str] = {}
 
     def tag_of(self, image: Image) -> str:

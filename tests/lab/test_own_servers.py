@@ -42,6 +42,7 @@ INSTALL_ENGINE = r"""set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends containerd runc tini iptables python3-docker
+trap 'rm -f /etc/apt/sources.list.d/engine-binaries.list' EXIT
 echo 'deb http://deb.debian.org/debian trixie main' > /etc/apt/sources.list.d/engine-binaries.list
 apt-get update -q
 work=$(mktemp -d)
@@ -52,6 +53,7 @@ apt-get update -q
 for deb in *.deb; do dpkg-deb -x "$deb" root; done
 install -m 0755 root/usr/sbin/dockerd root/usr/sbin/docker-proxy /usr/sbin/
 install -m 0755 root/usr/bin/docker /usr/bin/
+dockerd --version
 install -D -m 0755 root/usr/libexec/docker/cli-plugins/docker-compose /usr/libexec/docker/cli-plugins/docker-compose
 ln -sf tini-static /usr/bin/docker-init
 install -m 0644 root/usr/lib/systemd/system/docker.s* /etc/systemd/system/
@@ -94,11 +96,12 @@ def server(tmp_path_factory):
     (inventory / "host_vars").mkdir()
     (inventory / "host_vars" / f"{LAB.name}-1.yml").write_text(yaml.safe_dump({"docker_host_manage_engine": False}))
     target = OwnServer("compose-own", inventory, SPEC)
-    # Before its owner installs the engine: the role asked to install it from Debian 12's packages.
+    # Before its owner installs the engine: the role asked to install it from Debian 12's packages (the refused run
+    # leaves its entry in the host's release history, as every failed deploy does).
     target.refused = target.deploy("-e", "docker_host_manage_engine=true")
     target.installed_when_refused = lab_hosts.ssh(host, ENGINE_INSTALLED, check=False).returncode == 0
     # The owner's engine, their daemon.json, the engine restarted to read it.
-    lab_hosts.ssh(host, "bash -s", input=INSTALL_ENGINE)
+    lab_hosts.ssh(host, INSTALL_ENGINE, timeout=900)
     write = "mkdir -p /etc/docker && cat > /etc/docker/daemon.json && systemctl restart docker"
     lab_hosts.ssh(host, write, input=json.dumps(DAEMON_JSON))
     target.before = target.engine()

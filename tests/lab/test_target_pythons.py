@@ -18,11 +18,12 @@ import pytest
 from lab.common import docker
 from lab.images import Builder, catalogue
 
-from .support import PREVIOUS_CORE_VENVS, ROOT, install_tarball
+from .support import PREVIOUS_CORE_VENVS, ROOT, TEST_LAB, install_tarball
 
 # The lab's images of a Python, by version ("python3.14" -> "3.14").
 PYTHON_IMAGES = {image.key.removeprefix("python"): image for image in catalogue() if image.repo.startswith("python")}
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
 
 def target_pythons(python: str) -> list[str]:
@@ -45,6 +46,7 @@ def test_every_target_python_of_the_supported_ansible_cores_is_here_or_has_a_lab
     assert len(PREVIOUS_CORE_VENVS) == 1, f"expected one .venv-core-* (make makes it): {PREVIOUS_CORE_VENVS}"
     cores = [sys.executable, str(PREVIOUS_CORE_VENVS[0] / "bin" / "python")]
     targets = {version for python in cores for version in target_pythons(python)}
+    assert "3.12" in targets, targets
     uncovered = sorted(v for v in targets if not on_this_machine(v) and v not in PYTHON_IMAGES)
     assert not uncovered, f"no Python {', '.join(uncovered)} here and no lab image of it (lab/images.py)"
 
@@ -77,18 +79,29 @@ def test_sanity_compile_and_import_and_the_unit_tests_pass_on_a_python_this_mach
         f" && /venv/bin/ansible-test sanity --venv --python {version} --test compile --test import"
         f" && /venv/bin/ansible-test units --venv --python {version}"
     )
-    result = docker(
-        "run", "--rm",
-        "-v", f"{root}:/collections",
-        "-v", f"{ROOT / 'tools' / 'get_pip.py'}:{get_pip}:ro",
-        # The package index is reached through this machine's proxy, whose CA only this machine's bundle has.
-        "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
-        "-e", f"PIP_CERT={CA_BUNDLE}", "-e", f"SSL_CERT_FILE={CA_BUNDLE}",
-        image, "sh", "-c", script,
-        check=False, timeout=900,
-    )  # fmt: skip
+    # The package index is reached through this machine's proxy, whose CA only this machine's bundle has; its
+    # proxy settings, if any, go along.
+    passed_on = [f"{key}={value}" for key, value in os.environ.items() if key.upper() in PROXY_VARIABLES]
+    name = f"{TEST_LAB.name}-ansible-test-{version}"
+    docker("rm", "-f", name, check=False)
+    try:
+        result = docker(
+            "run", "--name", name, "--label", TEST_LAB.label,
+            "-v", f"{root}:/collections",
+            "-v", f"{ROOT / 'tools' / 'get_pip.py'}:{get_pip}:ro",
+            "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
+            "-e", f"PIP_CERT={CA_BUNDLE}", "-e", f"SSL_CERT_FILE={CA_BUNDLE}",
+            *(option for variable in passed_on for option in ("-e", variable)),
+            image, "sh", "-c", script,
+            check=False, timeout=900,
+        )  # fmt: skip
+    finally:
+        docker("rm", "-f", name, check=False)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
+    # ansible-test exits 0 when it skips a test: both must have run.
+    for test in ("compile", "import"):
+        assert f'Running sanity test "{test}" on Python {version}' in out, out[-3000:]
     # One pytest run per kind of unit test (the modules', on the target Python; the controller's plugins').
     runs = [int(count) for count in re.findall(r"^=+ (\d+) passed", out, re.MULTILINE)]
     assert runs and all(runs), out[-3000:]

@@ -47,6 +47,15 @@ def test_catalogue_bases_come_first_and_names_are_unique():
     assert len(pushed) == len(set(pushed))
 
 
+def test_a_plain_builder_leaves_the_on_demand_images_out_and_none_of_its_images_needs_one():
+    on_demand = {image.key for image in catalogue() if image.on_demand}
+    assert "python3.14" in on_demand
+    default = Builder().images
+    assert not on_demand & {image.key for image in default}
+    assert not on_demand & {image.base for image in default}
+    assert not [image.key for image in catalogue() if image.on_demand and image.pushed_as]
+
+
 # The images the lab's inventories (local, local-swarm) do not deploy, each with the setting of theirs that leaves
 # it out (the test checks they hold it).
 NOT_IN_THE_LAB = {
