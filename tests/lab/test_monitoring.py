@@ -131,14 +131,23 @@ def test_prometheus_answers_on_the_published_port_with_targets_and_rules(deploye
     assert len(rules) >= 10 and {"RedisDown", "BackupTooOld", "InstanceDown"} <= {rule["name"] for rule in rules}
 
 
-def redis_alert(deployed) -> str:
-    """RedisDown's state in Prometheus: firing, pending or '' (inactive)."""
+def alert_state(deployed, name: str, **labels: str) -> str:
+    """The state in Prometheus of the alert of that name (and those labels): firing, pending or '' (inactive)."""
     status, body = http(f"http://{deployed.deployer.address}:9090/api/v1/alerts")
     assert status == 200, body
+    alerts = json.loads(body)["data"]["alerts"]
     states = [
-        alert["state"] for alert in json.loads(body)["data"]["alerts"] if alert["labels"]["alertname"] == "RedisDown"
+        alert["state"]
+        for alert in alerts
+        if alert["labels"]["alertname"] == name and labels.items() <= alert["labels"].items()
     ]
     return states[0] if states else ""
+
+
+def scrape_interval() -> int:
+    """monitoring_scrape_interval's default, in seconds."""
+    defaults = yaml.safe_load((ROOT / "roles/monitoring/defaults/main.yml").read_text())
+    return int(defaults["monitoring_scrape_interval"].removesuffix("s"))
 
 
 # Compose only: the rule and the exporter are the same in Swarm, where discovery is tested above.
@@ -151,16 +160,14 @@ def test_stopping_redis_fires_its_alert_and_starting_it_resolves_it(deployed, re
         if rule["alert"] == "RedisDown"
     )
     rule_for = int(rule["for"].removesuffix("s"))
-    scrape = int(
-        yaml.safe_load((ROOT / "roles/monitoring/defaults/main.yml").read_text())["monitoring_scrape_interval"][:-1]
-    )
-    assert redis_alert(deployed) == ""
+    scrape = scrape_interval()
+    assert alert_state(deployed, "RedisDown") == ""
     compose = "docker compose --project-directory /opt/pliers/local"
     lab_hosts.ssh(deployed.deployer, f"{compose} stop redis")
     request.addfinalizer(lambda: lab_hosts.ssh(deployed.deployer, f"{compose} start redis", check=False))
     stopped = time.monotonic()
     # Polling every second adds at most a second; the HTTP round trip a few milliseconds.
-    wait_for(lambda: redis_alert(deployed) == "firing", timeout=rule_for + 2 * scrape + 2, interval=1,
+    wait_for(lambda: alert_state(deployed, "RedisDown") == "firing", timeout=rule_for + 2 * scrape + 2, interval=1,
              what=f"RedisDown firing within its for ({rule_for}s) plus two scrape intervals ({scrape}s)")  # fmt: skip
     fired = time.monotonic() - stopped
     # Prometheus hands it to Alertmanager (which, with no receiver in the local inventory, keeps it).
@@ -171,11 +178,32 @@ def test_stopping_redis_fires_its_alert_and_starting_it_resolves_it(deployed, re
              interval=1, what="RedisDown in Alertmanager")  # fmt: skip
     lab_hosts.ssh(deployed.deployer, f"{compose} start redis")
     started = time.monotonic()
-    wait_for(lambda: redis_alert(deployed) == "", timeout=2 * scrape + 2, interval=1, what="RedisDown resolved")
+    wait_for(lambda: alert_state(deployed, "RedisDown") == "", timeout=2 * scrape + 2, interval=1,
+             what="RedisDown resolved")  # fmt: skip
     resolved = time.monotonic() - started
     print(f"RedisDown fired {fired:.1f}s after redis stopped, resolved {resolved:.1f}s after it started")
     # The stack recovers by itself: the api reconnects to Redis.
     wait_for(lambda: http(f"{deployed.edge}/api/health")[0] == 200, timeout=60, what="the api healthy again")
+
+
+# Compose only: a Swarm service's stopped task is replaced, and Prometheus lists Swarm tasks from the Docker API.
+@pytest.mark.parametrize("deployed", ["compose"], indirect=True)
+def test_a_stopped_exporter_leaves_its_job_no_target_and_is_scrape_targets_missing(deployed, request):
+    """An exporter stopped by hand stays stopped (restart policies do not start it again), and Docker's DNS no longer
+    names it: its job has no target left to be down, so InstanceDown cannot see it. ScrapeTargetsMissing can:
+    pending here once discovery finds nothing (promtool's test shows it fires after its 3 minutes)."""
+    scrape = scrape_interval()
+    missing = {"name": "ScrapeTargetsMissing", "config": "edge"}
+    assert alert_state(deployed, **missing) == ""
+    compose = "docker compose --project-directory /opt/pliers/local"
+    lab_hosts.ssh(deployed.deployer, f"{compose} stop edge-exporter")
+    request.addfinalizer(lambda: lab_hosts.ssh(deployed.deployer, f"{compose} start edge-exporter", check=False))
+    # Discovery refreshes every scrape interval, and the rules are evaluated every scrape interval too.
+    wait_for(lambda: alert_state(deployed, **missing) == "pending", timeout=3 * scrape + 5, interval=1,
+             what="ScrapeTargetsMissing for the edge job pending")  # fmt: skip
+    lab_hosts.ssh(deployed.deployer, f"{compose} start edge-exporter")
+    wait_for(lambda: alert_state(deployed, **missing) == "", timeout=3 * scrape + 5, interval=1,
+             what="ScrapeTargetsMissing for the edge job gone")  # fmt: skip
 
 
 # --- Swarm: the Docker API through a proxy ----------------------------------------------------------------------
