@@ -131,6 +131,10 @@ def test_prometheus_answers_on_the_published_port_with_targets_and_rules(deploye
     assert len(rules) >= 10 and {"RedisDown", "BackupTooOld", "InstanceDown"} <= {rule["name"] for rule in rules}
 
 
+# Compose on the deployer of the Molecule scenario's stack (the local inventory's project directory).
+COMPOSE = "docker compose --project-directory /opt/pliers/local"
+
+
 def alert_state(deployed, name: str, **labels: str) -> str:
     """The state in Prometheus of the alert of that name (and those labels): firing, pending or '' (inactive)."""
     status, body = http(f"http://{deployed.deployer.address}:9090/api/v1/alerts")
@@ -162,21 +166,20 @@ def test_stopping_redis_fires_its_alert_and_starting_it_resolves_it(deployed, re
     rule_for = int(rule["for"].removesuffix("s"))
     scrape = scrape_interval()
     assert alert_state(deployed, "RedisDown") == ""
-    compose = "docker compose --project-directory /opt/pliers/local"
-    lab_hosts.ssh(deployed.deployer, f"{compose} stop redis")
-    request.addfinalizer(lambda: lab_hosts.ssh(deployed.deployer, f"{compose} start redis", check=False))
+    lab_hosts.ssh(deployed.deployer, f"{COMPOSE} stop redis")
+    request.addfinalizer(lambda: lab_hosts.ssh(deployed.deployer, f"{COMPOSE} start redis", check=False))
     stopped = time.monotonic()
     # Polling every second adds at most a second; the HTTP round trip a few milliseconds.
     wait_for(lambda: alert_state(deployed, "RedisDown") == "firing", timeout=rule_for + 2 * scrape + 2, interval=1,
              what=f"RedisDown firing within its for ({rule_for}s) plus two scrape intervals ({scrape}s)")  # fmt: skip
     fired = time.monotonic() - stopped
     # Prometheus hands it to Alertmanager (which, with no receiver in the local inventory, keeps it).
-    alertmanager = lab_hosts.ssh(deployed.deployer, f"{compose} ps -q alertmanager").stdout.strip()
+    alertmanager = lab_hosts.ssh(deployed.deployer, f"{COMPOSE} ps -q alertmanager").stdout.strip()
     amtool = "amtool alert query --alertmanager.url=http://127.0.0.1:9093"
     query = f"docker exec {alertmanager} {amtool} alertname=RedisDown"
     wait_for(lambda: "RedisDown" in lab_hosts.ssh(deployed.deployer, query, check=False).stdout, timeout=30,
              interval=1, what="RedisDown in Alertmanager")  # fmt: skip
-    lab_hosts.ssh(deployed.deployer, f"{compose} start redis")
+    lab_hosts.ssh(deployed.deployer, f"{COMPOSE} start redis")
     started = time.monotonic()
     wait_for(lambda: alert_state(deployed, "RedisDown") == "", timeout=2 * scrape + 2, interval=1,
              what="RedisDown resolved")  # fmt: skip
@@ -195,13 +198,12 @@ def test_a_stopped_exporter_leaves_its_job_no_target_and_is_scrape_targets_missi
     scrape = scrape_interval()
     missing = {"name": "ScrapeTargetsMissing", "config": "edge"}
     assert alert_state(deployed, **missing) == ""
-    compose = "docker compose --project-directory /opt/pliers/local"
-    lab_hosts.ssh(deployed.deployer, f"{compose} stop edge-exporter")
-    request.addfinalizer(lambda: lab_hosts.ssh(deployed.deployer, f"{compose} start edge-exporter", check=False))
+    lab_hosts.ssh(deployed.deployer, f"{COMPOSE} stop edge-exporter")
+    request.addfinalizer(lambda: lab_hosts.ssh(deployed.deployer, f"{COMPOSE} start edge-exporter", check=False))
     # Discovery refreshes every scrape interval, and the rules are evaluated every scrape interval too.
     wait_for(lambda: alert_state(deployed, **missing) == "pending", timeout=3 * scrape + 5, interval=1,
              what="ScrapeTargetsMissing for the edge job pending")  # fmt: skip
-    lab_hosts.ssh(deployed.deployer, f"{compose} start edge-exporter")
+    lab_hosts.ssh(deployed.deployer, f"{COMPOSE} start edge-exporter")
     wait_for(lambda: alert_state(deployed, **missing) == "", timeout=3 * scrape + 5, interval=1,
              what="ScrapeTargetsMissing for the edge job gone")  # fmt: skip
 

@@ -1,7 +1,7 @@
 """A server of a real team's (#15): Debian 12, hardened the usual way (root's SSH login refused, a deploy user with
 sudo) and running a Docker engine someone else installed and configured, with a daemon.json of their own. Debian 12's
 own packages have no Compose v2, so the role refuses to install the engine there, naming what to do, with nothing
-installed; its owner installed Docker from binaries instead (Docker's documented way without a package; Docker's
+installed; its owner installed Docker from binaries instead, in the manner of Docker's binary install (Docker's
 download site is not reachable here, so the binaries are Debian 13's, on Debian 12's containerd and runc). The local
 inventory's whole stack (Compose) is deployed onto it as that user, through sudo, with docker_host_manage_engine
 false: the engine is left alone (the same process, the same daemon.json), and a rerun changes nothing. An engine
@@ -62,8 +62,8 @@ cd / && rm -rf "$work"
 systemctl daemon-reload
 systemctl enable --now docker.socket docker.service
 """
-# What says an engine was installed: a package's, or any dockerd.
-ENGINE_INSTALLED = "dpkg-query -W docker.io docker-ce || command -v dockerd"
+# What says an engine was installed: either package, or any dockerd.
+ENGINE_INSTALLED = "dpkg-query -W docker.io || dpkg-query -W docker-ce || command -v dockerd"
 REFUSAL = (
     r"Debian 12[.0-9]* does not ship Compose v2: use Debian 13 or Ubuntu 24.04, "
     r"or set docker_host_install_source=docker"
